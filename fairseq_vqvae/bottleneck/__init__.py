@@ -1,0 +1,18 @@
+"""Discrete bottleneck library (plain torch, no fairseq): VQ-VAE, hard EM and soft EM.
+
+Roy et al. 2018, https://arxiv.org/abs/1805.11063. Used by the translation model and by
+``fairseq_vqvae.image``.
+"""
+from . import em
+from .codebook import Codebook
+from .quantizer import BOTTLENECKS, BottleneckConfig, EMStatistics, VQBottleneck, VQOutput
+
+__all__ = [
+    "BOTTLENECKS",
+    "BottleneckConfig",
+    "Codebook",
+    "EMStatistics",
+    "VQBottleneck",
+    "VQOutput",
+    "em",
+]

@@ -1,0 +1,208 @@
+"""The codebook: code vectors, their EMA state, and the one place that state changes.
+
+Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 2.2 (EMA updates, eqs. 4-5).
+"""
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import em
+
+__all__ = ["Codebook"]
+
+# Buffers that hold EM state; they stay fp32 even when fairseq casts the model with
+# --fp16 (model.half()) or --bf16 (model.to(bfloat16)), which would otherwise round them.
+_FP32_BUFFERS = (
+    "weight",
+    "ema_counts",
+    "ema_sums",
+    "pending_counts",
+    "pending_sums",
+    "pending_candidates",
+    "pending_num_candidates",
+)
+
+
+class Codebook(nn.Module):
+    """S independent codebooks of K codes of dimension D.
+
+    With ``ema=True`` (hard and soft EM) the codes are buffers updated only by
+    :meth:`update_`; they are in ``state_dict`` and outside the optimizer. With ``ema=False``
+    (VQ-VAE with a codebook loss) ``weight`` is an ``nn.Parameter`` trained by gradient.
+
+    Statistics flow: ``accumulate_(counts, sums, candidates)`` adds one micro-batch's
+    statistics to ``pending_*`` buffers; ``update_()`` all-reduces them across workers, applies
+    one EMA M-step, optionally restarts dead codes, and clears them.
+
+    Args:
+        num_slices: S (1 = plain VQ).
+        codebook_size: K, codes per slice.
+        code_dim: D, dimension of one slice's code.
+        ema: True for EM-trained codes (buffers), False for gradient-trained codes.
+        decay: EMA decay lambda in [0, 1).
+        epsilon: Laplace smoothing epsilon > 0.
+        dead_code_threshold: restart codes whose bias-corrected EMA count (about: uses per
+            update) falls below this, from vectors of the current update (0 = never).
+    """
+
+    def __init__(
+        self,
+        num_slices: int,
+        codebook_size: int,
+        code_dim: int,
+        ema: bool = True,
+        decay: float = 0.999,
+        epsilon: float = 1e-5,
+        dead_code_threshold: float = 0.0,
+    ):
+        super().__init__()
+        if min(num_slices, codebook_size, code_dim) < 1:
+            raise ValueError("num_slices, codebook_size and code_dim must all be >= 1")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        self.num_slices, self.codebook_size, self.code_dim = num_slices, codebook_size, code_dim
+        self.ema, self.decay, self.epsilon = ema, decay, epsilon
+        self.dead_code_threshold = dead_code_threshold
+        # tensor2tensor's uniform_unit_scaling init: U(+-sqrt(3 / K)).
+        bound = (3.0 / codebook_size) ** 0.5
+        init = torch.empty(num_slices, codebook_size, code_dim).uniform_(-bound, bound)
+        if not ema:
+            self.weight = nn.Parameter(init)
+            return
+        self.register_buffer("weight", init)  # (S, K, D)
+        self.register_buffer("ema_counts", torch.zeros(num_slices, codebook_size))  # (S, K)
+        self.register_buffer("ema_sums", init.clone())  # (S, K, D), t2t: copy of the codes
+        # Statistics of the current optimizer update; not saved (a checkpoint is written
+        # between updates, when they are zero).
+        zeros = torch.zeros
+        self.register_buffer("pending_counts", zeros(num_slices, codebook_size), persistent=False)
+        self.register_buffer("pending_sums", zeros(num_slices, codebook_size, code_dim), persistent=False)
+        # Up to K batch vectors per slice kept as restart candidates for dead codes.
+        self.register_buffer(
+            "pending_candidates", zeros(codebook_size, num_slices, code_dim), persistent=False
+        )
+        self.register_buffer("pending_num_candidates", zeros(1), persistent=False)
+        # M-steps applied so far; saved, so restarts and usage debiasing survive a resume.
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def _apply(self, fn, recurse=True):
+        # Keep EM state in fp32 through .half()/.to(bfloat16); still follow device moves.
+        saved = {n: self._buffers[n] for n in _FP32_BUFFERS if self._buffers.get(n) is not None}
+        super()._apply(fn, recurse)
+        for name, original in saved.items():
+            moved = self._buffers[name]
+            self._buffers[name] = original.to(device=moved.device, dtype=torch.float32)
+        return self
+
+    def distances(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, S, D) vectors -> (N, S, K) fp32 squared distances to this slice's codes."""
+        return em.squared_distances(x, self.weight)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors of ``codes`` (..., S) int64 -> (..., S, D)."""
+        slice_index = torch.arange(self.num_slices, device=codes.device)
+        return self.weight[slice_index, codes]
+
+    def mix(self, responsibilities: torch.Tensor) -> torch.Tensor:
+        """Responsibility-weighted code vectors, (..., S, K) -> (..., S, D)."""
+        weight = self.weight.to(responsibilities.dtype)
+        return torch.einsum("...sk,skd->...sd", responsibilities, weight)
+
+    @torch.no_grad()
+    def accumulate_(
+        self, counts: torch.Tensor, sums: torch.Tensor, candidates: torch.Tensor | None = None
+    ) -> None:
+        """Add one micro-batch's statistics (S, K), (S, K, D) and candidate vectors (N, S, D)."""
+        if not self.ema:
+            return
+        self.pending_counts += counts.float()
+        self.pending_sums += sums.float()
+        if candidates is not None and self.dead_code_threshold > 0:
+            self._keep_candidates_(candidates.detach().float())
+
+    def _keep_candidates_(self, candidates: torch.Tensor) -> None:
+        have = int(self.pending_num_candidates.item())
+        room = self.codebook_size - have
+        if room > 0 and candidates.shape[0] > 0:
+            take = candidates[torch.randperm(candidates.shape[0], device=candidates.device)[:room]]
+            self.pending_candidates[have : have + take.shape[0]] = take
+            self.pending_num_candidates += take.shape[0]
+
+    @torch.no_grad()
+    def update_(self, process_group=None) -> None:
+        """All-reduce the pending statistics, apply one EMA M-step, restart dead codes.
+
+        Every worker must call this the same number of times (it is a collective when
+        torch.distributed is initialised), also with empty statistics.
+        """
+        if not self.ema:
+            return
+        distributed = dist.is_available() and dist.is_initialized()
+        if distributed:
+            dist.all_reduce(self.pending_counts, group=process_group)
+            dist.all_reduce(self.pending_sums, group=process_group)
+        self.ema_counts, self.ema_sums = em.ema_update(
+            self.ema_counts, self.ema_sums, self.pending_counts, self.pending_sums, self.decay
+        )
+        # NB: until some vector was assigned, all EMA counts are 0 and the M-step would divide
+        # by 0 (codes * 1e12, all dead); keep a slice's codes until its counts are non-zero.
+        has_counts = (self.ema_counts.sum(-1) > 0)[:, None, None]  # (S, 1, 1)
+        new_weight = em.codebook_from_ema(self.ema_counts, self.ema_sums, self.epsilon)
+        self.weight.copy_(torch.where(has_counts, new_weight, self.weight))
+        if self.dead_code_threshold > 0:
+            self._restart_dead_codes_(distributed, process_group)
+        self.num_updates += 1
+        self.clear_pending_()
+
+    def clear_pending_(self) -> None:
+        """Drop statistics that will not be applied (e.g. an update skipped on overflow)."""
+        if self.ema:
+            self.pending_counts.zero_()
+            self.pending_sums.zero_()
+            self.pending_num_candidates.zero_()
+
+    def _restart_dead_codes_(self, distributed: bool, process_group) -> None:
+        candidates, valid = self.pending_candidates, self.pending_num_candidates
+        if distributed:
+            world = dist.get_world_size(process_group)
+            gathered = [torch.empty_like(candidates) for _ in range(world)]
+            counts = [torch.empty_like(valid) for _ in range(world)]
+            dist.all_gather(gathered, candidates, group=process_group)
+            dist.all_gather(counts, valid, group=process_group)
+            candidates = torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])
+        else:
+            candidates = candidates[: int(valid.item())]
+        if candidates.shape[0] == 0:
+            return
+        # Same seed on every worker, so every worker picks the same replacements.
+        generator = torch.Generator().manual_seed(1_000_003 * int(self.num_updates) + 17)
+        # Compare bias-corrected counts: the EMA starts at 0, so for the first ~1/(1-decay)
+        # updates raw counts are tiny and every code would look dead.
+        correction = 1.0 - self.decay ** (int(self.num_updates) + 1)
+        for s in range(self.num_slices):
+            dead = (self.ema_counts[s] < self.dead_code_threshold * correction).nonzero()
+            dead = dead.squeeze(-1)
+            if dead.numel() == 0:
+                continue
+            pick = torch.randint(candidates.shape[0], (dead.numel(),), generator=generator)
+            vectors = candidates[pick.to(candidates.device), s]
+            self.weight[s, dead] = vectors
+            # Reset the EMA state of restarted codes too, or the stale sums would pull them
+            # straight back (espnet PR #6284).
+            self.ema_counts[s, dead] = self.dead_code_threshold * correction
+            self.ema_sums[s, dead] = vectors * self.dead_code_threshold * correction
+
+    def ema_perplexity(self) -> torch.Tensor:
+        """(S,) perplexity of the EMA counts: long-run codebook usage (0 before any update)."""
+        if not self.ema:
+            return torch.zeros(self.num_slices)
+        return em.perplexity(self.ema_counts)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_slices={self.num_slices}, codebook_size={self.codebook_size}, "
+            f"code_dim={self.code_dim}, ema={self.ema}, decay={self.decay}, "
+            f"epsilon={self.epsilon}, dead_code_threshold={self.dead_code_threshold}"
+        )

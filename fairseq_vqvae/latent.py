@@ -1,0 +1,195 @@
+"""Building blocks of vqvae_nat: the target compressor/decompressor and the latent predictor.
+
+Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 5.1, following the Latent
+Transformer of Kaiser et al. 2018: n_c residual-conv + stride-2 steps shorten the target
+2^n_c times; the decompressor mirrors them with depth-to-space up-sampling; an
+autoregressive Transformer decoder predicts the codes from the source.
+Shapes are batch-first (B, T, C) unless noted; fairseq layers take (T, B, C).
+"""
+import torch
+import torch.nn.functional as F
+from fairseq.modules import LayerNorm
+from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
+from fairseq.modules.sinusoidal_positional_embedding import SinusoidalPositionalEmbedding
+from torch import nn
+
+__all__ = ["Compressor", "Decompressor", "LatentPredictor", "sinusoidal_table"]
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """(num_positions, dim) fixed sinusoidal position table (fairseq's, without padding row)."""
+    return SinusoidalPositionalEmbedding.get_embedding(num_positions, dim)
+
+
+class ResidualConv(nn.Module):
+    """x + dropout(conv_stack(LN(x))), conv_stack = [ReLU, Conv1d k=3 (no bias), LN] x 3.
+
+    tensor2tensor's ``residual_conv`` (one block), kernel 3 along time, SAME padding.
+    """
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.norm = LayerNorm(dim)
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, 3, padding=1, bias=False) for _ in range(3))
+        self.norms = nn.ModuleList(LayerNorm(dim) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        h = self.norm(x)
+        for conv, norm in zip(self.convs, self.norms):
+            h = norm(conv(F.relu(h).transpose(1, 2)).transpose(1, 2))
+        return x + self.dropout(h)
+
+
+class Compressor(nn.Module):
+    """(B, L, C) -> (B, L / 2^n_c, C): n_c residual blocks, then n_c stride-2 convs.
+
+    L must be a multiple of 2^n_c (the model pads the target to one).
+    """
+
+    def __init__(self, dim: int, compress_steps: int, dropout: float):
+        super().__init__()
+        self.residual = nn.Sequential(*(ResidualConv(dim, dropout) for _ in range(compress_steps)))
+        self.downsample = nn.ModuleList(nn.Conv1d(dim, dim, 2, stride=2) for _ in range(compress_steps))
+        self.norms = nn.ModuleList(LayerNorm(dim) for _ in range(compress_steps))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.residual(x)
+        for conv, norm in zip(self.downsample, self.norms):
+            x = norm(conv(F.relu(x).transpose(1, 2)).transpose(1, 2))
+        return x
+
+
+class Decompressor(nn.Module):
+    """(B, N, C) -> (B, N * 2^n_c, C): n_c x [residual block, 1x1 conv to 2C, depth-to-space]."""
+
+    def __init__(self, dim: int, compress_steps: int, dropout: float):
+        super().__init__()
+        self.residual = nn.ModuleList(ResidualConv(dim, dropout) for _ in range(compress_steps))
+        self.expand = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(compress_steps))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for residual, expand in zip(self.residual, self.expand):
+            x = expand(residual(x))  # (B, N, 2C)
+            x = x.reshape(x.shape[0], x.shape[1] * 2, -1)  # (B, 2N, C)
+        return x
+
+
+class LatentPredictor(nn.Module):
+    """Autoregressive Transformer decoder over code ids, attending to the source encoding.
+
+    Input at latent step t is the learned embedding of code t-1 (a start symbol at t = 0),
+    summed over slices; the output is S x K logits. It is trained by teacher forcing on the
+    autoencoder's codes, with no gradient into the autoencoder (see README, "Design").
+
+    Args:
+        cfg: fairseq ``TransformerConfig`` whose ``decoder`` fields size the layers.
+        num_layers: number of Transformer decoder layers.
+        num_slices: S codes per latent position.
+        codebook_size: K codes per slice.
+        max_latents: longest latent sequence (for the position table).
+    """
+
+    def __init__(self, cfg, num_layers: int, num_slices: int, codebook_size: int, max_latents: int):
+        super().__init__()
+        dim = cfg.decoder.embed_dim
+        self.num_slices, self.codebook_size = num_slices, codebook_size
+        # Row S*K is the start symbol; slice s uses rows [s*K, (s+1)*K).
+        self.embed_codes = nn.Embedding(num_slices * codebook_size + 1, dim)
+        nn.init.normal_(self.embed_codes.weight, std=dim**-0.5)
+        self.register_buffer("positions", sinusoidal_table(max_latents + 1, dim), persistent=False)
+        self.layers = nn.ModuleList(TransformerDecoderLayerBase(cfg) for _ in range(num_layers))
+        self.final_norm = LayerNorm(dim) if cfg.decoder.normalize_before else None
+        self.output = nn.Linear(dim, num_slices * codebook_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.scale = dim**0.5
+
+    def embed(self, codes: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Decoder inputs for ``codes`` (B, N, S) -> (B, N, C).
+
+        With ``offset == 0``: teacher forcing, inputs [start, codes[:, :-1]]. With
+        ``offset > 0``: one incremental step, the input at position ``offset`` is the
+        embedding of the last code so far, ``codes[:, -1]``.
+        """
+        slice_offsets = torch.arange(self.num_slices, device=codes.device) * self.codebook_size
+        ids = (codes + slice_offsets).clamp_min(0)  # (B, N, S) rows of embed_codes
+        if offset > 0:
+            x = self.embed_codes(ids[:, -1:]).sum(2)  # (B, 1, C)
+        else:
+            start = codes.new_full((codes.shape[0], 1), self.num_slices * self.codebook_size)
+            x = torch.cat([self.embed_codes(start), self.embed_codes(ids[:, :-1]).sum(2)], dim=1)
+        x = x * self.scale + self.positions[offset : offset + x.shape[1]].to(x.dtype)
+        return self.dropout(x)
+
+    def forward(self, x, encoder_out, padding_mask=None, incremental_state=None) -> torch.Tensor:
+        """Embedded inputs (B, N, C) -> logits (B, N, S, K)."""
+        enc = encoder_out["encoder_out"][0]  # (S_src, B, C)
+        enc_mask = _first(encoder_out["encoder_padding_mask"])
+        length = x.shape[1]
+        h = x.transpose(0, 1)  # (N, B, C)
+        causal = None
+        if incremental_state is None:
+            causal = torch.triu(h.new_full((length, length), float("-inf")), diagonal=1)
+        for layer in self.layers:
+            h, _, _ = layer(
+                h,
+                enc,
+                enc_mask,
+                incremental_state=incremental_state,
+                self_attn_mask=causal,
+                self_attn_padding_mask=padding_mask if incremental_state is None else None,
+            )
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        logits = self.output(h.transpose(0, 1))  # (B, N, S*K)
+        return logits.reshape(*logits.shape[:2], self.num_slices, self.codebook_size)
+
+    @torch.no_grad()
+    def greedy(self, encoder_out, num_latents: int, batch_size: int, device) -> torch.Tensor:
+        """Greedy decoding of ``num_latents`` codes with cached self-attention -> (B, N, S)."""
+        codes = torch.zeros(batch_size, 0, self.num_slices, dtype=torch.long, device=device)
+        incremental_state: dict = {}
+        for step in range(num_latents):
+            if step == 0:
+                dummy = torch.zeros(batch_size, 1, self.num_slices, dtype=torch.long, device=device)
+                x = self.embed(dummy)
+            else:
+                x = self.embed(codes, offset=step)
+            logits = self.forward(x, encoder_out, incremental_state=incremental_state)
+            codes = torch.cat([codes, logits[:, -1:].argmax(-1)], dim=1)
+        return codes
+
+    @torch.no_grad()
+    def beam(self, encoder_out, num_latents: int, beam_size: int) -> torch.Tensor:
+        """Beam search over codes (num_slices == 1, batch of 1), no cache -> (1, N, 1).
+
+        Latent sequences are short (L / 2^n_c), so recomputing the prefix is cheap.
+        """
+        if self.num_slices != 1:
+            raise ValueError("latent beam search needs --num-slices 1; use greedy decoding")
+        device = encoder_out["encoder_out"][0].device
+        hyps = torch.zeros(1, 0, 1, dtype=torch.long, device=device)
+        scores = torch.zeros(1, device=device)
+        for step in range(num_latents):
+            n = hyps.shape[0]
+            padded = torch.cat([hyps, hyps.new_zeros(n, 1, 1)], dim=1)
+            enc = _expand_encoder_out(encoder_out, n)
+            logp = self.forward(self.embed(padded), enc)[:, -1, 0].float().log_softmax(-1)
+            total = (scores[:, None] + logp).reshape(-1)
+            scores, flat = total.topk(min(beam_size, total.numel()))
+            parent, code = flat // self.codebook_size, flat % self.codebook_size
+            hyps = torch.cat([hyps[parent], code.view(-1, 1, 1)], dim=1)
+        return hyps[:1]
+
+
+def _first(items):
+    return items[0] if items else None
+
+
+def _expand_encoder_out(encoder_out, n: int):
+    enc = encoder_out["encoder_out"][0]
+    mask = _first(encoder_out["encoder_padding_mask"])
+    return {
+        "encoder_out": [enc.expand(-1, n, -1)],
+        "encoder_padding_mask": [mask.expand(n, -1)] if mask is not None else [],
+    }

@@ -1,0 +1,327 @@
+"""vqvae_nat: non-autoregressive translation through an EM-trained discrete latent bottleneck.
+
+Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 5.1. Training: encode the source,
+compress the target 2^n_c times and quantize it (VQBottleneck), decode every target token in
+one pass from the up-sampled codes, and teach an autoregressive latent predictor the codes.
+Inference (``VQVAENATGenerator``): predict the codes from the source, then decode in one pass.
+"""
+import argparse
+import logging
+
+import torch
+import torch.nn.functional as F
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
+from fairseq.models.transformer import TransformerConfig, TransformerEncoderBase
+from fairseq.modules import LayerNorm
+from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
+from torch import nn
+
+from .bottleneck import BottleneckConfig, VQBottleneck, em
+from .config import VQVAENATConfig
+from .latent import Compressor, Decompressor, LatentPredictor, sinusoidal_table
+
+logger = logging.getLogger(__name__)
+
+LENGTH_OFFSET = 128  # length classes predict T - |x| + 128, as fairseq's NAT models
+
+
+@register_model("vqvae_nat")
+class VQVAENATModel(BaseFairseqModel):
+    """Source encoder + target autoencoder with a VQ bottleneck + latent predictor + decoder."""
+
+    def __init__(self, cfg: VQVAENATConfig, encoder, embed_target, target_dictionary):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.embed_target = embed_target
+        self.pad = target_dictionary.pad()
+        self.eos = target_dictionary.eos()
+        dim = cfg.encoder_embed_dim
+        self.scale = dim**0.5
+        self.ratio = 2**cfg.compress_steps
+        self.max_latents = cfg.max_target_positions // self.ratio
+        layers_cfg = _transformer_config(cfg)
+        self.ae_layers = nn.ModuleList(TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.ae_layers))
+        self.compressor = Compressor(dim, cfg.compress_steps, cfg.dropout)
+        self.bottleneck = VQBottleneck(_bottleneck_config(cfg))
+        self.decompressor = Decompressor(dim, cfg.compress_steps, cfg.dropout)
+        self.decoder_layers = nn.ModuleList(TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.decoder_layers))
+        self.decoder_norm = LayerNorm(dim) if cfg.normalize_before else None
+        self.latent_predictor = LatentPredictor(
+            layers_cfg, cfg.latent_layers, cfg.num_slices, cfg.codebook_size, self.max_latents
+        )
+        self.length_head = nn.Linear(dim, 2 * LENGTH_OFFSET) if cfg.latent_length == "predict" else None
+        self.register_buffer("positions", sinusoidal_table(cfg.max_target_positions + 1, dim), persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.num_updates = 0
+
+    @classmethod
+    def add_args(cls, parser):
+        # No argparse defaults, so that the architecture presets can fill them in.
+        gen_parser_from_dataclass(parser, VQVAENATConfig(), delete_default=True, with_prefix="")
+
+    @classmethod
+    def build_model(cls, args, task):
+        vqvae_nat(args)
+        cfg = VQVAENATConfig.from_namespace(args)
+        _validate(cfg, task)
+        src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        embed_source = _embedding(len(src_dict), cfg.encoder_embed_dim, src_dict.pad())
+        embed_target = embed_source if cfg.share_all_embeddings else _embedding(len(tgt_dict), cfg.encoder_embed_dim, tgt_dict.pad())
+        encoder = TransformerEncoderBase(_transformer_config(cfg), src_dict, embed_source)
+        return cls(cfg, encoder, embed_target, tgt_dict)
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        self.num_updates = num_updates
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+    # Training -------------------------------------------------------------------------------
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens=None, tgt_tokens=None):
+        """Named loss terms for the ``vqvae_em`` criterion (prev_output_tokens is unused)."""
+        if tgt_tokens is None:
+            raise ValueError("vqvae_nat needs the target tokens in training (tgt_tokens=...)")
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
+        target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
+        num_latents = self.training_latent_counts(target_lengths, src_lengths)  # (B,)
+        target = _pad_to(tgt_tokens, int(num_latents.max()) * self.ratio, self.pad)  # (B, L)
+        latent_mask = _length_mask(num_latents)  # (B, N) True at padding
+        z = self.compressor(self.embed_for_compression(target, encoder_out))  # (B, N, C)
+        vq = self.bottleneck(z, latent_mask)
+        latents = self._warmup_mix(vq.quantized, z)
+        word_logits = self.decode(latents, latent_mask, encoder_out)  # (B, L, V)
+        lp = self.latent_predictor
+        latent_logits = lp(lp.embed(vq.codes), encoder_out, latent_mask)  # (B, N, S, K)
+        self._em_stats = vq.em_stats
+        latent_factor = self.cfg.latent_loss_factor * em.step_on(self.num_updates, self.cfg.latent_loss_start_update)
+        terms = {
+            "word_ins": {"out": word_logits, "tgt": target, "mask": target.ne(self.pad)},
+            "latent": {"out": latent_logits, "tgt": vq.soft_targets, "mask": ~latent_mask, "factor": latent_factor},
+            "commit": {"loss": vq.commit_loss + vq.codebook_loss, "factor": 1.0},
+        }
+        if self.length_head is not None:
+            terms["length"] = {
+                "out": self.length_logits(encoder_out),
+                "tgt": self.length_classes(target_lengths, src_lengths),
+                "factor": self.cfg.length_loss_factor,
+            }
+        extra = {"vq_stats": vq.stats, "codes": vq.codes, "latent_mask": latent_mask}
+        return terms, extra
+
+    def pop_em_statistics(self):
+        """The EM statistics of the last training forward (None after eval/vqvae), once."""
+        stats, self._em_stats = getattr(self, "_em_stats", None), None
+        return stats
+
+    def training_latent_counts(self, target_lengths, src_lengths):
+        """Latents per example in training: ceil(T / 2^n_c), or the paper's max(T, 2|x|)."""
+        lengths = target_lengths
+        if self.cfg.latent_length == "source":
+            lengths = torch.maximum(lengths, self._source_target_lengths(src_lengths))
+        return _ceil_div(lengths, self.ratio).clamp(1, self.max_latents)
+
+    def embed_for_compression(self, target, encoder_out):
+        """Target embeddings, zero at padding (t2t), optionally attending to the source."""
+        x = self.embed_target(target) * self.scale * target.ne(self.pad).unsqueeze(-1)
+        if not self.ae_layers:
+            return x
+        mask = target.eq(self.pad)
+        h = self.dropout(x + self.positions[: x.shape[1]].to(x.dtype)).transpose(0, 1)
+        for layer in self.ae_layers:
+            h, _, _ = layer(h, encoder_out["encoder_out"][0], _first(encoder_out["encoder_padding_mask"]), self_attn_padding_mask=mask)
+        return h.transpose(0, 1) * target.ne(self.pad).unsqueeze(-1)
+
+    def _warmup_mix(self, quantized, continuous):
+        """Bottleneck warm-up: per example, quantized with probability p(t), else continuous."""
+        if not self.training or self.cfg.bottleneck_warmup_updates <= 0:
+            return quantized
+        p = em.inverse_exp_decay(self.num_updates, self.cfg.bottleneck_warmup_updates)
+        use_quantized = torch.rand(quantized.shape[0], 1, 1, device=quantized.device) < p
+        return torch.where(use_quantized, quantized, continuous)
+
+    # Shared by training and inference ------------------------------------------------------
+
+    def decode(self, latents, latent_mask, encoder_out):
+        """One parallel pass: latents (B, N, C) -> token logits (B, N * 2^n_c, V)."""
+        h = self.decompressor(latents)  # (B, L, C)
+        token_mask = latent_mask.repeat_interleave(self.ratio, dim=1)  # (B, L)
+        h = self.dropout(h + self.positions[: h.shape[1]].to(h.dtype)).transpose(0, 1)  # (L, B, C)
+        enc, enc_mask = encoder_out["encoder_out"][0], _first(encoder_out["encoder_padding_mask"])
+        for layer in self.decoder_layers:
+            h, _, _ = layer(h, enc, enc_mask, self_attn_padding_mask=token_mask)
+        if self.decoder_norm is not None:
+            h = self.decoder_norm(h)
+        return F.linear(h.transpose(0, 1), self.embed_target.weight)
+
+    def length_logits(self, encoder_out):
+        """(B, 256) logits over T - |x| + 128 from the mean-pooled source encoding."""
+        enc = encoder_out["encoder_out"][0].transpose(0, 1)  # (B, S, C)
+        mask = _first(encoder_out["encoder_padding_mask"])
+        keep = torch.ones_like(enc[..., 0]) if mask is None else (~mask).to(enc.dtype)
+        pooled = (enc * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+        return self.length_head(pooled)
+
+    def length_classes(self, target_lengths, src_lengths):
+        return (target_lengths - src_lengths + LENGTH_OFFSET).clamp(0, 2 * LENGTH_OFFSET - 1)
+
+    def inference_latent_counts(self, encoder_out, src_lengths):
+        """Latents per example at inference: predicted length, or ceil(ratio * |x|)."""
+        if self.length_head is not None:
+            classes = self.length_logits(encoder_out).argmax(-1)
+            lengths = (src_lengths + classes - LENGTH_OFFSET).clamp_min(1)
+        else:
+            lengths = self._source_target_lengths(src_lengths)
+        counts = _ceil_div(lengths, self.ratio)
+        if bool((counts > self.max_latents).any()):
+            logger.warning(
+                "a sentence needs %d latents but --max-target-positions %d allows %d; its "
+                "translation is truncated", int(counts.max()), self.cfg.max_target_positions, self.max_latents,
+            )
+        return counts.clamp(1, self.max_latents)
+
+    def _source_target_lengths(self, src_lengths):
+        return torch.ceil(src_lengths.float() * self.cfg.length_ratio).long()
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        _check_compatible(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def _check_compatible(model, state_dict):
+    if "bottleneck.codebook.weight" not in state_dict:
+        raise ValueError(
+            "this checkpoint is not a vqvae_nat model (it has no bottleneck.codebook.weight); "
+            "load it with the task and --arch it was trained with"
+        )
+    ours = model.state_dict()
+    for key, what in (("encoder.embed_tokens.weight", "source"), ("embed_target.weight", "target")):
+        if key not in state_dict or key not in ours:
+            continue
+        theirs = state_dict[key].shape
+        if ours[key].shape != theirs:
+            raise ValueError(
+                f"dictionary mismatch: the checkpoint's {what} dictionary has {theirs[0]} "
+                f"symbols, the data's has {ours[key].shape[0]}; binarize the data with the checkpoint's "
+                f"dictionaries (fairseq-preprocess --srcdict/--tgtdict, or --joined-dictionary)"
+            )
+
+
+def _validate(cfg, task):
+    ratio = 2**cfg.compress_steps
+    if cfg.compress_steps < 1:
+        raise ValueError("--compress-steps must be >= 1")
+    if ratio > cfg.max_target_positions:
+        raise ValueError(
+            f"--compress-steps {cfg.compress_steps} compresses 2^{cfg.compress_steps} = {ratio} "
+            f"tokens into one latent, more than --max-target-positions {cfg.max_target_positions}; "
+            f"lower --compress-steps or raise --max-target-positions"
+        )
+    if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
+        raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
+    code_dim = cfg.code_dim or cfg.encoder_embed_dim
+    if code_dim % cfg.num_slices:
+        raise ValueError(f"--code-dim ({code_dim}) must be divisible by --num-slices ({cfg.num_slices})")
+
+
+def _transformer_config(cfg: VQVAENATConfig) -> TransformerConfig:
+    dim = cfg.encoder_embed_dim
+    ns = argparse.Namespace(
+        encoder_embed_dim=dim, encoder_ffn_embed_dim=cfg.encoder_ffn_embed_dim,
+        encoder_layers=cfg.encoder_layers, encoder_attention_heads=cfg.encoder_attention_heads,
+        encoder_normalize_before=cfg.normalize_before, decoder_embed_dim=dim,
+        decoder_ffn_embed_dim=cfg.decoder_ffn_embed_dim, decoder_layers=cfg.decoder_layers,
+        decoder_attention_heads=cfg.encoder_attention_heads, decoder_normalize_before=cfg.normalize_before,
+        decoder_output_dim=dim, decoder_input_dim=dim, dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+        max_source_positions=cfg.max_source_positions, max_target_positions=cfg.max_target_positions,
+        share_all_embeddings=cfg.share_all_embeddings,
+    )
+    return TransformerConfig.from_namespace(ns)
+
+
+def _bottleneck_config(cfg: VQVAENATConfig) -> BottleneckConfig:
+    return BottleneckConfig(
+        bottleneck=str(cfg.bottleneck), codebook_size=cfg.codebook_size,
+        code_dim=cfg.code_dim or cfg.encoder_embed_dim, input_dim=cfg.encoder_embed_dim,
+        num_slices=cfg.num_slices, decay=cfg.ema_decay, epsilon=cfg.ema_epsilon,
+        commitment_weight=cfg.commitment_weight, num_samples=cfg.num_samples,
+        temperature=cfg.soft_em_temperature, dead_code_threshold=cfg.dead_code_threshold,
+    )
+
+
+def _embedding(num, dim, pad):
+    emb = nn.Embedding(num, dim, padding_idx=pad)
+    nn.init.normal_(emb.weight, mean=0, std=dim**-0.5)
+    nn.init.constant_(emb.weight[pad], 0)
+    return emb
+
+
+def _ceil_div(x, d):
+    return torch.div(x + d - 1, d, rounding_mode="floor")
+
+
+def _length_mask(lengths):
+    """(B,) lengths -> (B, max) bool, True at padding."""
+    return torch.arange(int(lengths.max()), device=lengths.device)[None, :] >= lengths[:, None]
+
+
+def _pad_to(tokens, length, pad):
+    if tokens.shape[1] >= length:
+        return tokens[:, :length]
+    return F.pad(tokens, (0, length - tokens.shape[1]), value=pad)
+
+
+def _first(items):
+    return items[0] if items else None
+
+
+# Architecture presets. Each fills only what the user did not set on the command line.
+
+_PRESETS = {
+    "vqvae_nat": {},  # the paper's base model (d=512, 6 layers per stack, K=2^12, n_c=3)
+    "vqvae_nat_small": dict(  # Multi30k on a 2-core CPU
+        encoder_embed_dim=256, encoder_ffn_embed_dim=1024, decoder_ffn_embed_dim=1024,
+        encoder_layers=3, decoder_layers=3, latent_layers=2, codebook_size=1024,
+        dropout=0.3, attention_dropout=0.1, activation_dropout=0.1,
+    ),
+    "vqvae_nat_tiny": dict(  # tests and the README demo
+        encoder_embed_dim=64, encoder_ffn_embed_dim=128, decoder_ffn_embed_dim=128,
+        encoder_layers=2, decoder_layers=2, latent_layers=1, encoder_attention_heads=4,
+        codebook_size=64, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
+    ),
+}
+
+
+def _apply_preset(args, name):
+    preset = _PRESETS[name]
+    for fld in VQVAENATConfig.__dataclass_fields__.values():
+        if getattr(args, fld.name, None) is None:
+            default = preset.get(fld.name, fld.default)
+            if isinstance(default, str) and default.startswith("${"):
+                continue  # interpolations such as max_target_positions come from the task
+            setattr(args, fld.name, default)
+
+
+@register_model_architecture("vqvae_nat", "vqvae_nat")
+def vqvae_nat(args):
+    _apply_preset(args, "vqvae_nat")
+
+
+@register_model_architecture("vqvae_nat", "vqvae_nat_base")
+def vqvae_nat_base(args):
+    _apply_preset(args, "vqvae_nat")
+
+
+@register_model_architecture("vqvae_nat", "vqvae_nat_small")
+def vqvae_nat_small(args):
+    _apply_preset(args, "vqvae_nat_small")
+
+
+@register_model_architecture("vqvae_nat", "vqvae_nat_tiny")
+def vqvae_nat_tiny(args):
+    _apply_preset(args, "vqvae_nat_tiny")
+

@@ -1,0 +1,99 @@
+"""translation_vqvae: fairseq's translation task with the EM bottleneck's bookkeeping.
+
+Adds to ``translation``: the latent-predictor generator (``build_generator``), EM statistics
+accumulated per micro-batch and applied once per optimizer update on every worker
+(``train_step`` / ``optimizer_step``), and batching that never drops sentences at small
+``--batch-size``. ``--eval-bleu`` works as in ``translation``.
+"""
+import logging
+from dataclasses import dataclass, field
+
+import torch.distributed as dist
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from .bottleneck import VQBottleneck
+from .generator import VQVAENATGenerator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslationVQVAENATConfig(TranslationConfig):
+    gen_latent_beam: int = field(
+        default=1,
+        metadata={"help": "beam size over latent codes at inference (1 = greedy, the paper's choice; >1 needs --batch-size 1 and --num-slices 1)"},
+    )
+
+
+@register_task("translation_vqvae", dataclass=TranslationVQVAENATConfig)
+class TranslationVQVAENATTask(TranslationTask):
+    cfg: TranslationVQVAENATConfig
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        from .model import VQVAENATModel
+
+        for model in models:
+            if not isinstance(model, VQVAENATModel):
+                raise ValueError(
+                    f"--task translation_vqvae needs a vqvae_nat checkpoint, got a "
+                    f"{type(model).__name__}; decode that one with the task it was trained with "
+                    f"(e.g. --task translation)"
+                )
+        return VQVAENATGenerator(self.target_dictionary, latent_beam=self.cfg.gen_latent_beam)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        bottlenecks = _bottlenecks(model)
+        if _first_micro_batch(model):
+            # Statistics left from an update that never reached optimizer_step (e.g. skipped
+            # on fp16 overflow) must not leak into this one.
+            for bottleneck in bottlenecks:
+                bottleneck.codebook.clear_pending_()
+        result = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        em_stats = _unwrap(model).pop_em_statistics()
+        if not ignore_grad:  # fairseq's dummy batches contribute nothing
+            for bottleneck in bottlenecks:
+                bottleneck.accumulate_(em_stats)
+        return result
+
+    def optimizer_step(self, optimizer, model, update_num):
+        super().optimizer_step(optimizer, model, update_num)
+        group = _data_parallel_group()
+        for bottleneck in _bottlenecks(model):
+            bottleneck.update_(process_group=group)  # a collective: every worker calls it
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, required_batch_size_multiple=1, **kwargs):
+        # NB: fairseq drops the last batch when --batch-size is below
+        # --required-batch-size-multiple (default 8), e.g. 39 of 40 sentences at batch size 1.
+        if max_sentences is not None and max_sentences < required_batch_size_multiple:
+            required_batch_size_multiple = 1
+        return super().get_batch_iterator(
+            dataset, max_tokens=max_tokens, max_sentences=max_sentences,
+            required_batch_size_multiple=required_batch_size_multiple, **kwargs,
+        )
+
+
+def _unwrap(model):
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def _bottlenecks(model):
+    return [m for m in _unwrap(model).modules() if isinstance(m, VQBottleneck)]
+
+
+def _first_micro_batch(model) -> bool:
+    """fairseq's trainer zeroes gradients (to None) before an update's first micro-batch."""
+    for param in _unwrap(model).parameters():
+        if param.requires_grad:
+            return param.grad is None
+    return True
+
+
+def _data_parallel_group():
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    from fairseq.distributed import utils as distributed_utils
+
+    return distributed_utils.get_data_parallel_group()
