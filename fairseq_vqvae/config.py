@@ -3,6 +3,7 @@
 Defaults are the paper's base model (Roy et al. 2018, https://arxiv.org/abs/1805.11063,
 section 5.1 and tensor2tensor's ``transformer_nat_base``) unless a comment says otherwise.
 """
+
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -17,38 +18,146 @@ LatentLengthChoice = ChoiceEnum(["predict", "source"])
 @dataclass
 class VQVAENATConfig(FairseqDataclass):
     # Transformer stacks (fairseq layers).
-    encoder_embed_dim: int = field(default=512, metadata={"help": "model dimension d of every stack; paper: 512"})
-    encoder_ffn_embed_dim: int = field(default=4096, metadata={"help": "FFN inner dimension of the source encoder; paper (t2t filter_size): 4096"})
+    encoder_embed_dim: int = field(
+        default=512, metadata={"help": "model dimension d of every stack; paper: 512"}
+    )
+    encoder_ffn_embed_dim: int = field(
+        default=4096,
+        metadata={
+            "help": "FFN inner dimension of the source encoder; paper (t2t filter_size): 4096"
+        },
+    )
     encoder_layers: int = field(default=6, metadata={"help": "source encoder layers; paper: 6"})
-    encoder_attention_heads: int = field(default=4, metadata={"help": "attention heads in every stack; paper (t2t transformer_small heritage): 4"})
-    decoder_ffn_embed_dim: int = field(default=4096, metadata={"help": "FFN inner dimension of the token decoder and latent predictor; paper: 4096"})
-    decoder_layers: int = field(default=6, metadata={"help": "token decoder layers (one parallel pass); paper: 6"})
-    latent_layers: int = field(default=6, metadata={"help": "latent predictor layers (autoregressive over codes); paper: 6"})
-    ae_layers: int = field(default=0, metadata={"help": "Transformer layers attending to the source before compressing the target; 0 = the paper's autoencoder, which does not see the source"})
-    normalize_before: bool = field(default=True, metadata={"help": "pre-norm layers (t2t default); False = post-norm"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout in [0, 1) on residuals and embeddings; paper: 0.1"})
-    attention_dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights; paper: 0.1"})
-    activation_dropout: float = field(default=0.1, metadata={"help": "dropout after the FFN activation; paper (t2t relu_dropout): 0.1"})
-    share_all_embeddings: bool = field(default=False, metadata={"help": "share source, target and output embeddings; needs fairseq-preprocess --joined-dictionary (paper: shared 32k vocabulary)"})
+    encoder_attention_heads: int = field(
+        default=4,
+        metadata={
+            "help": "attention heads in every stack; paper (t2t transformer_small heritage): 4"
+        },
+    )
+    decoder_ffn_embed_dim: int = field(
+        default=4096,
+        metadata={
+            "help": "FFN inner dimension of the token decoder and latent predictor; paper: 4096"
+        },
+    )
+    decoder_layers: int = field(
+        default=6, metadata={"help": "token decoder layers (one parallel pass); paper: 6"}
+    )
+    latent_layers: int = field(
+        default=6,
+        metadata={"help": "latent predictor layers (autoregressive over codes); paper: 6"},
+    )
+    ae_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Transformer layers attending to the source before compressing the target; 0 = the paper's autoencoder, which does not see the source"
+        },
+    )
+    normalize_before: bool = field(
+        default=True, metadata={"help": "pre-norm layers (t2t default); False = post-norm"}
+    )
+    dropout: float = field(
+        default=0.1, metadata={"help": "dropout in [0, 1) on residuals and embeddings; paper: 0.1"}
+    )
+    attention_dropout: float = field(
+        default=0.1, metadata={"help": "dropout on attention weights; paper: 0.1"}
+    )
+    activation_dropout: float = field(
+        default=0.1,
+        metadata={"help": "dropout after the FFN activation; paper (t2t relu_dropout): 0.1"},
+    )
+    share_all_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "share source, target and output embeddings; needs fairseq-preprocess --joined-dictionary (paper: shared 32k vocabulary)"
+        },
+    )
     max_source_positions: int = II("task.max_source_positions")
     max_target_positions: int = II("task.max_target_positions")
     # The latent sequence.
-    compress_steps: int = field(default=3, metadata={"help": "n_c: the target is compressed 2^n_c times into latent codes (3 = 8x, 4 = 16x); paper Table 1: 3; must satisfy 2^n_c <= --max-target-positions"})
-    latent_length: LatentLengthChoice = field(default="predict", metadata={"help": "how many latents to decode at inference: 'predict' = a length classifier predicts the target length T and ceil(T / 2^n_c) latents are decoded; 'source' = the paper's fixed ceil(length_ratio * |x| / 2^n_c)"})
-    length_ratio: float = field(default=2.0, metadata={"help": "latent_length=source only: decoded target length is length_ratio * source length; paper: 2"})
-    length_loss_factor: float = field(default=0.1, metadata={"help": "latent_length=predict only: weight of the length classifier's loss; fairseq NAT default 0.1"})
+    compress_steps: int = field(
+        default=3,
+        metadata={
+            "help": "n_c: the target is compressed 2^n_c times into latent codes (3 = 8x, 4 = 16x); paper Table 1: 3; must satisfy 2^n_c <= --max-target-positions"
+        },
+    )
+    latent_length: LatentLengthChoice = field(
+        default="predict",
+        metadata={
+            "help": "how many latents to decode at inference: 'predict' = a length classifier predicts the target length T and ceil(T / 2^n_c) latents are decoded; 'source' = the paper's fixed ceil(length_ratio * |x| / 2^n_c)"
+        },
+    )
+    length_ratio: float = field(
+        default=2.0,
+        metadata={
+            "help": "latent_length=source only: decoded target length is length_ratio * source length; paper: 2"
+        },
+    )
+    length_loss_factor: float = field(
+        default=0.1,
+        metadata={
+            "help": "latent_length=predict only: weight of the length classifier's loss; fairseq NAT default 0.1"
+        },
+    )
     # The bottleneck (fairseq_vqvae.bottleneck.BottleneckConfig).
-    bottleneck: BottleneckChoice = field(default="soft_em", metadata={"help": "vqvae = straight-through with a gradient-trained codebook; hard_em = EMA K-means; soft_em = Monte-Carlo EM (paper's best)"})
+    bottleneck: BottleneckChoice = field(
+        default="soft_em",
+        metadata={
+            "help": "vqvae = straight-through with a gradient-trained codebook; hard_em = EMA K-means; soft_em = Monte-Carlo EM (paper's best)"
+        },
+    )
     codebook_size: int = field(default=4096, metadata={"help": "K codes per slice; paper: 2^12"})
-    code_dim: int = field(default=0, metadata={"help": "dimension of the quantized vectors; 0 = the model dimension (paper), else a projection in and out"})
-    num_slices: int = field(default=1, metadata={"help": "n_d slices of decomposed VQ (Kaiser et al. 2018), each with its own K codes; 1 = plain VQ (paper)"})
-    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay in [0, 1) of hard_em/soft_em codebooks; paper: 0.999"})
-    ema_epsilon: float = field(default=1e-5, metadata={"help": "Laplace smoothing of EMA counts; t2t: 1e-5"})
-    commitment_weight: float = field(default=0.25, metadata={"help": "beta of the commitment loss; paper: 0.25"})
-    num_samples: int = field(default=10, metadata={"help": "soft_em only: m Monte-Carlo samples per latent; paper: 10 with distillation, 5 without"})
-    soft_em_temperature: float = field(default=1.0, metadata={"help": "soft_em only: temperature of softmax(-||z - e||^2 / T); paper: 1"})
-    dead_code_threshold: float = field(default=0.0, metadata={"help": "EM variants: restart codes used less than this many times per update (bias-corrected EMA) from current latents; 0 = off (paper)"})
+    code_dim: int = field(
+        default=0,
+        metadata={
+            "help": "dimension of the quantized vectors; 0 = the model dimension (paper), else a projection in and out"
+        },
+    )
+    num_slices: int = field(
+        default=1,
+        metadata={
+            "help": "n_d slices of decomposed VQ (Kaiser et al. 2018), each with its own K codes; 1 = plain VQ (paper)"
+        },
+    )
+    ema_decay: float = field(
+        default=0.999,
+        metadata={"help": "EMA decay in [0, 1) of hard_em/soft_em codebooks; paper: 0.999"},
+    )
+    ema_epsilon: float = field(
+        default=1e-5, metadata={"help": "Laplace smoothing of EMA counts; t2t: 1e-5"}
+    )
+    commitment_weight: float = field(
+        default=0.25, metadata={"help": "beta of the commitment loss; paper: 0.25"}
+    )
+    num_samples: int = field(
+        default=10,
+        metadata={
+            "help": "soft_em only: m Monte-Carlo samples per latent; paper: 10 with distillation, 5 without"
+        },
+    )
+    soft_em_temperature: float = field(
+        default=1.0,
+        metadata={"help": "soft_em only: temperature of softmax(-||z - e||^2 / T); paper: 1"},
+    )
+    dead_code_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "EM variants: restart codes used less than this many times per update (bias-corrected EMA) from current latents; 0 = off (paper)"
+        },
+    )
     # Schedules, in optimizer updates.
-    bottleneck_warmup_updates: int = field(default=0, metadata={"help": "per-example probability of using quantized (not continuous) latents rises from 0.01 to 1 over this many updates; 0 = quantize from the start; paper: 10000"})
-    latent_loss_start_update: int = field(default=0, metadata={"help": "the latent predictor's loss is off before this update; paper: 50000 (needed there because its gradient reached the autoencoder; here it does not)"})
-    latent_loss_factor: float = field(default=1.0, metadata={"help": "weight of the latent predictor's cross-entropy; paper: 1"})
+    bottleneck_warmup_updates: int = field(
+        default=0,
+        metadata={
+            "help": "per-example probability of using quantized (not continuous) latents rises from 0.01 to 1 over this many updates; 0 = quantize from the start; paper: 10000"
+        },
+    )
+    latent_loss_start_update: int = field(
+        default=0,
+        metadata={
+            "help": "the latent predictor's loss is off before this update; paper: 50000 (needed there because its gradient reached the autoencoder; here it does not)"
+        },
+    )
+    latent_loss_factor: float = field(
+        default=1.0, metadata={"help": "weight of the latent predictor's cross-entropy; paper: 1"}
+    )

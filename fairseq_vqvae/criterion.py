@@ -7,6 +7,7 @@ loss = CE(tokens) [label smoothing optional, real tokens + EOS only]
 Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 5.1. Each term is a mean over its
 own positions, so ``sample_size`` is 1 per batch, as in fairseq's ``nat_loss``.
 """
+
 import math
 from dataclasses import dataclass, field
 
@@ -27,7 +28,9 @@ MEAN_KEYS = ("word_ins_loss", "latent_loss", "commit_loss", "length_loss", "ema_
 class VQVAEEMLossConfig(FairseqDataclass):
     label_smoothing: float = field(
         default=0.0,
-        metadata={"help": "epsilon in [0, 1) of label smoothing on target tokens; 0 = none (paper)"},
+        metadata={
+            "help": "epsilon in [0, 1) of label smoothing on target tokens; 0 = none (paper)"
+        },
     )
 
 
@@ -99,14 +102,20 @@ class VQVAEEMLoss(FairseqCriterion):
             return sum(log.get(key, 0) for log in logging_outputs)
 
         sample_size = total("sample_size") or 1
-        metrics.log_scalar("loss", _item(total("loss")) / sample_size / math.log(2), sample_size, round=3)
-        metrics.log_scalar("nll_loss", _item(total("nll_loss")) / sample_size / math.log(2), sample_size, round=3)
+        metrics.log_scalar(
+            "loss", _item(total("loss")) / sample_size / math.log(2), sample_size, round=3
+        )
+        metrics.log_scalar(
+            "nll_loss", _item(total("nll_loss")) / sample_size / math.log(2), sample_size, round=3
+        )
         metrics.log_derived("ppl", lambda meters: _ppl(meters["nll_loss"].avg))
         for key in MEAN_KEYS:
             metrics.log_scalar(key, _item(total(key)) / sample_size, sample_size, round=3)
         latent_total = _item(total("latent_total"))
         if latent_total > 0:
-            metrics.log_scalar("latent_acc", _item(total("latent_correct")) / latent_total, latent_total, round=4)
+            metrics.log_scalar(
+                "latent_acc", _item(total("latent_correct")) / latent_total, latent_total, round=4
+            )
         counts = total("code_counts")
         if torch.is_tensor(counts):
             counts = counts.reshape(-1, counts.shape[-1]) if counts.dim() > 1 else counts[None]

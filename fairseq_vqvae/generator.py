@@ -6,6 +6,7 @@ look-up, one decoder pass, output cut at the first EOS. No reference length is e
 Returns fairseq's hypothesis format, so fairseq-generate, fairseq-interactive, the hub
 interface and --eval-bleu all work unchanged.
 """
+
 import logging
 
 import torch
@@ -36,14 +37,18 @@ class VQVAENATGenerator:
         if len(models) != 1:
             raise ValueError("vqvae_nat does not support ensembles yet: pass one --path")
         if prefix_tokens is not None or constraints is not None:
-            raise ValueError("vqvae_nat decodes all tokens at once: --prefix-size and constraints are not supported")
+            raise ValueError(
+                "vqvae_nat decodes all tokens at once: --prefix-size and constraints are not supported"
+            )
         model = models[0]
         src_tokens = sample["net_input"]["src_tokens"]
         src_lengths = sample["net_input"]["src_lengths"]
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
         num_latents = model.inference_latent_counts(encoder_out, src_lengths)  # (B,)
         codes = self.predict_codes(model, encoder_out, num_latents)  # (B, N, S)
-        latent_mask = torch.arange(codes.shape[1], device=codes.device)[None] >= num_latents[:, None]
+        latent_mask = (
+            torch.arange(codes.shape[1], device=codes.device)[None] >= num_latents[:, None]
+        )
         latents = model.bottleneck.lookup(codes).to(encoder_out["encoder_out"][0].dtype)
         logits = model.decode(latents, latent_mask, encoder_out)  # (B, L, V)
         logits[..., self.banned] = float("-inf")
@@ -52,7 +57,9 @@ class VQVAENATGenerator:
         lengths = num_latents * model.ratio
         empty = src_lengths <= 1  # only EOS: an empty input line
         if bool(empty.any()):
-            logger.warning("%d input sentence(s) are empty; their translations are empty", int(empty.sum()))
+            logger.warning(
+                "%d input sentence(s) are empty; their translations are empty", int(empty.sum())
+            )
         return [
             [self._hypothesis(tokens[i, : lengths[i]], scores[i, : lengths[i]], bool(empty[i]))]
             for i in range(tokens.shape[0])
@@ -74,7 +81,9 @@ class VQVAENATGenerator:
             tokens, scores = tokens[:0], scores[:0]
         eos = (tokens == self.eos).nonzero()
         end = int(eos[0]) if eos.numel() else tokens.shape[0]
-        positional = torch.cat([scores[:end], scores.new_zeros(1) if end == tokens.shape[0] else scores[end : end + 1]])
+        positional = torch.cat(
+            [scores[:end], scores.new_zeros(1) if end == tokens.shape[0] else scores[end : end + 1]]
+        )
         tokens = torch.cat([tokens[:end], tokens.new_full((1,), self.eos)])
         return {
             "tokens": tokens,

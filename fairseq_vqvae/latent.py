@@ -6,6 +6,7 @@ Transformer of Kaiser et al. 2018: n_c residual-conv + stride-2 steps shorten th
 autoregressive Transformer decoder predicts the codes from the source.
 Shapes are batch-first (B, T, C) unless noted; fairseq layers take (T, B, C).
 """
+
 import torch
 import torch.nn.functional as F
 from fairseq.modules import LayerNorm
@@ -25,6 +26,8 @@ class ResidualConv(nn.Module):
     """x + dropout(conv_stack(LN(x))), conv_stack = [ReLU, Conv1d k=3 (no bias), LN] x 3.
 
     tensor2tensor's ``residual_conv`` (one block), kernel 3 along time, SAME padding.
+    ``padding_mask`` (B, T), True at padding, zeroes the conv inputs there, so that a
+    sentence's output does not depend on how much padding its batch adds.
     """
 
     def __init__(self, dim: int, dropout: float):
@@ -34,10 +37,13 @@ class ResidualConv(nn.Module):
         self.norms = nn.ModuleList(LayerNorm(dim) for _ in range(3))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+    def forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         h = self.norm(x)
         for conv, norm in zip(self.convs, self.norms):
-            h = norm(conv(F.relu(h).transpose(1, 2)).transpose(1, 2))
+            h = F.relu(h)
+            if padding_mask is not None:
+                h = h.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+            h = norm(conv(h.transpose(1, 2)).transpose(1, 2))
         return x + self.dropout(h)
 
 
@@ -50,11 +56,14 @@ class Compressor(nn.Module):
     def __init__(self, dim: int, compress_steps: int, dropout: float):
         super().__init__()
         self.residual = nn.Sequential(*(ResidualConv(dim, dropout) for _ in range(compress_steps)))
-        self.downsample = nn.ModuleList(nn.Conv1d(dim, dim, 2, stride=2) for _ in range(compress_steps))
+        self.downsample = nn.ModuleList(
+            nn.Conv1d(dim, dim, 2, stride=2) for _ in range(compress_steps)
+        )
         self.norms = nn.ModuleList(LayerNorm(dim) for _ in range(compress_steps))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.residual(x)
+    def forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:
+        for residual in self.residual:
+            x = residual(x, padding_mask)
         for conv, norm in zip(self.downsample, self.norms):
             x = norm(conv(F.relu(x).transpose(1, 2)).transpose(1, 2))
         return x
@@ -68,10 +77,12 @@ class Decompressor(nn.Module):
         self.residual = nn.ModuleList(ResidualConv(dim, dropout) for _ in range(compress_steps))
         self.expand = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(compress_steps))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:
         for residual, expand in zip(self.residual, self.expand):
-            x = expand(residual(x))  # (B, N, 2C)
+            x = expand(residual(x, padding_mask))  # (B, N, 2C)
             x = x.reshape(x.shape[0], x.shape[1] * 2, -1)  # (B, 2N, C)
+            if padding_mask is not None:
+                padding_mask = padding_mask.repeat_interleave(2, dim=1)
         return x
 
 
@@ -170,7 +181,7 @@ class LatentPredictor(nn.Module):
         device = encoder_out["encoder_out"][0].device
         hyps = torch.zeros(1, 0, 1, dtype=torch.long, device=device)
         scores = torch.zeros(1, device=device)
-        for step in range(num_latents):
+        for _ in range(num_latents):
             n = hyps.shape[0]
             padded = torch.cat([hyps, hyps.new_zeros(n, 1, 1)], dim=1)
             enc = _expand_encoder_out(encoder_out, n)

@@ -5,6 +5,7 @@ compress the target 2^n_c times and quantize it (VQBottleneck), decode every tar
 one pass from the up-sampled codes, and teach an autoregressive latent predictor the codes.
 Inference (``VQVAENATGenerator``): predict the codes from the source, then decode in one pass.
 """
+
 import argparse
 import logging
 
@@ -42,17 +43,25 @@ class VQVAENATModel(BaseFairseqModel):
         self.ratio = 2**cfg.compress_steps
         self.max_latents = cfg.max_target_positions // self.ratio
         layers_cfg = _transformer_config(cfg)
-        self.ae_layers = nn.ModuleList(TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.ae_layers))
+        self.ae_layers = nn.ModuleList(
+            TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.ae_layers)
+        )
         self.compressor = Compressor(dim, cfg.compress_steps, cfg.dropout)
         self.bottleneck = VQBottleneck(_bottleneck_config(cfg))
         self.decompressor = Decompressor(dim, cfg.compress_steps, cfg.dropout)
-        self.decoder_layers = nn.ModuleList(TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.decoder_layers))
+        self.decoder_layers = nn.ModuleList(
+            TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.decoder_layers)
+        )
         self.decoder_norm = LayerNorm(dim) if cfg.normalize_before else None
         self.latent_predictor = LatentPredictor(
             layers_cfg, cfg.latent_layers, cfg.num_slices, cfg.codebook_size, self.max_latents
         )
-        self.length_head = nn.Linear(dim, 2 * LENGTH_OFFSET) if cfg.latent_length == "predict" else None
-        self.register_buffer("positions", sinusoidal_table(cfg.max_target_positions + 1, dim), persistent=False)
+        self.length_head = (
+            nn.Linear(dim, 2 * LENGTH_OFFSET) if cfg.latent_length == "predict" else None
+        )
+        self.register_buffer(
+            "positions", sinusoidal_table(cfg.max_target_positions + 1, dim), persistent=False
+        )
         self.dropout = nn.Dropout(cfg.dropout)
         self.num_updates = 0
 
@@ -68,7 +77,11 @@ class VQVAENATModel(BaseFairseqModel):
         _validate(cfg, task)
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
         embed_source = _embedding(len(src_dict), cfg.encoder_embed_dim, src_dict.pad())
-        embed_target = embed_source if cfg.share_all_embeddings else _embedding(len(tgt_dict), cfg.encoder_embed_dim, tgt_dict.pad())
+        embed_target = (
+            embed_source
+            if cfg.share_all_embeddings
+            else _embedding(len(tgt_dict), cfg.encoder_embed_dim, tgt_dict.pad())
+        )
         encoder = TransformerEncoderBase(_transformer_config(cfg), src_dict, embed_source)
         return cls(cfg, encoder, embed_target, tgt_dict)
 
@@ -90,17 +103,26 @@ class VQVAENATModel(BaseFairseqModel):
         num_latents = self.training_latent_counts(target_lengths, src_lengths)  # (B,)
         target = _pad_to(tgt_tokens, int(num_latents.max()) * self.ratio, self.pad)  # (B, L)
         latent_mask = _length_mask(num_latents)  # (B, N) True at padding
-        z = self.compressor(self.embed_for_compression(target, encoder_out))  # (B, N, C)
+        z = self.compressor(
+            self.embed_for_compression(target, encoder_out), target.eq(self.pad)
+        )  # (B, N, C)
         vq = self.bottleneck(z, latent_mask)
         latents = self._warmup_mix(vq.quantized, z)
         word_logits = self.decode(latents, latent_mask, encoder_out)  # (B, L, V)
         lp = self.latent_predictor
         latent_logits = lp(lp.embed(vq.codes), encoder_out, latent_mask)  # (B, N, S, K)
         self._em_stats = vq.em_stats
-        latent_factor = self.cfg.latent_loss_factor * em.step_on(self.num_updates, self.cfg.latent_loss_start_update)
+        latent_factor = self.cfg.latent_loss_factor * em.step_on(
+            self.num_updates, self.cfg.latent_loss_start_update
+        )
         terms = {
             "word_ins": {"out": word_logits, "tgt": target, "mask": target.ne(self.pad)},
-            "latent": {"out": latent_logits, "tgt": vq.soft_targets, "mask": ~latent_mask, "factor": latent_factor},
+            "latent": {
+                "out": latent_logits,
+                "tgt": vq.soft_targets,
+                "mask": ~latent_mask,
+                "factor": latent_factor,
+            },
             "commit": {"loss": vq.commit_loss + vq.codebook_loss, "factor": 1.0},
         }
         if self.length_head is not None:
@@ -132,7 +154,12 @@ class VQVAENATModel(BaseFairseqModel):
         mask = target.eq(self.pad)
         h = self.dropout(x + self.positions[: x.shape[1]].to(x.dtype)).transpose(0, 1)
         for layer in self.ae_layers:
-            h, _, _ = layer(h, encoder_out["encoder_out"][0], _first(encoder_out["encoder_padding_mask"]), self_attn_padding_mask=mask)
+            h, _, _ = layer(
+                h,
+                encoder_out["encoder_out"][0],
+                _first(encoder_out["encoder_padding_mask"]),
+                self_attn_padding_mask=mask,
+            )
         return h.transpose(0, 1) * target.ne(self.pad).unsqueeze(-1)
 
     def _warmup_mix(self, quantized, continuous):
@@ -147,7 +174,7 @@ class VQVAENATModel(BaseFairseqModel):
 
     def decode(self, latents, latent_mask, encoder_out):
         """One parallel pass: latents (B, N, C) -> token logits (B, N * 2^n_c, V)."""
-        h = self.decompressor(latents)  # (B, L, C)
+        h = self.decompressor(latents, latent_mask)  # (B, L, C)
         token_mask = latent_mask.repeat_interleave(self.ratio, dim=1)  # (B, L)
         h = self.dropout(h + self.positions[: h.shape[1]].to(h.dtype)).transpose(0, 1)  # (L, B, C)
         enc, enc_mask = encoder_out["encoder_out"][0], _first(encoder_out["encoder_padding_mask"])
@@ -179,7 +206,10 @@ class VQVAENATModel(BaseFairseqModel):
         if bool((counts > self.max_latents).any()):
             logger.warning(
                 "a sentence needs %d latents but --max-target-positions %d allows %d; its "
-                "translation is truncated", int(counts.max()), self.cfg.max_target_positions, self.max_latents,
+                "translation is truncated",
+                int(counts.max()),
+                self.cfg.max_target_positions,
+                self.max_latents,
             )
         return counts.clamp(1, self.max_latents)
 
@@ -221,23 +251,36 @@ def _validate(cfg, task):
             f"lower --compress-steps or raise --max-target-positions"
         )
     if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
-        raise ValueError("--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)")
+        raise ValueError(
+            "--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)"
+        )
     code_dim = cfg.code_dim or cfg.encoder_embed_dim
     if code_dim % cfg.num_slices:
-        raise ValueError(f"--code-dim ({code_dim}) must be divisible by --num-slices ({cfg.num_slices})")
+        raise ValueError(
+            f"--code-dim ({code_dim}) must be divisible by --num-slices ({cfg.num_slices})"
+        )
 
 
 def _transformer_config(cfg: VQVAENATConfig) -> TransformerConfig:
     dim = cfg.encoder_embed_dim
     ns = argparse.Namespace(
-        encoder_embed_dim=dim, encoder_ffn_embed_dim=cfg.encoder_ffn_embed_dim,
-        encoder_layers=cfg.encoder_layers, encoder_attention_heads=cfg.encoder_attention_heads,
-        encoder_normalize_before=cfg.normalize_before, decoder_embed_dim=dim,
-        decoder_ffn_embed_dim=cfg.decoder_ffn_embed_dim, decoder_layers=cfg.decoder_layers,
-        decoder_attention_heads=cfg.encoder_attention_heads, decoder_normalize_before=cfg.normalize_before,
-        decoder_output_dim=dim, decoder_input_dim=dim, dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-        max_source_positions=cfg.max_source_positions, max_target_positions=cfg.max_target_positions,
+        encoder_embed_dim=dim,
+        encoder_ffn_embed_dim=cfg.encoder_ffn_embed_dim,
+        encoder_layers=cfg.encoder_layers,
+        encoder_attention_heads=cfg.encoder_attention_heads,
+        encoder_normalize_before=cfg.normalize_before,
+        decoder_embed_dim=dim,
+        decoder_ffn_embed_dim=cfg.decoder_ffn_embed_dim,
+        decoder_layers=cfg.decoder_layers,
+        decoder_attention_heads=cfg.encoder_attention_heads,
+        decoder_normalize_before=cfg.normalize_before,
+        decoder_output_dim=dim,
+        decoder_input_dim=dim,
+        dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout,
+        activation_dropout=cfg.activation_dropout,
+        max_source_positions=cfg.max_source_positions,
+        max_target_positions=cfg.max_target_positions,
         share_all_embeddings=cfg.share_all_embeddings,
     )
     return TransformerConfig.from_namespace(ns)
@@ -245,11 +288,17 @@ def _transformer_config(cfg: VQVAENATConfig) -> TransformerConfig:
 
 def _bottleneck_config(cfg: VQVAENATConfig) -> BottleneckConfig:
     return BottleneckConfig(
-        bottleneck=str(cfg.bottleneck), codebook_size=cfg.codebook_size,
-        code_dim=cfg.code_dim or cfg.encoder_embed_dim, input_dim=cfg.encoder_embed_dim,
-        num_slices=cfg.num_slices, decay=cfg.ema_decay, epsilon=cfg.ema_epsilon,
-        commitment_weight=cfg.commitment_weight, num_samples=cfg.num_samples,
-        temperature=cfg.soft_em_temperature, dead_code_threshold=cfg.dead_code_threshold,
+        bottleneck=str(cfg.bottleneck),
+        codebook_size=cfg.codebook_size,
+        code_dim=cfg.code_dim or cfg.encoder_embed_dim,
+        input_dim=cfg.encoder_embed_dim,
+        num_slices=cfg.num_slices,
+        decay=cfg.ema_decay,
+        epsilon=cfg.ema_epsilon,
+        commitment_weight=cfg.commitment_weight,
+        num_samples=cfg.num_samples,
+        temperature=cfg.soft_em_temperature,
+        dead_code_threshold=cfg.dead_code_threshold,
     )
 
 
@@ -284,14 +333,29 @@ def _first(items):
 _PRESETS = {
     "vqvae_nat": {},  # the paper's base model (d=512, 6 layers per stack, K=2^12, n_c=3)
     "vqvae_nat_small": dict(  # Multi30k on a 2-core CPU
-        encoder_embed_dim=256, encoder_ffn_embed_dim=1024, decoder_ffn_embed_dim=1024,
-        encoder_layers=3, decoder_layers=3, latent_layers=2, codebook_size=1024,
-        dropout=0.3, attention_dropout=0.1, activation_dropout=0.1,
+        encoder_embed_dim=256,
+        encoder_ffn_embed_dim=1024,
+        decoder_ffn_embed_dim=1024,
+        encoder_layers=3,
+        decoder_layers=3,
+        latent_layers=2,
+        codebook_size=1024,
+        dropout=0.3,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
     ),
     "vqvae_nat_tiny": dict(  # tests and the README demo
-        encoder_embed_dim=64, encoder_ffn_embed_dim=128, decoder_ffn_embed_dim=128,
-        encoder_layers=2, decoder_layers=2, latent_layers=1, encoder_attention_heads=4,
-        codebook_size=64, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
+        encoder_embed_dim=64,
+        encoder_ffn_embed_dim=128,
+        decoder_ffn_embed_dim=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        latent_layers=1,
+        encoder_attention_heads=4,
+        codebook_size=64,
+        dropout=0.1,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
     ),
 }
 
@@ -324,4 +388,3 @@ def vqvae_nat_small(args):
 @register_model_architecture("vqvae_nat", "vqvae_nat_tiny")
 def vqvae_nat_tiny(args):
     _apply_preset(args, "vqvae_nat_tiny")
-

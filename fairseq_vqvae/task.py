@@ -5,6 +5,7 @@ accumulated per micro-batch and applied once per optimizer update on every worke
 (``train_step`` / ``optimizer_step``), and batching that never drops sentences at small
 ``--batch-size``. ``--eval-bleu`` works as in ``translation``.
 """
+
 import logging
 from dataclasses import dataclass, field
 
@@ -22,7 +23,9 @@ logger = logging.getLogger(__name__)
 class TranslationVQVAENATConfig(TranslationConfig):
     gen_latent_beam: int = field(
         default=1,
-        metadata={"help": "beam size over latent codes at inference (1 = greedy, the paper's choice; >1 needs --batch-size 1 and --num-slices 1)"},
+        metadata={
+            "help": "beam size over latent codes at inference (1 = greedy, the paper's choice; >1 needs --batch-size 1 and --num-slices 1)"
+        },
     )
 
 
@@ -62,14 +65,21 @@ class TranslationVQVAENATTask(TranslationTask):
         for bottleneck in _bottlenecks(model):
             bottleneck.update_(process_group=group)  # a collective: every worker calls it
 
-    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, required_batch_size_multiple=1, **kwargs):
-        # NB: fairseq drops the last batch when --batch-size is below
-        # --required-batch-size-multiple (default 8), e.g. 39 of 40 sentences at batch size 1.
-        if max_sentences is not None and max_sentences < required_batch_size_multiple:
+    def get_batch_iterator(
+        self, dataset, max_tokens=None, max_sentences=None, required_batch_size_multiple=1, **kwargs
+    ):
+        # NB: fairseq drops the last batch when its size is not a multiple of
+        # --required-batch-size-multiple (default 8): 39 of 40 sentences at batch size 1, 16 of
+        # 20 at batch size 8 or with --max-tokens. Evaluation sets keep every sentence.
+        small_batches = max_sentences is not None and max_sentences < required_batch_size_multiple
+        if small_batches or dataset is not self.datasets.get(self.cfg.train_subset):
             required_batch_size_multiple = 1
         return super().get_batch_iterator(
-            dataset, max_tokens=max_tokens, max_sentences=max_sentences,
-            required_batch_size_multiple=required_batch_size_multiple, **kwargs,
+            dataset,
+            max_tokens=max_tokens,
+            max_sentences=max_sentences,
+            required_batch_size_multiple=required_batch_size_multiple,
+            **kwargs,
         )
 
 

@@ -3,6 +3,7 @@
 Roy et al. 2018, https://arxiv.org/abs/1805.11063. Used by the translation model and by
 ``fairseq_vqvae.image``.
 """
+
 from . import em
 from .codebook import Codebook
 from .quantizer import BOTTLENECKS, BottleneckConfig, EMStatistics, VQBottleneck, VQOutput

@@ -2,6 +2,7 @@
 
 Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 2.2 (EMA updates, eqs. 4-5).
 """
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -78,7 +79,9 @@ class Codebook(nn.Module):
         # between updates, when they are zero).
         zeros = torch.zeros
         self.register_buffer("pending_counts", zeros(num_slices, codebook_size), persistent=False)
-        self.register_buffer("pending_sums", zeros(num_slices, codebook_size, code_dim), persistent=False)
+        self.register_buffer(
+            "pending_sums", zeros(num_slices, codebook_size, code_dim), persistent=False
+        )
         # Up to K batch vectors per slice kept as restart candidates for dead codes.
         self.register_buffer(
             "pending_candidates", zeros(codebook_size, num_slices, code_dim), persistent=False

@@ -27,6 +27,7 @@ When: statistics are computed in every training forward, but they are applied on
 optimizer update, after the loss, in training only (never in eval mode and never for
 fairseq's dummy / ``ignore_grad`` batches). See ``VQBottleneck.accumulate_`` / ``update_``.
 """
+
 import math
 
 import torch

@@ -3,6 +3,7 @@
 Roy et al. 2018 (https://arxiv.org/abs/1805.11063): sections 2.1 (VQ-VAE, straight-through,
 commitment loss), 2.2 (hard EM = EMA K-means), 3.2 (soft EM with m samples, eqs. 11-12).
 """
+
 from dataclasses import dataclass
 from typing import NamedTuple
 
