@@ -1,7 +1,15 @@
 """fairseq_vqvae: non-autoregressive translation through an EM-trained VQ-VAE bottleneck.
 
 Roy et al. 2018, https://arxiv.org/abs/1805.11063. Load with ``--user-dir fairseq_vqvae``.
-"""
 
-from . import compat  # noqa: F401  (first: fairseq checkpoints must load under torch >= 2.6)
-from . import criterion, model, task  # noqa: F401
+``fairseq_vqvae.bottleneck`` and ``fairseq_vqvae.image`` are plain torch. The fairseq
+components (model, criterion, task) are registered when fairseq is already imported, as it
+is whenever fairseq loads the plugin (``--user-dir``); importing them directly
+(``from fairseq_vqvae.model import VQVAENATModel``) registers them too.
+"""
+import sys
+
+from . import compat  # noqa: F401  (fairseq checkpoints must load under torch >= 2.6)
+
+if "fairseq" in sys.modules:
+    from . import criterion, model, task  # noqa: F401

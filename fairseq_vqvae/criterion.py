@@ -101,7 +101,7 @@ class VQVAEEMLoss(FairseqCriterion):
         def total(key):
             return sum(log.get(key, 0) for log in logging_outputs)
 
-        sample_size = total("sample_size") or 1
+        sample_size = _item(total("sample_size")) or 1.0
         metrics.log_scalar(
             "loss", _item(total("loss")) / sample_size / math.log(2), sample_size, round=3
         )

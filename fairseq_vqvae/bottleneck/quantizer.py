@@ -137,7 +137,8 @@ class VQBottleneck(nn.Module):
             quantized = self.codebook.lookup(codes)
         quantized = quantized.to(flat.dtype)  # (N, S, D/S)
         commit_loss, codebook_loss = self._losses(flat, quantized, keep)
-        straight_through = flat + (quantized - flat).detach()
+        # Forward value exactly q (bit-equal to lookup(codes)), gradient the identity to x.
+        straight_through = quantized.detach() + (flat - flat.detach())
         out = straight_through.reshape(*lead, self.config.code_dim)
         if self.project_out is not None:
             out = self.project_out(out)
