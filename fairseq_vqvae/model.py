@@ -388,3 +388,9 @@ def vqvae_nat_small(args):
 @register_model_architecture("vqvae_nat", "vqvae_nat_tiny")
 def vqvae_nat_tiny(args):
     _apply_preset(args, "vqvae_nat_tiny")
+
+
+# Importing the model alone (``from fairseq_vqvae.model import VQVAENATModel``, then
+# ``from_pretrained(..., user_dir=...)``) must register the task and criterion its checkpoints
+# name too: fairseq skips the user_dir import when fairseq_vqvae is already imported.
+from . import criterion as _criterion, task as _task  # noqa: E402,F401

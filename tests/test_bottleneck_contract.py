@@ -383,3 +383,18 @@ def test_restart_leaves_codebook_alone_when_no_code_is_dead():
         module.step_(module(x).em_stats)
     for name, tensor in plain.codebook.state_dict().items():
         assert torch.equal(restarted.codebook.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("variant", ["hard_em", "soft_em"])
+def test_non_finite_statistics_skip_the_update_and_leave_the_codebook_intact(variant):
+    torch.manual_seed(0)
+    vq = VQBottleneck(BottleneckConfig(bottleneck=variant, codebook_size=4, code_dim=2))
+    x = torch.randn(6, 2)
+    x[2, 1] = float("nan")
+    state = {k: v.clone() for k, v in vq.codebook.state_dict().items()}
+    vq.step_(vq(x).em_stats)
+    for key, value in vq.codebook.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert float(vq.codebook.pending_counts.abs().sum()) == 0.0  # nothing carried over
+    vq.step_(vq(torch.randn(6, 2)).em_stats)  # the next finite update applies normally
+    assert int(vq.codebook.num_updates) == 1

@@ -3,11 +3,15 @@
 Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 2.2 (EMA updates, eqs. 4-5).
 """
 
+import logging
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from . import em
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Codebook"]
 
@@ -146,6 +150,12 @@ class Codebook(nn.Module):
         if distributed:
             dist.all_reduce(self.pending_counts, group=process_group)
             dist.all_reduce(self.pending_sums, group=process_group)
+        if not (self.pending_counts.isfinite().all() and self.pending_sums.isfinite().all()):
+            # NB: one NaN/inf in the statistics would poison the codebook for good. Every
+            # worker sees the same reduced values, so every worker skips together.
+            logger.warning("non-finite EM statistics (NaN/inf latents?): codebook update skipped")
+            self.clear_pending_()
+            return
         self.ema_counts, self.ema_sums = em.ema_update(
             self.ema_counts, self.ema_sums, self.pending_counts, self.pending_sums, self.decay
         )

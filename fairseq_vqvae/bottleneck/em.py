@@ -104,6 +104,11 @@ def sample_responsibilities(
     if n * s == 0:
         samples = distances.new_zeros((n, s, num_samples), dtype=torch.long)
         return distances.new_zeros((n, s, k)), samples
+    # NB: a NaN/inf input would make multinomial raise; sample such rows uniformly instead
+    # (their statistics stay non-finite, so the codebook update skips them).
+    bad = ~probs.isfinite().all(dim=-1)
+    if bool(bad.any()):
+        probs = torch.where(bad[:, None], torch.full_like(probs, 1.0 / k), probs)
     samples = torch.multinomial(probs, num_samples, replacement=True, generator=generator)
     one_hot = F.one_hot(samples, k).to(torch.float32)  # (N*S, m, K)
     responsibilities = one_hot.mean(dim=1).reshape(n, s, k)

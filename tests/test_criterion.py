@@ -1,0 +1,209 @@
+"""vqvae_em: the total is the weighted sum of its parts; metrics aggregate exactly."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fairseq import metrics
+
+from fairseq_vqvae.criterion import VQVAEEMLoss
+
+
+def _run_criterion(built, sample):
+    """Criterion outputs and the very loss terms the model returned inside that call."""
+    captured = {}
+
+    def recording_model(*args, **kwargs):
+        captured["terms"], captured["extra"] = built.model(*args, **kwargs)
+        return captured["terms"], captured["extra"]
+
+    loss, sample_size, logging_output = built.criterion(recording_model, sample)
+    return loss, sample_size, logging_output, captured["terms"], captured["extra"]
+
+
+def _smoothed_ce(logits, target, epsilon):
+    """Cross-entropy with (1 - eps) on the target and eps / (V - 1) on other tokens."""
+    vocab = logits.shape[-1]
+    q = torch.full_like(logits, epsilon / (vocab - 1))
+    q.scatter_(-1, target[:, None], 1.0 - epsilon)
+    return -(q * logits.log_softmax(-1)).sum(-1).mean()
+
+
+@pytest.mark.parametrize(
+    "flags, latent_factor, length_factor",
+    [
+        (
+            (
+                "--bottleneck",
+                "soft_em",
+                "--num-slices",
+                "2",
+                "--label-smoothing",
+                "0.1",
+            ),
+            1.0,
+            0.1,
+        ),
+        (("--bottleneck", "vqvae", "--latent-length", "source"), 1.0, None),
+        (
+            (
+                "--bottleneck",
+                "hard_em",
+                "--latent-loss-factor",
+                "0.5",
+                "--length-loss-factor",
+                "0.3",
+            ),
+            0.5,
+            0.3,
+        ),
+    ],
+    ids=["soft_em_slices_smoothing", "vqvae_source_length", "hard_em_factors"],
+)
+def test_total_loss_is_the_weighted_sum_of_its_parts(
+    flags, latent_factor, length_factor, build_vqvae, make_sample
+):
+    built = build_vqvae(*flags)
+    built.model.train()
+    sample = make_sample(built.task, "train", range(10))
+    epsilon = built.criterion.label_smoothing
+    assert epsilon == (0.1 if "--label-smoothing" in flags else 0.0)
+
+    loss, sample_size, log, terms, extra = _run_criterion(built, sample)
+
+    word = terms["word_ins"]
+    logits, target = word["out"][word["mask"]].float(), word["tgt"][word["mask"]]
+    word_loss = _smoothed_ce(logits, target, epsilon)
+    nll = F.cross_entropy(logits, target)
+    latent = terms["latent"]
+    k = latent["out"].shape[-1]
+    latent_loss = F.cross_entropy(
+        latent["out"][latent["mask"]].reshape(-1, k),
+        latent["tgt"][latent["mask"]].reshape(-1, k),
+    )
+    commit = terms["commit"]["loss"]
+    expected = word_loss + latent["factor"] * latent_loss + commit
+    length_loss = torch.tensor(0.0)
+    if "length" in terms:
+        length_loss = F.cross_entropy(terms["length"]["out"], terms["length"]["tgt"])
+        expected = expected + terms["length"]["factor"] * length_loss
+
+    assert sample_size == 1
+    assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
+    assert torch.allclose(log["loss"], expected, atol=1e-5)
+    assert torch.allclose(log["word_ins_loss"], word_loss, atol=1e-5)
+    assert torch.allclose(log["nll_loss"], nll, atol=1e-5)
+    assert torch.allclose(log["latent_loss"], latent_loss, atol=1e-5)
+    assert torch.allclose(log["commit_loss"], commit)
+    assert torch.allclose(log["length_loss"], length_loss, atol=1e-5)
+    assert latent["factor"] == latent_factor
+    assert ("length" in terms) == (length_factor is not None)
+    if length_factor is not None:
+        assert terms["length"]["factor"] == length_factor
+    # The code histogram counts each real latent once per slice.
+    codes = extra["codes"][~extra["latent_mask"]]  # (M, S)
+    histogram = torch.zeros(codes.shape[1], k, dtype=torch.float64)
+    for row in codes:
+        for s, code in enumerate(row.tolist()):
+            histogram[s, code] += 1
+    assert torch.equal(log["code_counts"], histogram)
+    assert log["latent_total"] == codes.numel()
+
+
+def test_latent_loss_is_off_before_its_start_update(build_vqvae, make_sample):
+    built = build_vqvae("--bottleneck", "hard_em", "--latent-loss-start-update", "5")
+    built.model.eval()  # deterministic, so both calls see the same terms
+    sample = make_sample(built.task, "train", range(6))
+
+    loss_before, _, log_before, terms, _ = _run_criterion(built, sample)
+    built.model.set_num_updates(5)
+    loss_after, _, log_after, _, _ = _run_criterion(built, sample)
+
+    assert terms["latent"]["factor"] == 0.0
+    assert log_before["latent_loss"] > 0  # still logged
+    assert torch.allclose(loss_after - loss_before, log_after["latent_loss"], atol=1e-5)
+
+
+def test_soft_target_latent_loss_equals_hard_cross_entropy_for_one_hot_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 2, 6)  # (B, N, S, K)
+    codes = torch.randint(6, (3, 4, 2))
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    logits[~mask] = 1e4  # padding must not count
+    term = {"out": logits, "tgt": F.one_hot(codes, 6).float(), "mask": mask}
+
+    loss, correct, total = VQVAEEMLoss.latent_loss(term)
+
+    expected = F.cross_entropy(logits[mask].reshape(-1, 6), codes[mask].reshape(-1))
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert total == 7 * 2
+    assert correct == int((logits[mask].argmax(-1) == codes[mask]).sum())
+
+
+def _fake_log(loss, nll, word, latent, correct, total, counts):
+    return {
+        "loss": torch.tensor(loss),
+        "nll_loss": torch.tensor(nll),
+        "word_ins_loss": torch.tensor(word),
+        "latent_loss": torch.tensor(latent),
+        "commit_loss": torch.tensor(0.5),
+        "length_loss": torch.tensor(2.0),
+        "ema_perplexity": torch.tensor(3.0),
+        "latent_correct": correct,
+        "latent_total": total,
+        "code_counts": torch.tensor(counts, dtype=torch.float64),
+        "ntokens": 10,
+        "nsentences": 2,
+        "sample_size": 1,
+    }
+
+
+LOGS = [
+    # Slice 0: one code per batch (perplexity 1 each) but two overall (perplexity 2);
+    # slice 1 is uniform over 4 codes in both batches (perplexity 4).
+    _fake_log(2.0, 1.0, 1.5, 0.4, 3, 4, [[4, 0, 0, 0], [1, 1, 1, 1]]),
+    _fake_log(4.0, 2.0, 2.5, 0.8, 1, 6, [[0, 4, 0, 0], [1, 1, 1, 1]]),
+]
+
+
+def _reduce(logging_outputs):
+    with metrics.aggregate() as agg:
+        VQVAEEMLoss.reduce_metrics(logging_outputs)
+    return {
+        key: agg[key].avg for key in agg if hasattr(agg[key], "avg")
+    }, agg.get_smoothed_values()
+
+
+def test_reduce_metrics_matches_a_manual_aggregate():
+    values, smoothed = _reduce(LOGS)
+
+    assert values["loss"] == pytest.approx((2.0 + 4.0) / 2 / math.log(2))
+    assert values["nll_loss"] == pytest.approx((1.0 + 2.0) / 2 / math.log(2))
+    assert smoothed["ppl"] == pytest.approx(
+        round(2 ** ((1.0 + 2.0) / 2 / math.log(2)), 2)
+    )
+    assert values["word_ins_loss"] == pytest.approx(2.0)
+    assert values["latent_loss"] == pytest.approx(0.6)
+    assert values["commit_loss"] == pytest.approx(0.5)
+    assert values["length_loss"] == pytest.approx(2.0)
+    assert values["ema_perplexity"] == pytest.approx(3.0)
+    assert values["latent_acc"] == pytest.approx((3 + 1) / (4 + 6))
+    assert values["code_perplexity"] == pytest.approx(
+        (2.0 + 4.0) / 2
+    )  # from the summed histogram
+    assert values["code_usage"] == pytest.approx((2 + 4) / 2)
+
+
+def test_reduce_metrics_of_summed_logging_outputs_is_the_same():
+    assert VQVAEEMLoss.logging_outputs_can_be_summed()
+    summed = {
+        key: LOGS[0][key] + LOGS[1][key] for key in LOGS[0]
+    }  # what fairseq's stat sync does
+
+    values_summed, _ = _reduce([summed])
+    values_list, _ = _reduce(LOGS)
+
+    assert values_summed.keys() == values_list.keys()
+    for key in values_list:
+        assert values_summed[key] == pytest.approx(values_list[key]), key

@@ -1,0 +1,493 @@
+"""In-process tests of the vqvae_nat model, translation_vqvae task and generator."""
+
+import copy
+import math
+from collections import Counter
+
+import pytest
+import torch
+from fairseq import optim, utils
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from fairseq_vqvae.bottleneck import EMStatistics
+
+RATIO = 4  # TINY_FLAGS use --compress-steps 2
+VARIANTS = {
+    "vqvae": ("--bottleneck", "vqvae"),
+    "hard_em": ("--bottleneck", "hard_em"),
+    "soft_em": ("--bottleneck", "soft_em", "--num-samples", "3"),
+    "latent_length_source": ("--latent-length", "source"),
+    "num_slices_2": ("--num-slices", "2"),
+    "code_dim_projection": ("--code-dim", "8"),
+    "ae_layers": ("--ae-layers", "1"),
+    "bottleneck_warmup": ("--bottleneck-warmup-updates", "10"),
+}
+EM_BUFFERS = (
+    "weight",
+    "ema_counts",
+    "ema_sums",
+    "pending_counts",
+    "pending_sums",
+    "pending_candidates",
+    "pending_num_candidates",
+)
+
+
+def _forward(model, sample):
+    net_input = sample["net_input"]
+    return model(
+        net_input["src_tokens"], net_input["src_lengths"], tgt_tokens=sample["target"]
+    )
+
+
+def _target_lengths(sample, pad):
+    return sample["target"].ne(pad).sum(1)  # tokens + EOS
+
+
+def _ids_by_target_length(task, split="train"):
+    if split not in task.datasets:
+        task.load_dataset(split)
+    sizes = task.dataset(split).tgt_sizes
+    return sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
+
+
+def _bottleneck_buffers(model):
+    return {name: buf.clone() for name, buf in model.bottleneck.named_buffers()}
+
+
+def _adam(built):
+    cfg = convert_namespace_to_omegaconf(
+        built.args
+    )  # as fairseq-train's trainer gets it
+    return optim.build_optimizer(
+        cfg.optimizer, [p for p in built.model.parameters() if p.requires_grad]
+    )
+
+
+def _translate(task, model, generator, split, batch_size=None, max_tokens=None):
+    """{sentence id: hypotheses}, batched as fairseq-generate does (multiple of 8)."""
+    if split not in task.datasets:
+        task.load_dataset(split)
+    itr = task.get_batch_iterator(
+        dataset=task.dataset(split),
+        max_sentences=batch_size,
+        max_tokens=max_tokens,
+        max_positions=utils.resolve_max_positions(
+            task.max_positions(), model.max_positions()
+        ),
+        required_batch_size_multiple=8,
+        disable_iterator_cache=True,
+    ).next_epoch_itr(shuffle=False)
+    out = {}
+    for sample in itr:
+        hypos = task.inference_step(generator, [model], sample)
+        assert len(hypos) == len(sample["id"])
+        out.update(zip(sample["id"].tolist(), hypos, strict=True))
+    return out
+
+
+# Forward contract ---------------------------------------------------------------------
+
+
+def test_forward_returns_named_loss_terms_with_shapes_and_masks(
+    build_vqvae, make_sample
+):
+    built = build_vqvae("--num-slices", "2")
+    model, task = built.model, built.task
+    order = _ids_by_target_length(task)
+    sample = make_sample(task, "train", [order[0], order[len(order) // 2], order[-1]])
+    pad, vocab = task.target_dictionary.pad(), len(task.target_dictionary)
+    lengths = _target_lengths(sample, pad)
+    num_latents = (lengths + RATIO - 1) // RATIO
+    batch, n = len(lengths), int(num_latents.max())
+    assert lengths.min() < lengths.max()  # the batch has padding
+
+    terms, extra = _forward(model.train(), sample)
+
+    assert set(terms) == {"word_ins", "latent", "commit", "length"}
+    word = terms["word_ins"]
+    assert word["out"].shape == (batch, n * RATIO, vocab)
+    assert word["tgt"].shape == word["mask"].shape == (batch, n * RATIO)
+    assert torch.equal(word["mask"].sum(1), lengths)  # real tokens + EOS, never padding
+    assert not word["tgt"][word["mask"]].eq(pad).any()
+    assert word["tgt"][~word["mask"]].eq(pad).all()
+    latent = terms["latent"]
+    assert latent["out"].shape == latent["tgt"].shape == (batch, n, 2, 8)
+    assert torch.equal(latent["mask"].sum(1), num_latents)
+    assert torch.equal(latent["mask"], ~extra["latent_mask"])
+    assert torch.allclose(latent["tgt"].sum(-1), torch.ones(batch, n, 2))
+    assert terms["commit"]["loss"].dim() == 0 and terms["commit"]["loss"] > 0
+    length = terms["length"]
+    assert length["out"].shape == (batch, 256)
+    assert torch.equal(
+        length["tgt"], lengths - sample["net_input"]["src_lengths"] + 128
+    )
+    assert extra["codes"].shape == (batch, n, 2)
+
+
+def test_eval_loss_terms_of_a_sentence_do_not_depend_on_padding(
+    build_vqvae, make_sample
+):
+    built = build_vqvae()
+    model, task = built.model.eval(), built.task
+    order = _ids_by_target_length(task)
+    short, long = order[len(order) // 4], order[-1]
+    alone = make_sample(task, "train", [short])
+    padded = make_sample(task, "train", [short, long])
+    row = int((padded["id"] == short).nonzero())
+    assert padded["target"].shape[1] > alone["target"].shape[1]
+
+    with torch.no_grad():
+        terms_a, extra_a = _forward(model, alone)
+        terms_p, extra_p = _forward(model, padded)
+
+    n = extra_a["codes"].shape[1]
+    assert torch.equal(extra_a["codes"][0], extra_p["codes"][row, :n])
+    mask = terms_a["word_ins"]["mask"][0]
+    word_a = terms_a["word_ins"]["out"][0][mask]
+    word_p = terms_p["word_ins"]["out"][row, : mask.shape[0]][mask]
+    assert torch.allclose(word_a, word_p, atol=1e-5), (word_a - word_p).abs().max()
+    latent_a = terms_a["latent"]["out"][0]
+    latent_p = terms_p["latent"]["out"][row, :n]
+    assert torch.allclose(latent_a, latent_p, atol=1e-5), (
+        (latent_a - latent_p).abs().max()
+    )
+    assert torch.allclose(
+        terms_a["length"]["out"][0], terms_p["length"]["out"][row], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_trains_forward_backward_and_generates(
+    variant, build_vqvae, make_sample
+):
+    built = build_vqvae(*VARIANTS[variant])
+    model, task = built.model, built.task
+    sample = make_sample(task, "train", range(8))
+
+    loss, sample_size, logging_output = built.criterion(model.train(), sample)
+    loss.backward()
+
+    assert torch.isfinite(loss) and sample_size == 1
+    assert set(logging_output) >= {
+        "word_ins_loss",
+        "latent_loss",
+        "commit_loss",
+        "code_counts",
+    }
+    for name in (
+        "encoder.embed_tokens.weight",
+        "compressor.downsample.0.weight",
+        "decoder_layers.0.fc1.weight",
+        "latent_predictor.output.weight",
+    ):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    codebook_weight = model.bottleneck.codebook.weight
+    if variant == "vqvae":
+        assert codebook_weight.grad is not None and codebook_weight.grad.abs().sum() > 0
+    else:
+        assert not isinstance(codebook_weight, torch.nn.Parameter)
+
+    hypos = task.inference_step(
+        task.build_generator([model.eval()], built.args), [model], sample
+    )
+    assert len(hypos) == 8 and all(
+        h[0]["tokens"][-1] == task.target_dictionary.eos() for h in hypos
+    )
+
+
+# Generation ---------------------------------------------------------------------------
+
+
+def test_decoder_runs_once_and_latent_predictor_once_per_latent(
+    build_vqvae, make_sample
+):
+    built = build_vqvae("--latent-length", "source", "--length-ratio", "2")
+    model, task = built.model.eval(), built.task
+    generator = task.build_generator([model], built.args)
+    calls = Counter()
+    for name, layers in (
+        ("decoder", model.decoder_layers),
+        ("latent", model.latent_predictor.layers),
+    ):
+        for i, layer in enumerate(layers):
+            layer.register_forward_hook(lambda *_, key=(name, i): calls.update([key]))
+    order = _ids_by_target_length(task, "test")
+
+    seen_latents = set()
+    for ids in ([order[0], order[1]], order[-3:]):
+        calls.clear()
+        sample = make_sample(task, "test", ids)
+        src_lengths = sample["net_input"]["src_lengths"]
+        expected_latents = max(
+            math.ceil(math.ceil(2 * int(n)) / RATIO) for n in src_lengths
+        )
+        generator.generate([model], sample)
+        assert all(
+            calls["decoder", i] == 1 for i in range(len(model.decoder_layers))
+        ), calls
+        assert all(
+            calls["latent", i] == expected_latents
+            for i in range(len(model.latent_predictor.layers))
+        ), calls
+        seen_latents.add(expected_latents)
+    assert (
+        len(seen_latents) == 2
+    )  # the decoder count did not depend on the output length
+
+
+def test_generation_returns_one_hypothesis_per_sentence_at_any_batch_size(build_vqvae):
+    built = build_vqvae()
+    model, task = built.model.eval(), built.task
+    generator = task.build_generator([model], built.args)
+    dictionary = task.target_dictionary
+    results = {
+        bs: _translate(task, model, generator, "test", batch_size=bs) for bs in (1, 8)
+    }
+    results["max_tokens"] = _translate(task, model, generator, "test", max_tokens=40)
+
+    for batching, hypos in results.items():
+        assert sorted(hypos) == list(range(13)), f"batching {batching} lost sentences"
+        for hypo in hypos.values():
+            assert len(hypo) == 1
+            tokens = hypo[0]["tokens"]
+            assert (
+                tokens[-1] == dictionary.eos()
+                and not tokens[:-1].eq(dictionary.eos()).any()
+            )
+            assert not tokens.eq(dictionary.pad()).any()
+            assert hypo[0]["positional_scores"].shape == tokens.shape
+            assert torch.isfinite(hypo[0]["score"])
+    # A translation must not depend on which sentences share its batch.
+    for i in range(13):
+        for other in (8, "max_tokens"):
+            assert torch.equal(
+                results[1][i][0]["tokens"], results[other][i][0]["tokens"]
+            ), (i, other)
+
+
+def test_generator_refuses_ensembles(build_vqvae, make_sample):
+    built = build_vqvae()
+    generator = built.task.build_generator([built.model], built.args)
+    with pytest.raises(ValueError, match="ensembles"):
+        generator.generate(
+            [built.model, built.model], make_sample(built.task, "test", [0])
+        )
+
+
+# Codebook state -----------------------------------------------------------------------
+
+
+def test_em_buffers_stay_fp32_after_half(build_vqvae, make_sample):
+    built = build_vqvae("--bottleneck", "hard_em")
+    model = built.model.half()
+    codebook = model.bottleneck.codebook
+    assert model.encoder.embed_tokens.weight.dtype == torch.float16
+    for name in EM_BUFFERS:
+        assert getattr(codebook, name).dtype == torch.float32, name
+    assert codebook.num_updates.dtype == torch.long
+    try:
+        hypos = built.task.inference_step(
+            built.task.build_generator([model.eval()], built.args),
+            [model],
+            make_sample(built.task, "test", [0, 1]),
+        )
+    except RuntimeError as err:  # some fp16 kernels are missing on CPU
+        pytest.skip(f"fp16 compute unsupported on this CPU build: {err}")
+    assert len(hypos) == 2
+
+
+@pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
+def test_eval_leaves_bottleneck_buffers_bit_identical(
+    bottleneck, build_vqvae, make_sample
+):
+    built = build_vqvae("--bottleneck", bottleneck)
+    model, task = built.model, built.task
+    sample = make_sample(task, "valid", range(6))
+    before = _bottleneck_buffers(model)
+
+    task.valid_step(sample, model, built.criterion)
+    assert model.pop_em_statistics() is None
+    task.inference_step(task.build_generator([model], built.args), [model], sample)
+    _forward(model.train(), sample)  # a training forward alone only computes statistics
+
+    after = _bottleneck_buffers(model)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before), [
+        k for k in before if not torch.equal(before[k], after[k])
+    ]
+
+
+def test_ignore_grad_batches_add_no_em_statistics_and_optimizer_step_applies_once(
+    build_vqvae, make_sample
+):
+    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.9")
+    model, task, criterion = built.model, built.task, built.criterion
+    codebook = model.bottleneck.codebook
+    optimizer = _adam(built)
+    real = make_sample(task, "train", range(8))
+    dummy = make_sample(task, "train", range(8, 16))
+    num_latents = int(
+        (
+            (_target_lengths(real, task.target_dictionary.pad()) + RATIO - 1) // RATIO
+        ).sum()
+    )
+    weight_before, sums_before = codebook.weight.clone(), codebook.ema_sums.clone()
+
+    optimizer.zero_grad()  # as fairseq's trainer does before an update's first batch
+    task.train_step(dummy, model, criterion, optimizer, 0, ignore_grad=True)
+    assert codebook.pending_counts.sum() == 0 and codebook.pending_sums.abs().sum() == 0
+    task.train_step(real, model, criterion, optimizer, 0, ignore_grad=False)
+    assert (
+        codebook.pending_counts.sum() == num_latents
+    )  # hard EM: one count per real latent
+    pending_counts, pending_sums = (
+        codebook.pending_counts.clone(),
+        codebook.pending_sums.clone(),
+    )
+    task.train_step(dummy, model, criterion, optimizer, 0, ignore_grad=True)
+    assert torch.equal(codebook.pending_counts, pending_counts)
+    assert torch.equal(
+        codebook.weight, weight_before
+    )  # nothing applied before the update
+
+    task.optimizer_step(optimizer, model, 0)
+
+    assert int(codebook.num_updates) == 1
+    expected_counts = 0.1 * pending_counts
+    expected_sums = 0.9 * sums_before + 0.1 * pending_sums
+    assert torch.allclose(codebook.ema_counts, expected_counts)
+    assert torch.allclose(codebook.ema_sums, expected_sums)
+    total, k, eps = (
+        expected_counts.sum(-1, keepdim=True),
+        expected_counts.shape[-1],
+        1e-5,
+    )
+    smoothed = (expected_counts + eps) / (total + k * eps) * total
+    assert torch.allclose(
+        codebook.weight, expected_sums / smoothed.unsqueeze(-1), rtol=1e-4, atol=1e-5
+    )
+    assert codebook.pending_counts.sum() == 0
+
+
+def test_gradient_accumulation_applies_summed_statistics_in_one_update(
+    build_vqvae, make_sample
+):
+    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.5")
+    model, task = built.model, built.task
+    reference = copy.deepcopy(model)
+    first, second = make_sample(task, "train", range(0, 6)), make_sample(
+        task, "train", range(6, 14)
+    )
+    optimizer = _adam(built)
+
+    optimizer.zero_grad()
+    task.train_step(first, model, built.criterion, optimizer, 0)
+    task.train_step(second, model, built.criterion, optimizer, 0)
+    pending = model.bottleneck.codebook.pending_counts.clone()
+
+    reference.train()
+    stats = []
+    for sample in (first, second):
+        _forward(reference, sample)
+        stats.append(reference.pop_em_statistics())
+    summed = EMStatistics(
+        stats[0].counts + stats[1].counts,
+        stats[0].sums + stats[1].sums,
+        torch.cat([stats[0].candidates, stats[1].candidates]),
+    )
+    assert torch.equal(pending, summed.counts)
+    assert torch.allclose(
+        model.bottleneck.codebook.pending_sums, summed.sums, atol=1e-6
+    )
+
+    task.optimizer_step(optimizer, model, 0)
+    reference.bottleneck.accumulate_(summed)
+    reference.bottleneck.update_()
+
+    ours, theirs = model.bottleneck.codebook, reference.bottleneck.codebook
+    assert int(ours.num_updates) == int(theirs.num_updates) == 1
+    for name in ("ema_counts", "ema_sums", "weight"):
+        assert torch.allclose(
+            getattr(ours, name), getattr(theirs, name), atol=1e-6
+        ), name
+
+
+# Clear errors -------------------------------------------------------------------------
+
+
+def test_compress_steps_longer_than_max_target_positions_is_refused(build_vqvae):
+    with pytest.raises(
+        ValueError, match=r"--compress-steps 11 .*--max-target-positions 1024"
+    ):
+        build_vqvae("--compress-steps", "11")
+
+
+def test_share_all_embeddings_needs_a_joined_dictionary(
+    build_vqvae, tiny_databin_separate
+):
+    with pytest.raises(
+        ValueError, match="--share-all-embeddings needs a joined dictionary"
+    ):
+        build_vqvae(
+            databin=tiny_databin_separate
+        )  # build_vqvae passes --share-all-embeddings
+
+
+@pytest.fixture
+def tiny_transformer(build_fairseq, tiny_databin):
+    return build_fairseq(
+        tiny_databin,
+        "--encoder-layers",
+        "1",
+        "--decoder-layers",
+        "1",
+        "--encoder-embed-dim",
+        "16",
+        "--decoder-embed-dim",
+        "16",
+        "--encoder-ffn-embed-dim",
+        "16",
+        "--decoder-ffn-embed-dim",
+        "16",
+        "--encoder-attention-heads",
+        "2",
+        "--decoder-attention-heads",
+        "2",
+        arch="transformer",
+        task="translation",
+        criterion="cross_entropy",
+    )
+
+
+def test_loading_another_architecture_state_dict_is_refused(
+    build_vqvae, tiny_transformer
+):
+    model = build_vqvae().model
+    with pytest.raises(ValueError, match="not a vqvae_nat model"):
+        model.load_state_dict(tiny_transformer.model.state_dict())
+
+
+def test_loading_with_another_dictionary_size_is_refused(build_vqvae):
+    trained = build_vqvae().model
+    other = build_vqvae()
+    for dictionary in (other.task.source_dictionary, other.task.target_dictionary):
+        dictionary.add_symbol("extra_word")
+    model = other.task.build_model(other.args)
+    with pytest.raises(
+        ValueError,
+        match=r"dictionary mismatch: the checkpoint's source dictionary has 24 "
+        r"symbols, the data's has 25",
+    ):
+        model.load_state_dict(trained.state_dict())
+
+
+def test_build_generator_refuses_a_non_vqvae_model(build_vqvae, tiny_transformer):
+    built = build_vqvae()
+    with pytest.raises(
+        ValueError,
+        match="--task translation_vqvae needs a vqvae_nat checkpoint, "
+        "got a TransformerModel",
+    ):
+        built.task.build_generator([tiny_transformer.model], built.args)

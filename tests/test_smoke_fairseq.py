@@ -1,0 +1,476 @@
+"""End to end through fairseq's command lines, on a slice of Multi30k (200/20/20 lines).
+
+``start`` binarizes the data and starts every fairseq command as soon as its inputs
+exist (in parallel, from background threads; each costs seconds of start-up). Tests
+wait for the command they check. Training runs: the shared 4-update run (with
+--eval-bleu), its update-2 checkpoint resumed to 4 updates by a second fairseq-train,
+and a 1-update plain ``transformer``.
+"""
+
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import fairseq_vqvae  # noqa: F401  (lets torch.load(weights_only=True) read fairseq checkpoints)
+
+REPO = Path(__file__).resolve().parents[1]
+USER_DIR = REPO / "fairseq_vqvae"
+MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+FILES = {
+    "train": ("train", 200),
+    "valid": ("val", 20),
+    "test": ("test_2016_flickr", 20),
+}
+
+DATA_AVAILABLE = all(
+    (MULTI30K / f"{name}.{lang}.gz").is_file()
+    for name, _ in FILES.values()
+    for lang in ("en", "de")
+)
+pytestmark = pytest.mark.skipif(
+    not DATA_AVAILABLE,
+    reason=f"Multi30k raw text (train/val/test_2016_flickr.*.gz) not in {MULTI30K}",
+)
+
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+}
+ENV.pop(
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None
+)  # the plugin must make checkpoints load itself
+
+VQVAE_TRAIN_FLAGS = (
+    "--user-dir",
+    str(USER_DIR),
+    "--task",
+    "translation_vqvae",
+    "--arch",
+    "vqvae_nat_tiny",
+    "--criterion",
+    "vqvae_em",
+    "--bottleneck",
+    "hard_em",
+    "--share-all-embeddings",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "1e-3",
+    "--max-tokens",
+    "1000",
+    "--seed",
+    "1",
+    "--save-interval-updates",
+    "2",
+    "--cpu",
+    "--num-workers",
+    "0",
+    "--no-progress-bar",
+    "--log-interval",
+    "1",
+    "--eval-bleu",
+    "--eval-bleu-args",
+    "{}",
+    "--best-checkpoint-metric",
+    "bleu",
+    "--maximize-best-checkpoint-metric",
+)
+TRANSFORMER_TRAIN_FLAGS = (
+    "--task",
+    "translation",
+    "--arch",
+    "transformer",
+    "--criterion",
+    "cross_entropy",
+    "--encoder-layers",
+    "1",
+    "--decoder-layers",
+    "1",
+    "--encoder-embed-dim",
+    "32",
+    "--decoder-embed-dim",
+    "32",
+    "--encoder-ffn-embed-dim",
+    "32",
+    "--decoder-ffn-embed-dim",
+    "32",
+    "--encoder-attention-heads",
+    "2",
+    "--decoder-attention-heads",
+    "2",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "1e-3",
+    "--max-tokens",
+    "1000",
+    "--max-update",
+    "1",
+    "--disable-validation",
+    "--no-epoch-checkpoints",
+    "--cpu",
+    "--num-workers",
+    "0",
+    "--no-progress-bar",
+)
+CODEBOOK_KEYS = (
+    "bottleneck.codebook.weight",
+    "bottleneck.codebook.ema_counts",
+    "bottleneck.codebook.ema_sums",
+    "bottleneck.codebook.num_updates",
+)
+INTERACTIVE_INPUT = "a man is riding a bike .\n\ntwo dogs play in the snow .\n"
+# weights_only loading and the README's hub usage, in a fresh interpreter (nothing
+# imported or registered beforehand).
+HUB_SCRIPT = """
+import sys
+import torch
+import fairseq_vqvae
+checkpoint = sys.argv[1] + "/checkpoint_last.pt"
+state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+assert "bottleneck.codebook.weight" in state["model"]
+from fairseq_vqvae.model import VQVAENATModel
+hub = VQVAENATModel.from_pretrained(
+    sys.argv[1], checkpoint_file="checkpoint_last.pt", data_name_or_path=sys.argv[2],
+    user_dir=sys.argv[3],
+)
+single = hub.translate("a man is riding a bike .")
+pair = hub.translate(["a man is riding a bike .", "two dogs play in the snow ."])
+assert isinstance(single, str) and isinstance(pair[1], str), (single, pair)
+assert pair[0] == single, (single, pair)
+print("TRANSLATION:" + single)
+"""
+
+
+def fairseq(command, *args, cwd, stdin=None, timeout=300):
+    """Run ``fairseq-<command>`` (the console script next to this python)."""
+    script = Path(sys.executable).parent / f"fairseq-{command}"
+    argv = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-m", f"fairseq_cli.{command}"]
+    )
+    result = subprocess.run(
+        [*argv, *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    result.output = result.stdout + result.stderr  # fairseq's CLIs log to stdout
+    result.log = (
+        f"$ fairseq-{command} {' '.join(map(str, args))}\n"
+        f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
+    )
+    return result
+
+
+def _tokenize(line):
+    return " ".join(re.findall(r"\w+|[^\w\s]", line.lower()))
+
+
+def start(root):
+    """Write and binarize the slice, then start each command once its inputs exist.
+
+    Returns at once; ``jobs`` maps names to futures of CompletedProcess (added as they
+    start). conftest.py calls this right after collection, so that the commands overlap
+    the in-process tests.
+    """
+    pool = ThreadPoolExecutor(max_workers=8)
+    databin = root / "bin"
+    dirs = SimpleNamespace(
+        root=root,
+        databin=databin,
+        full=root / "ckpt_full",
+        half=root / "ckpt_resume",
+        transformer=root / "ckpt_transformer",
+    )
+    jobs = {}
+
+    def generate(checkpoint, *flags):
+        return fairseq(
+            "generate",
+            databin,
+            "--user-dir",
+            USER_DIR,
+            "--task",
+            "translation_vqvae",
+            "--path",
+            checkpoint,
+            "--cpu",
+            "--num-workers",
+            "0",
+            "--scoring",
+            "sacrebleu",
+            *flags,
+            cwd=root,
+        )
+
+    def resume_from_update_2():
+        # What an interrupted run finds in --save-dir: checkpoint_last.pt of update 2.
+        dirs.half.mkdir()
+        shutil.copy(dirs.full / "checkpoint_1_2.pt", dirs.half / "checkpoint_last.pt")
+        return fairseq(
+            "train",
+            databin,
+            *VQVAE_TRAIN_FLAGS,
+            "--max-update",
+            "4",
+            "--save-dir",
+            dirs.half,
+            cwd=root,
+        )
+
+    def full_run_then_decode():
+        result = fairseq(
+            "train",
+            databin,
+            *VQVAE_TRAIN_FLAGS,
+            "--max-update",
+            "4",
+            "--save-dir",
+            dirs.full,
+            cwd=root,
+        )
+        checkpoint = dirs.full / "checkpoint_last.pt"
+        if result.returncode == 0:
+            jobs["resume"] = pool.submit(resume_from_update_2)
+            jobs["hub"] = pool.submit(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-c",
+                    HUB_SCRIPT,
+                    str(dirs.full),
+                    str(databin),
+                    str(USER_DIR),
+                ],
+                cwd=root,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            jobs["generate_bs1"] = pool.submit(
+                generate, checkpoint, "--batch-size", "1"
+            )
+            jobs["generate_bs8"] = pool.submit(
+                generate, checkpoint, "--batch-size", "8"
+            )
+            jobs["interactive"] = pool.submit(
+                fairseq,
+                "interactive",
+                databin,
+                "--user-dir",
+                USER_DIR,
+                "--task",
+                "translation_vqvae",
+                "--path",
+                checkpoint,
+                "--source-lang",
+                "en",
+                "--target-lang",
+                "de",
+                "--cpu",
+                "--buffer-size",
+                "3",
+                "--batch-size",
+                "3",
+                cwd=root,
+                stdin=INTERACTIVE_INPUT,
+            )
+        return result
+
+    def transformer_then_generate():
+        train = fairseq(
+            "train",
+            databin,
+            *TRANSFORMER_TRAIN_FLAGS,
+            "--save-dir",
+            dirs.transformer,
+            cwd=root,
+        )
+        if train.returncode != 0:
+            return train, None
+        return train, generate(
+            dirs.transformer / "checkpoint_last.pt", "--batch-size", "1"
+        )
+
+    def prepare_then_train():
+        for split, (name, count) in FILES.items():
+            for lang in ("en", "de"):
+                with gzip.open(
+                    MULTI30K / f"{name}.{lang}.gz", "rt", encoding="utf-8"
+                ) as f:
+                    lines = [_tokenize(next(f)) for _ in range(count)]
+                (root / f"{split}.{lang}").write_text(
+                    "\n".join(lines) + "\n", encoding="utf-8"
+                )
+        prep = fairseq(
+            "preprocess",
+            "--source-lang",
+            "en",
+            "--target-lang",
+            "de",
+            "--trainpref",
+            "train",
+            "--validpref",
+            "valid",
+            "--testpref",
+            "test",
+            "--destdir",
+            databin,
+            "--joined-dictionary",
+            "--workers",
+            "1",
+            cwd=root,
+        )
+        if prep.returncode == 0:
+            jobs["train_full"] = pool.submit(full_run_then_decode)
+            jobs["transformer"] = pool.submit(transformer_then_generate)
+        return prep
+
+    jobs["preprocess"] = pool.submit(prepare_then_train)
+    return SimpleNamespace(dirs=dirs, jobs=jobs, pool=pool)
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    started = getattr(request.module, "STARTED", None) or start(
+        tmp_path_factory.mktemp("multi30k_smoke")
+    )
+    try:
+        prep = started.jobs["preprocess"].result()
+        assert prep.returncode == 0, prep.log
+        yield started
+    finally:
+        started.pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def trained(runs):
+    """The 4-update vqvae_nat run's CompletedProcess, after asserting it succeeded."""
+    result = runs.jobs["train_full"].result()
+    assert result.returncode == 0, result.log
+    return result
+
+
+def _hypotheses(stdout):
+    """{sentence id: hypothesis tokens} from fairseq-generate/-interactive H- lines."""
+    hypos = {}
+    for line in stdout.splitlines():
+        if line.startswith("H-"):
+            head, _score, *tokens = line.split("\t")
+            hypos[int(head[2:])] = tokens[0] if tokens else ""
+    return hypos
+
+
+def test_train_writes_checkpoints_and_logs_validation_bleu(runs, trained):
+    assert (runs.dirs.full / "checkpoint_last.pt").is_file()
+    assert (runs.dirs.full / "checkpoint_1_2.pt").is_file()  # --save-interval-updates 2
+    assert (runs.dirs.full / "checkpoint_best.pt").is_file()
+    valid_lines = [
+        line
+        for line in trained.output.splitlines()
+        if "| valid on 'valid' subset" in line
+    ]
+    assert len(valid_lines) == 2, trained.log  # at updates 2 and 4
+    assert all(
+        re.search(r"\| bleu \d+(\.\d+)? \|", line) for line in valid_lines
+    ), valid_lines
+    assert "num_updates 4" in valid_lines[-1]
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_generate_translates_every_test_sentence(batch_size, runs, trained):
+    result = runs.jobs[f"generate_bs{batch_size}"].result()
+    assert result.returncode == 0, result.log
+    assert "Translated 20 sentences" in result.output, result.log
+    assert sorted(_hypotheses(result.stdout)) == list(range(20)), result.log
+    assert re.search(r"BLEU = \d", result.stdout), result.log
+
+
+def test_generate_output_does_not_depend_on_batch_size(runs, trained):
+    outputs = [runs.jobs[f"generate_bs{bs}"].result() for bs in (1, 8)]
+    assert all(o.returncode == 0 for o in outputs)
+    assert _hypotheses(outputs[0].stdout) == _hypotheses(outputs[1].stdout)
+
+
+def test_interactive_translates_every_line_and_warns_about_the_empty_one(runs, trained):
+    result = runs.jobs["interactive"].result()
+    assert result.returncode == 0, result.log
+    hypos = _hypotheses(result.stdout)
+    assert sorted(hypos) == [0, 1, 2], result.log
+    assert hypos[1] == "" and hypos[0] and hypos[2]
+    assert re.search(
+        r"WARNING.*1 input sentence\(s\) are empty", result.output
+    ), result.log
+
+
+def test_resumed_training_ends_with_the_same_codebook(runs, trained):
+    resumed = runs.jobs["resume"].result()
+    assert resumed.returncode == 0, resumed.log
+    assert re.search(
+        r"Loaded checkpoint \S+checkpoint_last.pt \(epoch 1 @ 2 updates\)",
+        resumed.output,
+    ), resumed.log
+    assert (
+        "num_updates=3" in resumed.output and "num_updates=1," not in resumed.output
+    ), resumed.log
+
+    straight = torch.load(
+        runs.dirs.full / "checkpoint_last.pt", map_location="cpu", weights_only=True
+    )
+    resumed_state = torch.load(
+        runs.dirs.half / "checkpoint_last.pt", map_location="cpu", weights_only=True
+    )
+
+    assert int(straight["model"]["bottleneck.codebook.num_updates"]) == 4
+    for key in CODEBOOK_KEYS:
+        assert torch.equal(straight["model"][key], resumed_state["model"][key]), key
+    different = [
+        k
+        for k, v in straight["model"].items()
+        if not torch.equal(v, resumed_state["model"][k])
+    ]
+    assert (
+        not different
+    )  # fairseq re-seeds every update, so the whole model is bit-identical
+
+
+def test_checkpoints_load_with_weights_only_after_importing_the_plugin(runs, trained):
+    state = torch.load(
+        runs.dirs.full / "checkpoint_last.pt", map_location="cpu", weights_only=True
+    )
+    assert "bottleneck.codebook.weight" in state["model"]
+    assert state["optimizer_history"][-1]["num_updates"] == 4
+
+
+def test_hub_interface_translates(runs, trained):
+    result = runs.jobs["hub"].result()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    translation = re.search(r"^TRANSLATION:(.*)$", result.stdout, re.M)
+    assert translation and translation.group(1).strip(), result.stdout[-3000:]
+
+
+def test_generate_with_a_transformer_checkpoint_fails_clearly(runs):
+    train, decode = runs.jobs["transformer"].result()
+    assert train.returncode == 0, train.log
+    assert decode.returncode != 0, decode.log
+    assert (
+        "--task translation_vqvae needs a vqvae_nat checkpoint, got a TransformerModel"
+        in decode.output
+    ), decode.log
