@@ -340,6 +340,10 @@ _PRESETS = {
         decoder_layers=3,
         latent_layers=2,
         codebook_size=1024,
+        # A few thousand updates: the paper's 0.999 (a 1000-update memory) would lag; plain
+        # EMA collapses onto a few codes here (examples/bottleneck_demo), so restart them.
+        ema_decay=0.99,
+        dead_code_threshold=0.01,
         dropout=0.3,
         attention_dropout=0.1,
         activation_dropout=0.1,
@@ -353,6 +357,8 @@ _PRESETS = {
         latent_layers=1,
         encoder_attention_heads=4,
         codebook_size=64,
+        ema_decay=0.99,
+        dead_code_threshold=0.05,
         dropout=0.1,
         attention_dropout=0.0,
         activation_dropout=0.0,

@@ -322,7 +322,7 @@ def test_eval_leaves_bottleneck_buffers_bit_identical(
 def test_ignore_grad_batches_add_no_em_statistics_and_optimizer_step_applies_once(
     build_vqvae, make_sample
 ):
-    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.9")
+    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.9", "--dead-code-threshold", "0")
     model, task, criterion = built.model, built.task, built.criterion
     codebook = model.bottleneck.codebook
     optimizer = _adam(built)
@@ -374,7 +374,7 @@ def test_ignore_grad_batches_add_no_em_statistics_and_optimizer_step_applies_onc
 def test_gradient_accumulation_applies_summed_statistics_in_one_update(
     build_vqvae, make_sample
 ):
-    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.5")
+    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.5", "--dead-code-threshold", "0")
     model, task = built.model, built.task
     reference = copy.deepcopy(model)
     first, second = make_sample(task, "train", range(0, 6)), make_sample(

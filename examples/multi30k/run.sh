@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# The Multi30k study (Roy et al. 2018, Table 1 analogue) with one command, sized for a 2-core CPU:
+#
+#   1 prepare   Moses tokenization + 10k joint BPE + fairseq-preprocess   (scripts/prepare_multi30k.sh)
+#   2 teacher   fairseq `transformer`, 3+3 layers, d=256, 12 epochs          (scripts/train_teacher.sh)
+#               -> rows "AR beam 4", "AR greedy"
+#   3 distill   teacher beam 4 over the training set, re-binarized         (scripts/distill.sh)
+#   4 nat       fairseq `nonautoregressive_transformer` on the distilled data, one pass
+#               -> row "NAT one pass + distill"
+#   5 students  vqvae_nat_small: VQ-VAE, hard EM, soft EM (m=5 raw / m=10 distilled), each on raw
+#               and distilled data, n_c=3, plus soft EM n_c=4; >= 2 seeds for the EM rows
+#   6 benchmark every checkpoint in ONE process: BLEU, batch-1 latency, throughput (scripts/benchmark.py)
+#
+# Every stage is resumable: it is skipped when its output exists, and an interrupted training
+# continues from its checkpoint_last.pt. After each model is trained its row's result JSON goes
+# to examples/multi30k/results/rows/ (commit them: the final table is rebuilt from them if the
+# checkpoints are lost), and the final table to examples/multi30k/results/benchmark.{md,json,png}.
+#
+# Usage: bash examples/multi30k/run.sh [--dry-run] [--stages LIST]    (see --help)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+BIN="$(dirname "$PY")"
+
+usage() {
+  cat >&2 <<EOF
+Usage: $(basename "$0") [--dry-run] [--stages LIST] [-h]
+
+Runs the whole Multi30k study; rerun the same command to continue after an interruption.
+
+  --dry-run       print the stages and the commands they would run, run nothing
+  --stages LIST   comma-separated subset of: prepare,teacher,distill,nat,students,benchmark
+                  (default: all, in that order; a stage whose input is missing fails clearly)
+
+Environment (default):
+  WORK=$ROOT/runs/multi30k     where data, checkpoints and logs go
+  RESULTS=$HERE/results        where the result JSONs and the final table go
+  SRC_DIR=$ROOT/../shared/data/multi30k   the raw Multi30k files (DOWNLOAD=1: fetch them)
+  THREADS=2                    torch threads for training and distillation
+  BENCH_THREADS=1              torch threads for every latency measurement
+  BPE_MERGES=10000             TEACHER_EPOCHS=12
+  DISTILL_SHARDS=8             NAT_MAX_UPDATE=2000           STUDENT_MAX_UPDATE=2000
+  DISTILL_GENERATE_ARGS=""     (extra fairseq-generate flags for the distillation)
+  STUDENT_ARCH=vqvae_nat_small STUDENT_MAX_TOKENS=4096       STUDENT_LR=1e-3
+  STUDENT_WARMUP=500           STUDENT_EXTRA=""  (extra fairseq-train flags for every student)
+  SEEDS_EM="1 2"               SEEDS_VQVAE="1"               SEEDS_NC4="1"
+  ROWS="all"                   or a space-separated subset of the student row ids:
+                               vqvae_raw vqvae_distill hard_em_raw hard_em_distill
+                               soft_em_raw soft_em_distill soft_em_distill_nc4
+EOF
+}
+
+log() { echo "[multi30k $(date +%H:%M:%S)] $*" >&2; }
+die() { echo "multi30k: error: $*" >&2; exit 1; }
+
+DRY_RUN=0
+STAGES="prepare,teacher,distill,nat,students,benchmark"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1; shift ;;
+    --stages) STAGES="${2:?--stages needs a list}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage; die "unknown argument '$1'" ;;
+  esac
+done
+for stage in ${STAGES//,/ }; do
+  [[ " prepare teacher distill nat students benchmark " == *" $stage "* ]] || die "unknown stage '$stage' in --stages"
+done
+want() { [[ ",$STAGES," == *",$1,"* ]]; }
+
+WORK="${WORK:-$ROOT/runs/multi30k}"
+RESULTS="${RESULTS:-$HERE/results}"
+SRC_DIR="${SRC_DIR:-$ROOT/../shared/data/multi30k}"
+DOWNLOAD="${DOWNLOAD:-0}"
+THREADS="${THREADS:-2}"
+BENCH_THREADS="${BENCH_THREADS:-1}"
+BPE_MERGES="${BPE_MERGES:-10000}"
+TEACHER_EPOCHS="${TEACHER_EPOCHS:-12}"
+DISTILL_SHARDS="${DISTILL_SHARDS:-8}"
+DISTILL_GENERATE_ARGS="${DISTILL_GENERATE_ARGS:-}"
+NAT_MAX_UPDATE="${NAT_MAX_UPDATE:-2000}"
+STUDENT_MAX_UPDATE="${STUDENT_MAX_UPDATE:-2000}"
+STUDENT_ARCH="${STUDENT_ARCH:-vqvae_nat_small}"
+STUDENT_MAX_TOKENS="${STUDENT_MAX_TOKENS:-4096}"
+STUDENT_LR="${STUDENT_LR:-1e-3}"
+STUDENT_WARMUP="${STUDENT_WARMUP:-500}"
+STUDENT_EXTRA="${STUDENT_EXTRA:-}"
+SEEDS_EM="${SEEDS_EM:-1 2}"
+SEEDS_VQVAE="${SEEDS_VQVAE:-1}"
+SEEDS_NC4="${SEEDS_NC4:-1}"
+ROWS="${ROWS:-all}"
+export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
+
+DATA="$WORK/data"
+TEACHER="$WORK/teacher"
+DISTILL="$WORK/distill"
+TEACHER_CKPT="$TEACHER/checkpoint_best.pt"
+ROW_DIR="$RESULTS/rows"
+DEVICE_FLAGS=(--cpu)
+if command -v nvidia-smi >/dev/null 2>&1 && "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  DEVICE_FLAGS=()
+fi
+
+# Student rows: id | row name (as in the paper's table) | data | bottleneck | samples m | n_c | seeds
+STUDENT_ROWS=(
+  "vqvae_raw|VQ-VAE n_c=3|raw|vqvae|1|3|$SEEDS_VQVAE"
+  "vqvae_distill|VQ-VAE n_c=3 + distill|distill|vqvae|1|3|$SEEDS_VQVAE"
+  "hard_em_raw|Hard EM n_c=3|raw|hard_em|1|3|$SEEDS_EM"
+  "hard_em_distill|Hard EM n_c=3 + distill|distill|hard_em|1|3|$SEEDS_EM"
+  "soft_em_raw|Soft EM m=5 n_c=3|raw|soft_em|5|3|$SEEDS_EM"
+  "soft_em_distill|Soft EM m=10 n_c=3 + distill|distill|soft_em|10|3|$SEEDS_EM"
+  "soft_em_distill_nc4|Soft EM m=10 n_c=4 + distill|distill|soft_em|10|4|$SEEDS_NC4"
+)
+if [[ "$ROWS" != all ]]; then
+  for id in $ROWS; do
+    known=0
+    for row in "${STUDENT_ROWS[@]}"; do [[ "${row%%|*}" == "$id" ]] && known=1; done
+    [[ $known == 1 ]] || die "unknown row id '$id' in ROWS (see --help)"
+  done
+fi
+row_selected() { [[ "$ROWS" == all || " $ROWS " == *" $1 "* ]]; }
+
+run() {  # run CMD...: print it; execute it unless --dry-run
+  echo "+ $(printf '%q ' "$@")" >&2
+  [[ $DRY_RUN == 1 ]] || "$@"
+}
+
+# train_fairseq SAVE_DIR ARGS...: fairseq-train, resumable; SAVE_DIR/train.done when finished.
+train_fairseq() {
+  local save_dir="$1"; shift
+  local signature
+  signature="$(printf '%q ' "$@")"
+  if [[ -f "$save_dir/train.done" && "$(cat "$save_dir/train.done")" == "$signature" ]]; then
+    log "  already trained: $save_dir"
+    return 0
+  fi
+  [[ -f "$save_dir/checkpoint_last.pt" ]] && log "  resuming from $save_dir/checkpoint_last.pt"
+  echo "+ fairseq-train $signature" >&2
+  [[ $DRY_RUN == 1 ]] && return 0
+  mkdir -p "$save_dir"
+  echo "fairseq-train $signature" > "$save_dir/command.txt"
+  set +e
+  "$BIN/fairseq-train" "$@" --save-dir "$save_dir" 2>&1 | tee -a "$save_dir/train.log" \
+    | grep --line-buffered -E "\| (train|valid) \||done training|Error" >&2
+  local status=${PIPESTATUS[0]}
+  set -e
+  [[ $status == 0 ]] || die "fairseq-train failed (exit $status); see $save_dir/train.log; rerun to resume"
+  echo "$signature" > "$save_dir/train.done"
+}
+
+train_wall() {  # cumulative training wall time (s) from fairseq's last epoch summary
+  grep -E "\| train \| epoch" "$1/train.log" 2>/dev/null | tail -1 | sed -n 's/.*| wall \([0-9.]*\).*/\1/p'
+}
+
+# row_result JSON_NAME TRAIN_DIR SPEC...: benchmark these models alone -> RESULTS/rows/JSON_NAME.json
+row_result() {
+  local name="$1" train_dir="$2"; shift 2
+  local out="$ROW_DIR/$name.json"
+  if [[ -f "$out" ]]; then log "  result already in $out"; return 0; fi
+  local models=()
+  for spec in "$@"; do models+=(--model "$spec"); done
+  run "$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA/raw/test.de" \
+    --ref-tok "$DATA/tok/test.de" --threads "$BENCH_THREADS" "${models[@]}" --json "$out" \
+    --meta "train_dir=$train_dir" --meta "train_wall_s=$( [[ $DRY_RUN == 1 ]] || train_wall "$train_dir")"
+}
+
+STUDENT_COMMON=(
+  --user-dir "$ROOT/fairseq_vqvae" --task translation_vqvae --arch "$STUDENT_ARCH" --criterion vqvae_em
+  --share-all-embeddings --optimizer adam --adam-betas '(0.9,0.98)' --lr "$STUDENT_LR"
+  --lr-scheduler inverse_sqrt --warmup-updates "$STUDENT_WARMUP" --warmup-init-lr 1e-07
+  --max-tokens "$STUDENT_MAX_TOKENS" --max-update "$STUDENT_MAX_UPDATE" --no-epoch-checkpoints
+  --eval-bleu --eval-bleu-remove-bpe --eval-bleu-detok moses --best-checkpoint-metric bleu
+  --maximize-best-checkpoint-metric --log-format simple --log-interval 50 --no-progress-bar
+  "${DEVICE_FLAGS[@]}"
+)
+# shellcheck disable=SC2206
+STUDENT_COMMON+=($STUDENT_EXTRA)
+
+start=$(date +%s)
+[[ $DRY_RUN == 1 ]] || mkdir -p "$WORK" "$ROW_DIR"
+log "work folder $WORK, results $RESULTS, stages $STAGES$([[ $DRY_RUN == 1 ]] && echo ' (dry run)')"
+
+# ---- 1. prepare (about 1 min; measured 50 s) -----------------------------------------------
+if want prepare; then
+  log "stage 1/6 prepare"
+  prep=(bash "$ROOT/scripts/prepare_multi30k.sh" --out "$DATA" --bpe-merges "$BPE_MERGES" --workers "$THREADS")
+  if [[ "$DOWNLOAD" == 1 ]]; then prep+=(--download); else prep+=(--src-dir "$SRC_DIR"); fi
+  run "${prep[@]}"
+fi
+
+# ---- 2. teacher (estimate: 1.5-2 h on 2 cores; + about 5 min for its two result rows) ---------
+if want teacher; then
+  log "stage 2/6 teacher (AR transformer, $TEACHER_EPOCHS epochs)"
+  [[ $DRY_RUN == 1 || -d "$DATA/data-bin" ]] || die "no $DATA/data-bin: run the prepare stage first"
+  run env MAX_EPOCH="$TEACHER_EPOCHS" THREADS="$THREADS" bash "$ROOT/scripts/train_teacher.sh" "$DATA/data-bin" "$TEACHER"
+  row_result teacher "$TEACHER" "AR beam 4=translation:$TEACHER_CKPT:beam=4" "AR greedy=translation:$TEACHER_CKPT:beam=1"
+fi
+
+# ---- 3. distill (estimate: 20-40 min for 29,000 sentences, beam 4) ----------------------------
+if want distill; then
+  log "stage 3/6 distill"
+  [[ $DRY_RUN == 1 || -f "$TEACHER_CKPT" ]] || die "no teacher checkpoint $TEACHER_CKPT: run the teacher stage first"
+  run bash "$ROOT/scripts/distill.sh" --data "$DATA/data-bin" --checkpoint "$TEACHER_CKPT" --out "$DISTILL" \
+    --beam 4 --num-shards "$DISTILL_SHARDS" --threads "$THREADS" --generate-args "$DISTILL_GENERATE_ARGS"
+fi
+
+# ---- 4. nat baseline (estimate: 2-2.5 h for 2000 updates) ------------------------------------
+if want nat; then
+  log "stage 4/6 fairseq NAT baseline (nonautoregressive_transformer, distilled data, one pass)"
+  [[ $DRY_RUN == 1 || -f "$DISTILL/.done" ]] || die "no distilled data in $DISTILL: run the distill stage first"
+  # fairseq's NAT recipe (examples/nonautoregressive_translation/scripts.md) at the teacher's
+  # size; no --src-embedding-copy (it copies padding with translation_lev's left-padded sources).
+  train_fairseq "$WORK/nat" "$DISTILL/data-bin" --user-dir "$ROOT/fairseq_vqvae" \
+    --task translation_lev --criterion nat_loss --arch nonautoregressive_transformer --noise full_mask \
+    --share-all-embeddings --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 \
+    --decoder-embed-dim 256 --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 \
+    --encoder-attention-heads 4 --decoder-attention-heads 4 \
+    --optimizer adam --adam-betas '(0.9,0.98)' --lr 5e-4 --lr-scheduler inverse_sqrt \
+    --warmup-updates 500 --warmup-init-lr 1e-07 --stop-min-lr 1e-09 --label-smoothing 0.1 \
+    --dropout 0.3 --weight-decay 0.01 --decoder-learned-pos --encoder-learned-pos \
+    --pred-length-offset --length-loss-factor 0.1 --apply-bert-init --fixed-validation-seed 7 \
+    --max-tokens 4096 --max-update "$NAT_MAX_UPDATE" --no-epoch-checkpoints --seed 1 \
+    --log-format simple --log-interval 50 --no-progress-bar "${DEVICE_FLAGS[@]}"
+  row_result nat_distill "$WORK/nat" "NAT one pass + distill=translation_lev:$WORK/nat/checkpoint_best.pt"
+fi
+
+# ---- 5. students (estimate: 4-5 h each for 2000 updates; 11 runs by default, about 50 h) -------
+BENCH_SPECS=(
+  "AR beam 4=translation:$TEACHER_CKPT:beam=4"
+  "AR greedy=translation:$TEACHER_CKPT:beam=1"
+  "NAT one pass + distill=translation_lev:$WORK/nat/checkpoint_best.pt"
+)
+for row in "${STUDENT_ROWS[@]}"; do
+  IFS='|' read -r id name data bottleneck samples nc seeds <<< "$row"
+  row_selected "$id" || continue
+  for seed in $seeds; do
+    save="$WORK/students/$id/seed$seed"
+    BENCH_SPECS+=("$name=translation_vqvae:$save/checkpoint_best.pt")
+    want students || continue
+    log "stage 5/6 student $id seed $seed: $name"
+    if [[ "$data" == distill ]]; then
+      [[ $DRY_RUN == 1 || -f "$DISTILL/.done" ]] || die "row $id needs the distilled data: run the distill stage first"
+      databin="$DISTILL/data-bin"
+    else
+      [[ $DRY_RUN == 1 || -d "$DATA/data-bin" ]] || die "row $id needs $DATA/data-bin: run the prepare stage first"
+      databin="$DATA/data-bin"
+    fi
+    flags=(--bottleneck "$bottleneck" --compress-steps "$nc")
+    [[ "$bottleneck" == soft_em ]] && flags+=(--num-samples "$samples")
+    train_fairseq "$save" "$databin" "${STUDENT_COMMON[@]}" "${flags[@]}" --seed "$seed"
+    row_result "${id}__seed$seed" "$save" "$name=translation_vqvae:$save/checkpoint_best.pt"
+  done
+done
+
+# ---- 6. benchmark (estimate: 15-30 min: every model at batch 1 over 1,000 sentences) ---------
+if want benchmark; then
+  log "stage 6/6 benchmark: ${#BENCH_SPECS[@]} checkpoints in one process -> $RESULTS/benchmark.{md,json,png}"
+  models=()
+  for spec in "${BENCH_SPECS[@]}"; do models+=(--model "$spec"); done
+  run "$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA/raw/test.de" \
+    --ref-tok "$DATA/tok/test.de" --threads "$BENCH_THREADS" "${models[@]}" \
+    --merge-json "$ROW_DIR" --out-dir "$RESULTS" --save-hyps "$WORK/hypotheses"
+fi
+log "finished in $(( $(date +%s) - start ))s; table: $RESULTS/benchmark.md"

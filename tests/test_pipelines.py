@@ -1,0 +1,402 @@
+"""The data/teacher/distillation/benchmark pipelines, end to end on tiny slices of real data.
+
+scripts/prepare_multi30k.sh on 200/20/20 Multi30k lines (200 BPE merges), then in parallel:
+train_teacher.sh (3 updates, tiny dims), a 2-update vqvae_nat_tiny and a 2-update fairseq NAT,
+and prepare_wmt14_en_de.sh --local on 200 lines of ../shared/data/wmt14-en-de-sample; then
+distill.sh with that teacher (2 shards) and benchmark.py over all of them. Each command runs
+once (module fixtures started as early as their inputs exist); the tests check their outputs.
+Skips with a reason when ../shared/data is absent.
+"""
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+SHARED = REPO.parent / "shared" / "data"
+MULTI30K = SHARED / "multi30k"
+WMT_SAMPLE = SHARED / "wmt14-en-de-sample"
+SLICES = {"train": 200, "val": 20, "test_2016_flickr": 20}
+HAVE_MULTI30K = all((MULTI30K / f"{name}.{lang}.gz").is_file() for name in SLICES for lang in ("en", "de"))
+HAVE_WMT = all((WMT_SAMPLE / f).is_file() for f in (
+    "train10k.tok.en", "train10k.tok.de", "newstest2013.en", "newstest2013.de", "newstest2014.en", "newstest2014.de"))
+needs_multi30k = pytest.mark.skipif(not HAVE_MULTI30K, reason=f"Multi30k raw files (train/val/test_2016_flickr.{{en,de}}.gz) not found in {MULTI30K}")
+needs_wmt = pytest.mark.skipif(not HAVE_WMT, reason=f"WMT14 sample (train10k.tok.*, newstest2013/2014.*) not found in {WMT_SAMPLE}")
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+ENV.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+BIN = Path(sys.executable).parent
+TEACHER_ENV = {
+    "MAX_UPDATE": "3", "MAX_EPOCH": "1", "ENCODER_LAYERS": "1", "DECODER_LAYERS": "1", "EMBED_DIM": "32",
+    "FFN_DIM": "64", "HEADS": "2", "MAX_TOKENS": "1000", "THREADS": "1", "NUM_WORKERS": "0", "WARMUP_UPDATES": "1",
+}
+TINY_TRAIN = ("--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "1000", "--max-update", "2", "--cpu",
+              "--num-workers", "0", "--no-progress-bar", "--disable-validation", "--no-epoch-checkpoints",
+              "--user-dir", str(REPO / "fairseq_vqvae"))
+
+
+def sh(*args, env=None, timeout=240, cwd=None):
+    """Run a command; the CompletedProcess gets a ``log`` attribute for assertion messages."""
+    start = time.perf_counter()
+    result = subprocess.run([str(a) for a in args], check=False, env={**ENV, **(env or {})}, capture_output=True, text=True,
+                            timeout=timeout, cwd=cwd or REPO)
+    result.elapsed = time.perf_counter() - start
+    result.log = f"$ {' '.join(map(str, args))}\n--- exit {result.returncode} after {result.elapsed:.1f}s\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
+    return result
+
+
+def ok(result):
+    assert result.returncode == 0, result.log
+    return result
+
+
+def lines(path: Path):
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Starts every command as soon as its input exists; values are futures of results."""
+    if not HAVE_MULTI30K:
+        pytest.skip(f"Multi30k raw files not found in {MULTI30K}")
+    root = tmp_path_factory.mktemp("pipelines")
+    src = root / "multi30k_slice"
+    src.mkdir()
+    for name, count in SLICES.items():
+        for lang in ("en", "de"):
+            with gzip.open(MULTI30K / f"{name}.{lang}.gz", "rt", encoding="utf-8") as f:
+                head = [next(f) for _ in range(count)]
+            with gzip.open(src / f"{name}.{lang}.gz", "wt", encoding="utf-8") as f:
+                f.writelines(head)
+    d = SimpleNamespace(root=root, src=src, data=root / "data", teacher=root / "teacher", distill=root / "distill",
+                        vq=root / "vq", nat=root / "nat", wmt=root / "wmt", bench=root / "bench")
+    pool = ThreadPoolExecutor(max_workers=4)
+    jobs = {}
+    started = time.perf_counter()
+    jobs["prepare"] = ok(sh("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", src, "--out", d.data, "--bpe-merges", "200"))
+    databin = d.data / "data-bin"
+    if HAVE_WMT:
+        jobs["wmt"] = pool.submit(sh, "bash", SCRIPTS / "prepare_wmt14_en_de.sh", "--local", WMT_SAMPLE, "--limit", "200",
+                                  "--bpe-merges", "200", "--workers", "1", "--out", d.wmt)
+
+    def teacher_then_distill():
+        train = sh("bash", SCRIPTS / "train_teacher.sh", databin, d.teacher, env=TEACHER_ENV)
+        jobs["distill"] = pool.submit(
+            sh, "bash", SCRIPTS / "distill.sh", "--data", databin, "--checkpoint", d.teacher / "checkpoint_last.pt",
+            "--out", d.distill, "--num-shards", "2", "--devices", "cpu,cpu", "--threads", "1", "--max-tokens", "1000",
+            "--generate-args", "--max-len-b 20",
+        )
+        return train
+
+    jobs["teacher"] = pool.submit(teacher_then_distill)
+    jobs["vq"] = pool.submit(
+        sh, BIN / "fairseq-train", databin, "--task", "translation_vqvae", "--arch", "vqvae_nat_tiny", "--criterion",
+        "vqvae_em", "--bottleneck", "hard_em", "--share-all-embeddings", "--save-dir", d.vq, *TINY_TRAIN,
+    )
+    jobs["nat"] = pool.submit(
+        sh, BIN / "fairseq-train", databin, "--task", "translation_lev", "--criterion", "nat_loss", "--arch",
+        "nonautoregressive_transformer", "--noise", "full_mask", "--share-all-embeddings", "--encoder-layers", "1",
+        "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "32",
+        "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+        "--pred-length-offset", "--length-loss-factor", "0.1", "--save-dir", d.nat, *TINY_TRAIN,
+    )
+
+    def benchmark():
+        for name in ("teacher", "vq", "nat"):
+            jobs[name].result()
+        return sh(
+            sys.executable, SCRIPTS / "benchmark.py", "--data", databin, "--ref-raw", d.data / "raw" / "test.de",
+            "--ref-tok", d.data / "tok" / "test.de", "--threads", "1", "--warmup", "2", "--throughput-max-tokens", "1000",
+            "--model", f"AR beam 4=translation:{d.teacher / 'checkpoint_last.pt'}:beam=4,max_len_b=20",
+            "--model", f"AR greedy=translation:{d.teacher / 'checkpoint_last.pt'}:beam=1,max_len_b=20",
+            "--model", f"NAT one pass + distill=translation_lev:{d.nat / 'checkpoint_last.pt'}",
+            "--model", f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}",
+            "--model", f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}:gen_latent_beam=1",
+            "--model", f"Soft EM m=10 n_c=3 + distill=translation_vqvae:{root / 'never_trained' / 'checkpoint_best.pt'}",
+            "--out-dir", d.bench, "--save-hyps", d.bench / "hyps", "--meta", "note=test",
+        )
+
+    jobs["benchmark"] = pool.submit(benchmark)
+    yield SimpleNamespace(dirs=d, jobs=jobs, started=started)
+    pool.shutdown(wait=True)
+
+
+def result_of(pipeline, name):
+    job = pipeline.jobs[name]
+    if name == "distill":
+        pipeline.jobs["teacher"].result()
+        job = pipeline.jobs["distill"]
+    return ok(job.result() if hasattr(job, "result") else job)
+
+
+# ---- prepare_multi30k.sh ----------------------------------------------------------------------
+
+
+@needs_multi30k
+def test_prepare_multi30k_outputs(pipeline):
+    d = pipeline.dirs.data
+    for split, count in (("train", 200), ("valid", 20), ("test", 20)):
+        for stage in ("raw", "tok", "bpe"):
+            for lang in ("en", "de"):
+                assert len(lines(d / stage / f"{split}.{lang}")) == count, (stage, split, lang)
+    with gzip.open(MULTI30K / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as f:
+        raw_refs = [next(f).rstrip("\n") for _ in range(20)]
+    assert lines(d / "raw" / "test.de") == raw_refs  # the sacreBLEU references are the raw text
+    tok = lines(d / "tok" / "test.de")
+    assert "saftig @-@ grünes" in tok[1]  # aggressive dash splitting (-a)
+    assert not any("&quot;" in line or "&apos;" in line or "&amp;" in line for line in tok + lines(d / "tok" / "train.en"))
+    assert any("@@ " in line for line in lines(d / "bpe" / "train.de"))
+    bin_dir = d / "data-bin"
+    assert (bin_dir / "dict.en.txt").read_text() == (bin_dir / "dict.de.txt").read_text()  # joined dictionary
+    for split in ("train", "valid", "test"):
+        for lang in ("en", "de"):
+            assert (bin_dir / f"{split}.en-de.{lang}.bin").is_file()
+
+
+@needs_multi30k
+def test_prepare_multi30k_is_resumable_and_guards_settings(pipeline):
+    args = ("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", pipeline.dirs.src, "--out", pipeline.dirs.data)
+    again = ok(sh(*args, "--bpe-merges", "200"))
+    assert again.stderr.count("skipping") == 4, again.log
+    other = sh(*args, "--bpe-merges", "300")
+    assert other.returncode != 0 and "merges=200" in other.stderr and "--force" in other.stderr, other.log
+
+
+def test_prepare_multi30k_input_errors(tmp_path):
+    missing = sh("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", tmp_path / "nowhere", "--out", tmp_path / "o1")
+    assert missing.returncode != 0 and "not found" in missing.stderr and "--download" in missing.stderr, missing.log
+    (tmp_path / "partial").mkdir()
+    partial = sh("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", tmp_path / "partial", "--out", tmp_path / "o2")
+    assert partial.returncode != 0 and "missing" in partial.stderr and "train.en.gz" in partial.stderr, partial.log
+    bad = sh("bash", SCRIPTS / "prepare_multi30k.sh", "--bpe-merges", "many")
+    assert bad.returncode != 0 and "--bpe-merges" in bad.stderr, bad.log
+    usage = ok(sh("bash", SCRIPTS / "prepare_multi30k.sh", "--help"))
+    assert "Usage" in usage.stderr
+
+
+# ---- prepare_wmt14_en_de.sh --local -----------------------------------------------------------
+
+
+@needs_multi30k
+@needs_wmt
+def test_prepare_wmt14_local(pipeline):
+    result_of(pipeline, "wmt")
+    d = pipeline.dirs.wmt
+    assert len(lines(d / "raw" / "test.de")) == 200 and len(lines(d / "bpe" / "test.de")) == 200  # test not filtered
+    assert lines(d / "raw" / "test.de") == lines(WMT_SAMPLE / "newstest2014.de")[:200]
+    kept = len(lines(d / "bpe" / "train.clean.en"))
+    assert 0 < kept <= 200 and kept == len(lines(d / "bpe" / "train.clean.de"))
+    train_tok = lines(d / "tok" / "train.en")
+    assert not any("&apos;" in line or "&quot;" in line for line in train_tok)  # unescaped
+    assert "Parliament 's legislative" in train_tok[0]  # not re-tokenized into "' s"
+    assert any(" @-@ " in line for line in train_tok)  # -a dash splits added
+    for src, ref in zip(lines(d / "bpe" / "train.clean.en"), lines(d / "bpe" / "train.clean.de")):
+        ns, nt = len(src.split()), len(ref.split())
+        assert 1 <= ns <= 250 and 1 <= nt <= 250 and ns / nt <= 1.5 and nt / ns <= 1.5
+    assert (d / "data-bin" / "train.en-de.en.bin").is_file() and (d / "data-bin" / "test.en-de.de.idx").is_file()
+
+
+def test_prepare_wmt14_local_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = sh("bash", SCRIPTS / "prepare_wmt14_en_de.sh", "--local", tmp_path / "empty", "--out", tmp_path / "o")
+    assert result.returncode != 0 and "train10k.tok" in result.stderr, result.log
+
+
+# ---- train_teacher.sh ------------------------------------------------------------------------
+
+
+@needs_multi30k
+def test_train_teacher(pipeline):
+    train = result_of(pipeline, "teacher")
+    d = pipeline.dirs.teacher
+    assert (d / "checkpoint_last.pt").is_file() and (d / "train.done").is_file(), train.log
+    assert "num_updates 3" in (d / "train.log").read_text()
+    assert "--encoder-embed-dim 32" in (d / "command.txt").read_text()
+    again = ok(sh("bash", SCRIPTS / "train_teacher.sh", pipeline.dirs.data / "data-bin", d, env=TEACHER_ENV))
+    assert "already trained" in again.stderr, again.log
+
+
+def test_train_teacher_errors(tmp_path):
+    result = sh("bash", SCRIPTS / "train_teacher.sh", tmp_path / "no-data", tmp_path / "ckpt")
+    assert result.returncode != 0 and "not found" in result.stderr and "prepare_multi30k" in result.stderr, result.log
+    result = sh("bash", SCRIPTS / "train_teacher.sh", tmp_path)
+    assert result.returncode != 0 and "Usage" in result.stderr, result.log
+
+
+# ---- distill.sh ------------------------------------------------------------------------------
+
+
+@needs_multi30k
+def test_distill_counts_order_and_resume(pipeline):
+    first = result_of(pipeline, "distill")
+    d, data = pipeline.dirs.distill, pipeline.dirs.data
+    shard_sizes = [len(lines(d / "shards" / f"shard-{i}-of-2.tsv")) for i in range(2)]
+    assert sum(shard_sizes) == 200 and min(shard_sizes) > 0, (shard_sizes, first.log)
+    assert lines(d / "text" / "train.en") == lines(data / "bpe" / "train.en")  # original order, same BPE source
+    hyps = lines(d / "text" / "train.de")
+    assert len(hyps) == 200
+    merged = [line.split("\t") for line in lines(d / "text" / "merged.tsv")]
+    assert [int(row[0]) for row in merged] == list(range(200)) and [row[2] for row in merged] == hyps
+    assert (d / "data-bin" / "dict.de.txt").read_text() == (data / "data-bin" / "dict.de.txt").read_text()
+    for name in ("valid.en-de.de.bin", "test.en-de.en.idx"):
+        assert (d / "data-bin" / name).read_bytes() == (data / "data-bin" / name).read_bytes()
+    count = int.from_bytes((d / "data-bin" / "train.en-de.de.idx").read_bytes()[18:26], "little")
+    assert count == 200
+
+    args = ("bash", SCRIPTS / "distill.sh", "--data", data / "data-bin", "--checkpoint", pipeline.dirs.teacher / "checkpoint_last.pt",
+            "--out", d, "--num-shards", "2", "--devices", "cpu", "--threads", "1", "--max-tokens", "1000",
+            "--generate-args", "--max-len-b 20")
+    again = ok(sh(*args))
+    assert "nothing to do" in again.stderr and "translating on" not in again.stderr, again.log
+
+    # An interrupted run: shard 1 lost, the merge/binarization never happened.
+    shutil.rmtree(d / "data-bin")
+    for path in (d / ".done", d / "text" / "train.en", d / "text" / "train.de", d / "shards" / "shard-1-of-2.tsv"):
+        path.unlink()
+    resumed = ok(sh(*args))
+    assert "shard 0/2: already translated" in resumed.stderr and "shard 1/2: translating" in resumed.stderr, resumed.log
+    assert lines(d / "text" / "train.de") == hyps  # deterministic beam search: the same result
+    assert (d / ".done").is_file()
+
+    changed = sh(*args[:-2], "--generate-args", "--max-len-b 30")
+    assert changed.returncode != 0 and "different settings" in changed.stderr, changed.log
+
+
+def test_distill_input_errors(tmp_path):
+    result = sh("bash", SCRIPTS / "distill.sh", "--data", tmp_path, "--checkpoint", tmp_path / "teacher.pt", "--out", tmp_path / "o")
+    assert result.returncode != 0 and "teacher checkpoint" in result.stderr and "train_teacher.sh" in result.stderr, result.log
+    result = sh("bash", SCRIPTS / "distill.sh", "--data", tmp_path)
+    assert result.returncode != 0 and "required" in result.stderr, result.log
+
+
+@needs_multi30k
+def test_distill_detects_a_count_mismatch(pipeline, tmp_path):
+    """A teacher data-bin whose train set is bigger than what was translated: a clear error."""
+    result_of(pipeline, "distill")
+    out = tmp_path / "distill"
+    shutil.copytree(pipeline.dirs.distill, out, symlinks=True)
+    shutil.rmtree(out / "data-bin")
+    for path in (out / ".done", out / "text" / "train.en", out / "text" / "train.de"):
+        path.unlink()
+    tsv = out / "shards" / "shard-1-of-2.tsv"
+    tsv.write_text("\n".join(lines(tsv)[:-1]) + "\n", encoding="utf-8")  # one sentence lost
+    result = sh("bash", SCRIPTS / "distill.sh", "--data", pipeline.dirs.data / "data-bin", "--checkpoint",
+                pipeline.dirs.teacher / "checkpoint_last.pt", "--out", out, "--num-shards", "2", "--devices", "cpu",
+                "--threads", "1", "--max-tokens", "1000", "--generate-args", "--max-len-b 20")
+    assert result.returncode != 0, result.log
+    assert "was not translated" in result.stderr and "does not match the original training set (200" in result.stderr, result.log
+
+
+# ---- benchmark.py ----------------------------------------------------------------------------
+
+
+@needs_multi30k
+def test_benchmark_outputs(pipeline):
+    run = result_of(pipeline, "benchmark")
+    bench = pipeline.dirs.bench
+    report = json.loads((bench / "benchmark.json").read_text())
+    md = (bench / "benchmark.md").read_text()
+    assert (bench / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    models = report["models"]
+    assert [m["status"] for m in models] == ["ok"] * 5 + ["missing"], run.log
+    for m in models[:5]:
+        assert m["sentences_translated"] == 20 and m["latency_ms"]["sentences"] == 20
+        assert m["throughput"]["sentences"] == 20 and m["params"] > 0 and m["meta"] == {"note": "test"}
+        assert 0 <= m["bleu"] <= 100 and 0 <= m["bleu_tok"] <= 100
+        assert m["run"]["threads"] == 1 and m["run"]["hardware"]["torch_threads"] == 1
+        assert len(lines(Path(m["hypotheses"]))) == 20
+    assert models[0]["generation"]["beam"] == 4 and models[1]["generation"]["beam"] == 1
+    assert models[2]["generation"]["iter_decode_max_iter"] == 0
+    bench_info = report["benchmark"]
+    assert bench_info["test_set"]["sentences"] == 20 and bench_info["threads"] == 1
+    assert bench_info["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert "tok:none" in bench_info["bleu_tok_signature"]
+    assert bench_info["commit"]["commit"] and bench_info["hardware"]["platform"]
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == ["AR beam 4", "AR greedy", "NAT one pass + distill", "Hard EM n_c=3", "Soft EM m=10 n_c=3 + distill"]
+    assert rows["Hard EM n_c=3"]["measured"] == 2 and len(rows["Hard EM n_c=3"]["bleu_values"]) == 2
+    assert rows["AR beam 4"]["speedup_vs_ar_beam"] == 1.0 and "speedup_vs_ar_greedy" in rows["Hard EM n_c=3"]
+    assert rows["Soft EM m=10 n_c=3 + distill"]["measured"] == 0 and rows["Soft EM m=10 n_c=3 + distill"]["missing"]
+    assert "| Hard EM n_c=3 | 2 |" in md and " ± " in md and "missing" in md and "nrefs:1" in md
+
+
+@needs_multi30k
+def test_benchmark_merges_earlier_results(pipeline, tmp_path, capsys):
+    result_of(pipeline, "benchmark")
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    earlier = pipeline.dirs.bench / "benchmark.json"
+    status = benchmark.main([
+        "--data", str(pipeline.dirs.data / "data-bin"),
+        "--model", f"AR greedy=translation:{tmp_path / 'gone.pt'}",
+        "--merge-json", str(earlier), "--md", str(tmp_path / "t.md"), "--json", str(tmp_path / "t.json"),
+    ])
+    assert status == 0
+    report = json.loads((tmp_path / "t.json").read_text())
+    names = [m["name"] for m in report["models"]]
+    assert names.count("AR greedy") == 2  # the missing one, and the earlier measurement of the other checkpoint
+    merged = [m for m in report["models"] if "merged_from" in m]
+    assert len(merged) == 5 and all(m["merged_from"] == str(earlier) for m in merged)
+    assert "†" in (tmp_path / "t.md").read_text()
+
+
+def test_benchmark_spec_errors(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    spec = benchmark.parse_model_spec("Soft EM m=10 n_c=3=translation_vqvae:ckpt/x.pt:gen_latent_beam=2,data=/d")
+    assert spec == {"name": "Soft EM m=10 n_c=3", "task": "translation_vqvae", "checkpoint": "ckpt/x.pt",
+                    "args": {"gen_latent_beam": 2, "data": "/d"}}
+    for bad, message in (("no-task-or-checkpoint", "no ':'"), ("=translation:x.pt", "NAME=TASK"),
+                         ("AR=translation:", "empty checkpoint"), ("AR=translation:x.pt:beam", "not KEY=VALUE")):
+        with pytest.raises(benchmark.SpecError, match=message):
+            benchmark.parse_model_spec(bad)
+    with pytest.raises(SystemExit):
+        benchmark.main(["--data", str(tmp_path), "--model", "oops", "--out-dir", str(tmp_path)])
+    assert "NAME=TASK:CHECKPOINT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        benchmark.main(["--data", str(tmp_path / "missing"), "--model", "a=translation:x.pt", "--out-dir", str(tmp_path)])
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "models.json").write_text('[{"name": "x", "task": "translation"}]')
+    with pytest.raises(SystemExit):
+        benchmark.main(["--data", str(tmp_path), "--models-json", str(tmp_path / "models.json"), "--out-dir", str(tmp_path)])
+    assert "checkpoint" in capsys.readouterr().err
+
+
+# ---- examples/multi30k/run.sh ----------------------------------------------------------------
+
+
+def test_multi30k_study_plan(tmp_path):
+    """--dry-run: every stage and every student run is planned, nothing is executed."""
+    result = ok(sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--dry-run",
+                   env={"WORK": str(tmp_path / "work"), "RESULTS": str(tmp_path / "results")}))
+    err = result.stderr
+    for stage in ("stage 1/6 prepare", "stage 2/6 teacher", "stage 3/6 distill", "stage 4/6", "stage 6/6 benchmark"):
+        assert stage in err, result.log
+    assert err.count("stage 5/6 student") == 11  # vqvae x1 x2 data, hard/soft EM x2 seeds x2 data, n_c=4 x1
+    assert "nonautoregressive_transformer" in err and "--src-embedding-copy" not in err
+    assert "--compress-steps 4" in err and "--num-samples 5" in err and "--num-samples 10" in err
+    assert not (tmp_path / "work" / "data").exists()
+    bad = sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--stages", "teacher,bogus")
+    assert bad.returncode != 0 and "unknown stage" in bad.stderr, bad.log
+    bad = sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--dry-run", env={"ROWS": "nope"})
+    assert bad.returncode != 0 and "unknown row id" in bad.stderr, bad.log
+
+
+def test_wmt14_recipe_plan(tmp_path):
+    result = ok(sh("bash", REPO / "examples" / "wmt14_en_de" / "run.sh", "--dry-run", env={"WORK": str(tmp_path / "w")}))
+    assert "--distributed-world-size" in result.stderr and "legacy_ddp" in result.stderr, result.log
