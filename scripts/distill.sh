@@ -22,10 +22,8 @@
 # the default world size = number of visible GPUs, which silently translates only a part).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[[ -x "$PY" ]] || PY="$(command -v python3)"
-BIN="$(dirname "$PY")"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, PY, BIN, log, die
+LOG_NAME=distill
 
 usage() {
   cat >&2 <<EOF
@@ -52,9 +50,6 @@ Options:
   -h, --help            this message
 EOF
 }
-
-log() { echo "[distill $(date +%H:%M:%S)] $*" >&2; }
-die() { echo "distill: error: $*" >&2; exit 1; }
 
 DATA=""; CKPT=""; OUT=""; SRC=""; TGT=""
 BEAM=4; LENPEN=1.0; MAX_TOKENS=8000; NUM_SHARDS=4; DEVICES=auto; THREADS=""; WORKERS=1

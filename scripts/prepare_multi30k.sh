@@ -10,10 +10,8 @@
 #   4. bin   : fairseq-preprocess --joined-dictionary -> OUT/data-bin/
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[[ -x "$PY" ]] || PY="$(command -v python3)"
-BIN="$(dirname "$PY")"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, PY, BIN, log, die, stage helpers
+LOG_NAME=prepare_multi30k
 
 usage() {
   cat >&2 <<EOF
@@ -39,9 +37,6 @@ BLEU), OUT/bpe (BPE codes and text), OUT/data-bin (binarized, joined dictionary)
 EOF
 }
 
-log() { echo "[prepare_multi30k $(date +%H:%M:%S)] $*" >&2; }
-die() { echo "prepare_multi30k: error: $*" >&2; exit 1; }
-
 SRC_DIR="$ROOT/../shared/data/multi30k"
 OUT="$ROOT/runs/multi30k/data"
 MERGES=10000
@@ -66,9 +61,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$MERGES" =~ ^[0-9]+$ && "$MERGES" -gt 0 ]] || die "--bpe-merges must be a positive integer, got '$MERGES'"
 [[ "$SRC" != "$TGT" ]] || die "--src-lang and --tgt-lang must differ"
-for tool in subword-nmt fairseq-preprocess; do
-  [[ -x "$BIN/$tool" ]] || die "$BIN/$tool not found: set up the environment first (bash scripts/setup_env.sh) or set PYTHON=/path/to/venv/bin/python"
-done
+require_tools subword-nmt fairseq-preprocess
 
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -78,38 +71,8 @@ SPLITS=(train valid test)
 URL_BASE="https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw"
 PARAMS="src=$SRC tgt=$TGT merges=$MERGES"
 
-# A stage is done when OUT/.done.STAGE exists and records the same parameters.
-done_stage() {
-  local marker="$OUT/.done.$1"
-  [[ $FORCE == 0 && -f "$marker" ]] || return 1
-  [[ "$(cat "$marker")" == "$PARAMS" ]] && return 0
-  die "$OUT was prepared with '$(cat "$marker")', now asked for '$PARAMS': use another --out or --force"
-}
-mark_done() { echo "$PARAMS" > "$OUT/.done.$1"; }
+# Stages are skipped when OUT/.done.STAGE records the same PARAMS (done_stage/mark_done in lib.sh).
 if [[ $FORCE == 1 ]]; then rm -f "$OUT"/.done.*; fi
-
-# apply_bpe CODES WORKERS IN OUT [IN OUT ...]: one subword-nmt run over all inputs (BPE is
-# applied line by line, so concatenating and splitting back by line counts is exact).
-apply_bpe() {
-  local codes="$1" workers="$2"; shift 2
-  local all="$OUT/bpe/.all" pairs=("$@") i
-  : > "$all.in"
-  for ((i = 0; i < ${#pairs[@]}; i += 2)); do cat "${pairs[i]}" >> "$all.in"; done
-  "$BIN/subword-nmt" apply-bpe -c "$codes" --num-workers "$workers" --input "$all.in" --output "$all.out"
-  local plan=""
-  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
-    : > "${pairs[i + 1]}"
-    plan+="$(wc -l < "${pairs[i]}")"$'\t'"${pairs[i + 1]}"$'\t'
-  done
-  awk -v plan="${plan%$'\t'}" '
-    BEGIN { m = split(plan, p, "\t"); k = 1; left = p[1] + 0; out = p[2] }
-    { while (left == 0 && k + 2 <= m) { close(out); k += 2; left = p[k] + 0; out = p[k + 1] }
-      print > out; left-- }' "$all.out"
-  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
-    [[ "$(wc -l < "${pairs[i]}")" == "$(wc -l < "${pairs[i + 1]}")" ]] || die "BPE of ${pairs[i]} changed the line count"
-  done
-  rm -f "$all.in" "$all.out"
-}
 
 # ---- 1. raw ---------------------------------------------------------------------------------
 if done_stage raw; then
@@ -161,12 +124,7 @@ else
     for split in "${SPLITS[@]}"; do files+=("$OUT/raw/$split.$lang" "$OUT/tok/$split.$lang"); done
     "$PY" "$ROOT/scripts/moses.py" tokenize -l "$lang" -a -j "$WORKERS" "${files[@]}"
   done
-  for split in "${SPLITS[@]}"; do
-    for lang in "$SRC" "$TGT"; do
-      [[ "$(wc -l < "$OUT/tok/$split.$lang")" == "$(wc -l < "$OUT/raw/$split.$lang")" ]] \
-        || die "tokenization of $split.$lang changed the line count"
-    done
-  done
+  check_tokenized
   mark_done tok
 fi
 
@@ -175,14 +133,7 @@ if done_stage bpe; then
   log "3/4 BPE: already in $OUT/bpe, skipping"
 else
   log "3/4 joint BPE, $MERGES merges (subword-nmt learn-joint-bpe-and-vocab) -> $OUT/bpe"
-  mkdir -p "$OUT/bpe"
-  "$BIN/subword-nmt" learn-joint-bpe-and-vocab --input "$OUT/tok/train.$SRC" "$OUT/tok/train.$TGT" \
-    -s "$MERGES" -o "$OUT/bpe/codes" --write-vocabulary "$OUT/bpe/vocab.$SRC" "$OUT/bpe/vocab.$TGT"
-  files=()
-  for split in "${SPLITS[@]}"; do
-    for lang in "$SRC" "$TGT"; do files+=("$OUT/tok/$split.$lang" "$OUT/bpe/$split.$lang"); done
-  done
-  apply_bpe "$OUT/bpe/codes" "$WORKERS" "${files[@]}"
+  joint_bpe
   mark_done bpe
 fi
 
@@ -191,11 +142,7 @@ if done_stage bin; then
   log "4/4 binarized data: already in $OUT/data-bin, skipping"
 else
   log "4/4 fairseq-preprocess --joined-dictionary -> $OUT/data-bin (log: $OUT/preprocess.log)"
-  rm -rf "$OUT/data-bin"
-  "$BIN/fairseq-preprocess" --source-lang "$SRC" --target-lang "$TGT" \
-    --trainpref "$OUT/bpe/train" --validpref "$OUT/bpe/valid" --testpref "$OUT/bpe/test" \
-    --destdir "$OUT/data-bin" --joined-dictionary --workers "$WORKERS" > "$OUT/preprocess.log" 2>&1 \
-    || { tail -20 "$OUT/preprocess.log" >&2; die "fairseq-preprocess failed (full log: $OUT/preprocess.log)"; }
+  binarize_joined "$OUT/bpe/train" "$OUT/bpe/valid"
   mark_done bin
 fi
 

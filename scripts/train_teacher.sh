@@ -12,10 +12,8 @@
 # with the same settings (SAVE_DIR/train.done), the script does nothing.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[[ -x "$PY" ]] || PY="$(command -v python3)"
-BIN="$(dirname "$PY")"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # ROOT, PY, BIN, log, die
+LOG_NAME=train_teacher
 
 usage() {
   cat >&2 <<EOF
@@ -37,9 +35,6 @@ Example:
   MAX_UPDATE=3 EMBED_DIM=32 FFN_DIM=64 bash scripts/train_teacher.sh bin ckpt -- --num-workers 0
 EOF
 }
-
-log() { echo "[train_teacher $(date +%H:%M:%S)] $*" >&2; }
-die() { echo "train_teacher: error: $*" >&2; exit 1; }
 
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 [[ $# -ge 2 ]] || { usage; die "need DATA_BIN and SAVE_DIR"; }

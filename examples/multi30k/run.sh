@@ -21,8 +21,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-BIN="$(dirname "$PY")"
+source "$ROOT/scripts/lib.sh"  # PY, BIN, log, die, parse_run_args, want, run
+LOG_NAME=multi30k
 
 usage() {
   cat >&2 <<EOF
@@ -52,23 +52,11 @@ Environment (default):
 EOF
 }
 
-log() { echo "[multi30k $(date +%H:%M:%S)] $*" >&2; }
-die() { echo "multi30k: error: $*" >&2; exit 1; }
-
-DRY_RUN=0
 STAGES="prepare,teacher,distill,nat,students,benchmark"
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1; shift ;;
-    --stages) STAGES="${2:?--stages needs a list}"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage; die "unknown argument '$1'" ;;
-  esac
-done
+parse_run_args "$@"
 for stage in ${STAGES//,/ }; do
   [[ " prepare teacher distill nat students benchmark " == *" $stage "* ]] || die "unknown stage '$stage' in --stages"
 done
-want() { [[ ",$STAGES," == *",$1,"* ]]; }
 
 WORK="${WORK:-$ROOT/runs/multi30k}"
 RESULTS="${RESULTS:-$HERE/results}"
@@ -121,11 +109,6 @@ if [[ "$ROWS" != all ]]; then
   done
 fi
 row_selected() { [[ "$ROWS" == all || " $ROWS " == *" $1 "* ]]; }
-
-run() {  # run CMD...: print it; execute it unless --dry-run
-  echo "+ $(printf '%q ' "$@")" >&2
-  [[ $DRY_RUN == 1 ]] || "$@"
-}
 
 # train_fairseq SAVE_DIR ARGS...: fairseq-train, resumable; SAVE_DIR/train.done when finished.
 train_fairseq() {

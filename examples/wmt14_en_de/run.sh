@@ -14,8 +14,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-BIN="$(dirname "$PY")"
+source "$ROOT/scripts/lib.sh"  # PY, BIN, log, die, parse_run_args, want, run
+LOG_NAME=wmt14
 
 usage() {
   cat >&2 <<EOF
@@ -30,24 +30,12 @@ Environment (default): WORK=$ROOT/runs/wmt14_en_de  GPUS=8 (workers for training
   NUM_SAMPLES=10  COMPRESS_STEPS=3  SEED=1  FP16=1  LOCAL="" (a folder for prepare --local, no download)
 EOF
 }
-log() { echo "[wmt14 $(date +%H:%M:%S)] $*" >&2; }
-die() { echo "wmt14: error: $*" >&2; exit 1; }
 
-DRY_RUN=0
 STAGES="prepare,teacher,distill,nat,vqvae,benchmark"
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --dry-run) DRY_RUN=1; shift ;;
-    --stages) STAGES="${2:?}"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage; die "unknown argument '$1'" ;;
-  esac
-done
+parse_run_args "$@"
 for stage in ${STAGES//,/ }; do
   [[ " prepare teacher distill nat vqvae benchmark " == *" $stage "* ]] || die "unknown stage '$stage'"
 done
-want() { [[ ",$STAGES," == *",$1,"* ]]; }
-run() { echo "+ $(printf '%q ' "$@")" >&2; [[ $DRY_RUN == 1 ]] || "$@"; }
 
 WORK="${WORK:-$ROOT/runs/wmt14_en_de}"
 GPUS="${GPUS:-8}"

@@ -1,0 +1,124 @@
+# shellcheck shell=bash
+# Helpers shared by the shell pipelines: scripts/{prepare_multi30k,prepare_wmt14_en_de,
+# train_teacher,distill}.sh and examples/{multi30k,wmt14_en_de}/run.sh. Sourced, never run:
+#   scripts/X.sh:        source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   examples/X/run.sh:   source "$ROOT/scripts/lib.sh"
+# Each entry script keeps its own `set -euo pipefail`, usage() and option parsing.
+
+# ROOT: the repository. PY: the project's Python ($PYTHON, else ROOT/.venv/bin/python, else python3
+# from PATH). BIN: its folder, where fairseq-* and subword-nmt are installed.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[[ -x "$PY" ]] || PY="$(command -v python3)"
+BIN="$(dirname "$PY")"
+
+# log MSG: "[LOG_NAME HH:MM:SS] MSG" on stderr. die MSG: "DIE_NAME: error: MSG" on stderr, exit 1
+# (DIE_NAME defaults to LOG_NAME). The entry script sets LOG_NAME (and DIE_NAME, if it differs)
+# right after sourcing this file.
+DIE_NAME=""
+log() { echo "[$LOG_NAME $(date +%H:%M:%S)] $*" >&2; }
+die() { echo "${DIE_NAME:-$LOG_NAME}: error: $*" >&2; exit 1; }
+
+# ---- data preparation (prepare_*.sh) ----------------------------------------------------------
+
+# require_tools TOOL...: die unless every TOOL is an executable in BIN.
+require_tools() {
+  local tool
+  for tool in "$@"; do
+    [[ -x "$BIN/$tool" ]] || die "$BIN/$tool not found: set up the environment first (bash scripts/setup_env.sh) or set PYTHON=/path/to/venv/bin/python"
+  done
+}
+
+# A stage is done when OUT/.done.STAGE exists and records the same parameters (globals OUT, FORCE,
+# PARAMS): done_stage STAGE succeeds when STAGE can be skipped, and dies when OUT was prepared with
+# other parameters; mark_done STAGE records it.
+done_stage() {
+  local marker="$OUT/.done.$1"
+  [[ $FORCE == 0 && -f "$marker" ]] || return 1
+  [[ "$(cat "$marker")" == "$PARAMS" ]] && return 0
+  die "$OUT was prepared with '$(cat "$marker")', now asked for '$PARAMS': use another --out or --force"
+}
+mark_done() { echo "$PARAMS" > "$OUT/.done.$1"; }
+
+# apply_bpe CODES WORKERS IN OUT [IN OUT ...]: one subword-nmt run over all inputs (BPE is
+# applied line by line, so concatenating and splitting back by line counts is exact). Its work
+# files are OUT/bpe/.all.{in,out} (global OUT).
+apply_bpe() {
+  local codes="$1" workers="$2"; shift 2
+  local all="$OUT/bpe/.all" pairs=("$@") i
+  : > "$all.in"
+  for ((i = 0; i < ${#pairs[@]}; i += 2)); do cat "${pairs[i]}" >> "$all.in"; done
+  "$BIN/subword-nmt" apply-bpe -c "$codes" --num-workers "$workers" --input "$all.in" --output "$all.out"
+  local plan=""
+  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
+    : > "${pairs[i + 1]}"
+    plan+="$(wc -l < "${pairs[i]}")"$'\t'"${pairs[i + 1]}"$'\t'
+  done
+  awk -v plan="${plan%$'\t'}" '
+    BEGIN { m = split(plan, p, "\t"); k = 1; left = p[1] + 0; out = p[2] }
+    { while (left == 0 && k + 2 <= m) { close(out); k += 2; left = p[k] + 0; out = p[k + 1] }
+      print > out; left-- }' "$all.out"
+  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
+    [[ "$(wc -l < "${pairs[i]}")" == "$(wc -l < "${pairs[i + 1]}")" ]] || die "BPE of ${pairs[i]} changed the line count"
+  done
+  rm -f "$all.in" "$all.out"
+}
+
+# check_tokenized: every OUT/tok/SPLIT.LANG (SPLITS x SRC, TGT) has as many lines as OUT/raw/SPLIT.LANG.
+check_tokenized() {
+  local split lang
+  for split in "${SPLITS[@]}"; do
+    for lang in "$SRC" "$TGT"; do
+      [[ "$(wc -l < "$OUT/tok/$split.$lang")" == "$(wc -l < "$OUT/raw/$split.$lang")" ]] \
+        || die "tokenization of $split.$lang changed the line count"
+    done
+  done
+}
+
+# joint_bpe [FLAG...]: subword-nmt learn-joint-bpe-and-vocab (MERGES merges, FLAGs appended) on
+# OUT/tok/train.{SRC,TGT} -> OUT/bpe/{codes,vocab.SRC,vocab.TGT}, then apply_bpe (WORKERS
+# workers) to every OUT/tok/SPLIT.LANG -> OUT/bpe/SPLIT.LANG.
+joint_bpe() {
+  mkdir -p "$OUT/bpe"
+  "$BIN/subword-nmt" learn-joint-bpe-and-vocab --input "$OUT/tok/train.$SRC" "$OUT/tok/train.$TGT" \
+    -s "$MERGES" -o "$OUT/bpe/codes" --write-vocabulary "$OUT/bpe/vocab.$SRC" "$OUT/bpe/vocab.$TGT" "$@"
+  local files=() split lang
+  for split in "${SPLITS[@]}"; do
+    for lang in "$SRC" "$TGT"; do files+=("$OUT/tok/$split.$lang" "$OUT/bpe/$split.$lang"); done
+  done
+  apply_bpe "$OUT/bpe/codes" "$WORKERS" "${files[@]}"
+}
+
+# binarize_joined TRAINPREF VALIDPREF: fairseq-preprocess --joined-dictionary (WORKERS workers) of
+# TRAINPREF, VALIDPREF and OUT/bpe/test -> OUT/data-bin (replaced); its output goes to
+# OUT/preprocess.log, whose tail is shown when it fails.
+binarize_joined() {
+  rm -rf "$OUT/data-bin"
+  "$BIN/fairseq-preprocess" --source-lang "$SRC" --target-lang "$TGT" \
+    --trainpref "$1" --validpref "$2" --testpref "$OUT/bpe/test" \
+    --destdir "$OUT/data-bin" --joined-dictionary --workers "$WORKERS" > "$OUT/preprocess.log" 2>&1 \
+    || { tail -20 "$OUT/preprocess.log" >&2; die "fairseq-preprocess failed (full log: $OUT/preprocess.log)"; }
+}
+
+# ---- study recipes (examples/*/run.sh) --------------------------------------------------------
+
+# parse_run_args ARGS...: the recipes' command line: --dry-run (DRY_RUN=1, else 0), --stages LIST
+# (STAGES; the caller sets its default first), -h|--help (the caller's usage). The caller checks
+# the stage names.
+parse_run_args() {
+  DRY_RUN=0
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --dry-run) DRY_RUN=1; shift ;;
+      --stages) STAGES="${2:?--stages needs a list}"; shift 2 ;;
+      -h|--help) usage; exit 0 ;;
+      *) usage; die "unknown argument '$1'" ;;
+    esac
+  done
+}
+want() { [[ ",$STAGES," == *",$1,"* ]]; }  # want STAGE: STAGE is in --stages
+
+run() {  # run CMD...: print it; execute it unless --dry-run
+  echo "+ $(printf '%q ' "$@")" >&2
+  [[ $DRY_RUN == 1 ]] || "$@"
+}
