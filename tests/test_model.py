@@ -491,3 +491,29 @@ def test_build_generator_refuses_a_non_vqvae_model(build_vqvae, tiny_transformer
         "got a TransformerModel",
     ):
         built.task.build_generator([tiny_transformer.model], built.args)
+
+
+@pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
+def test_bf16_model_trains_with_fp32_em_state(bottleneck, build_vqvae, make_sample):
+    """As under --bf16 (model.to(bfloat16)): the step runs, EM state stays fp32 and finite."""
+    built = build_vqvae("--bottleneck", bottleneck, "--ema-decay", "0.9")
+    model = built.model.to(torch.bfloat16)
+    codebook = model.bottleneck.codebook
+    sample = make_sample(built.task, "train", range(8))
+    sgd = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    class Optimizer:  # the two calls fairseq's task makes on its optimizer
+        backward = staticmethod(lambda loss: loss.backward())
+        step = staticmethod(sgd.step)
+
+    optimizer = Optimizer()
+    sgd.zero_grad(set_to_none=True)
+    loss, _, _ = built.task.train_step(sample, model, built.criterion, optimizer, 0)
+    assert torch.isfinite(loss)
+    assert codebook.pending_counts.dtype == torch.float32
+    assert float(codebook.pending_counts.sum()) > 0
+    built.task.optimizer_step(optimizer, model, 0)
+    for name in EM_BUFFERS:
+        assert getattr(codebook, name).dtype == torch.float32, name
+    assert int(codebook.num_updates) == 1
+    assert codebook.weight.isfinite().all() and codebook.ema_sums.isfinite().all()
