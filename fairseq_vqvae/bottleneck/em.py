@@ -31,7 +31,6 @@ fairseq's dummy / ``ignore_grad`` batches). See ``VQBottleneck.accumulate_`` / `
 import math
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "squared_distances",
@@ -110,8 +109,10 @@ def sample_responsibilities(
     if bool(bad.any()):
         probs = torch.where(bad[:, None], torch.full_like(probs, 1.0 / k), probs)
     samples = torch.multinomial(probs, num_samples, replacement=True, generator=generator)
-    one_hot = F.one_hot(samples, k).to(torch.float32)  # (N*S, m, K)
-    responsibilities = one_hot.mean(dim=1).reshape(n, s, k)
+    # Average of the m one-hots: exact integer counts / m, without an (N*S, m, K) one-hot.
+    ones = torch.ones(samples.shape, device=samples.device)
+    counts = torch.zeros(n * s, k, device=samples.device).scatter_add_(1, samples, ones)
+    responsibilities = (counts / num_samples).reshape(n, s, k)
     return responsibilities, samples.reshape(n, s, num_samples)
 
 
@@ -161,8 +162,10 @@ def codebook_from_ema(
     """M-step: e_k = m_k / c~_k with Laplace-smoothed counts, (S, K), (S, K, D) -> (S, K, D).
 
     NB: a code that is never chosen keeps a smoothed count near epsilon while its sum decays
-    by lambda per update, so its norm grows and it is never chosen again ("dead code", the
-    index collapse of Kaiser et al.); ``dead_code_threshold`` restarts such codes.
+    by lambda per update, so it jumps to about init / epsilon and is not chosen again until
+    lambda^t has shrunk it back to the scale of the inputs (about 830 updates at lambda =
+    0.99, 8,400 at 0.999): a "dead code", the index collapse of Kaiser et al.
+    ``dead_code_threshold`` restarts such codes from current inputs instead.
     """
     smoothed = laplace_smoothing(ema_counts, epsilon)
     return ema_sums / smoothed.clamp_min(1e-12).unsqueeze(-1)
