@@ -517,3 +517,28 @@ def test_bf16_model_trains_with_fp32_em_state(bottleneck, build_vqvae, make_samp
         assert getattr(codebook, name).dtype == torch.float32, name
     assert int(codebook.num_updates) == 1
     assert codebook.weight.isfinite().all() and codebook.ema_sums.isfinite().all()
+
+
+def test_latent_beam_search_keeps_the_best_scoring_code_sequence(build_vqvae, make_sample):
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    built = build_vqvae("--bottleneck", "hard_em")
+    model = built.model.eval()
+    sample = make_sample(built.task, "test", [0])
+    encoder_out = model.encoder(
+        sample["net_input"]["src_tokens"], src_lengths=sample["net_input"]["src_lengths"]
+    )
+    predictor = model.latent_predictor
+
+    def log_prob(codes):  # teacher-forced log-probability of a code sequence
+        logits = predictor(predictor.embed(codes), encoder_out).float().log_softmax(-1)
+        return logits.gather(-1, codes.unsqueeze(-1)).sum().item()
+
+    greedy = predictor.greedy(encoder_out, 3, 1, torch.device("cpu"))
+    beam = predictor.beam(encoder_out, 3, beam_size=4)
+    assert beam.shape == greedy.shape == (1, 3, 1)
+    assert log_prob(beam) >= log_prob(greedy) - 1e-4  # beam never scores below greedy
+    hypos = VQVAENATGenerator(built.task.target_dictionary, latent_beam=4).generate(
+        [model], sample
+    )
+    assert len(hypos) == 1 and hypos[0][0]["tokens"][-1] == built.task.target_dictionary.eos()
