@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # End-to-end demo on an embedded synthetic language pair (no download):
 #   corpus -> fairseq-preprocess -> fairseq-train (vqvae_nat_tiny) -> fairseq-generate (batch 1).
-# Prints BLEU and per-sentence latency. About 12 minutes on 2 idle CPU cores.
+# Prints BLEU and per-sentence latency. About 10 minutes on 2 idle CPU cores.
 #
-# Environment knobs: WORK (output folder, default runs/quickstart), MAX_UPDATE (default 1000),
+# Environment knobs: WORK (output folder, default runs/quickstart), MAX_UPDATE (default 800),
 # THREADS (torch threads, default 2), BOTTLENECK (vqvae|hard_em|soft_em, default soft_em),
 # TRAIN_PAIRS / TEST_PAIRS (corpus size, default 20000 / 500).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WORK="${WORK:-$ROOT/runs/quickstart}"
-MAX_UPDATE="${MAX_UPDATE:-1000}"
+MAX_UPDATE="${MAX_UPDATE:-800}"
 THREADS="${THREADS:-2}"
 BOTTLENECK="${BOTTLENECK:-soft_em}"
 TRAIN_PAIRS="${TRAIN_PAIRS:-20000}"
