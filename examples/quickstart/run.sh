@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end demo on an embedded synthetic language pair (no download):
 #   corpus -> fairseq-preprocess -> fairseq-train (vqvae_nat_tiny) -> fairseq-generate (batch 1).
-# Prints BLEU and per-sentence latency. About 10 minutes on 2 idle CPU cores.
+# Prints BLEU and per-sentence latency. About 9 minutes on 2 idle CPU cores.
 #
 # Environment knobs: WORK (output folder, default runs/quickstart), MAX_UPDATE (default 800),
 # THREADS (torch threads, default 2), BOTTLENECK (vqvae|hard_em|soft_em, default soft_em),
