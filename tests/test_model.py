@@ -542,3 +542,47 @@ def test_latent_beam_search_keeps_the_best_scoring_code_sequence(build_vqvae, ma
         [model], sample
     )
     assert len(hypos) == 1 and hypos[0][0]["tokens"][-1] == built.task.target_dictionary.eos()
+
+
+@pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
+def test_bf16_autocast_step_matches_fp32_em_bookkeeping(bottleneck, build_vqvae, make_sample):
+    """--bf16-autocast: weights, codebook and EM statistics stay fp32, every latent is counted
+    and the loss is an fp32 step's up to bf16 rounding."""
+    sample_indices = range(8)
+    results = []
+    for autocast in (False, True):
+        torch.manual_seed(0)
+        flags = ["--bottleneck", bottleneck, "--ema-decay", "0.9", "--dropout", "0"]
+        built = build_vqvae(*flags, *(["--bf16-autocast"] if autocast else []))
+        model = built.model
+        torch.manual_seed(1)
+        sample = make_sample(built.task, "train", sample_indices)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        class Optimizer:
+            backward = staticmethod(lambda loss: loss.backward())
+            step = staticmethod(sgd.step)
+
+        loss, _, log = built.task.train_step(sample, model, built.criterion, Optimizer(), 0)
+        codebook = model.bottleneck.codebook
+        results.append((float(loss), codebook.pending_counts.clone(), log))
+        assert codebook.pending_counts.dtype == torch.float32
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        built.task.optimizer_step(Optimizer(), model, 0)
+        assert codebook.weight.dtype == torch.float32 and codebook.weight.isfinite().all()
+    (fp32_loss, fp32_counts, _), (bf16_loss, bf16_counts, _) = results
+    assert bf16_counts.sum() == fp32_counts.sum()  # every latent counted, in fp32
+    assert abs(bf16_loss - fp32_loss) < 0.05 * abs(fp32_loss)
+
+
+def test_bottleneck_under_autocast_computes_fp32_distances():
+    from fairseq_vqvae.bottleneck import BottleneckConfig, VQBottleneck
+
+    torch.manual_seed(0)
+    vq = VQBottleneck(BottleneckConfig(code_dim=16, codebook_size=32, bottleneck="hard_em"))
+    x = torch.randn(4, 6, 16)
+    expected = vq(x).codes
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vq(x)
+    assert torch.equal(out.codes, expected)
+    assert out.quantized.dtype == torch.float32

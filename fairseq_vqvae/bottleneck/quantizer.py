@@ -121,6 +121,11 @@ class VQBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> VQOutput:
         """Quantize ``x`` (..., input_dim); ``padding_mask`` (...) is True at padding."""
+        if torch.is_autocast_enabled(x.device.type):
+            # Under torch.autocast (--bf16-autocast) distances, E-step and EM statistics must
+            # stay fp32: bf16 distances would reassign codes at random between close centroids.
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.float(), padding_mask)
         lead = x.shape[:-1]
         h = self.project_in(x) if self.project_in is not None else x
         flat = h.reshape(-1, self.config.num_slices, self.slice_dim)  # (N, S, D/S)
