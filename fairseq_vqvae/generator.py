@@ -22,9 +22,10 @@ class VQVAENATGenerator:
         latent_beam: beam size over latent codes (1 = greedy, the paper's choice).
     """
 
-    def __init__(self, tgt_dict, latent_beam: int = 1):
+    def __init__(self, tgt_dict, latent_beam: int = 1, oracle_latents: bool = False):
         if latent_beam < 1:
             raise ValueError(f"--gen-latent-beam must be >= 1, got {latent_beam}")
+        self.oracle_latents = oracle_latents
         self.tgt_dict = tgt_dict
         self.eos = tgt_dict.eos()
         self.pad = tgt_dict.pad()
@@ -44,11 +45,15 @@ class VQVAENATGenerator:
         src_tokens = sample["net_input"]["src_tokens"]
         src_lengths = sample["net_input"]["src_lengths"]
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
-        num_latents = model.inference_latent_counts(encoder_out, src_lengths)  # (B,)
-        codes = self.predict_codes(model, encoder_out, num_latents)  # (B, N, S)
-        latent_mask = (
-            torch.arange(codes.shape[1], device=codes.device)[None] >= num_latents[:, None]
-        )
+        if self.oracle_latents:
+            codes, latent_mask = self.oracle_codes(model, sample, encoder_out)
+            num_latents = (~latent_mask).sum(1)
+        else:
+            num_latents = model.inference_latent_counts(encoder_out, src_lengths)  # (B,)
+            codes = self.predict_codes(model, encoder_out, num_latents)  # (B, N, S)
+            latent_mask = (
+                torch.arange(codes.shape[1], device=codes.device)[None] >= num_latents[:, None]
+            )
         latents = model.bottleneck.lookup(codes).to(encoder_out["encoder_out"][0].dtype)
         logits = model.decode(latents, latent_mask, encoder_out)  # (B, L, V)
         logits[..., self.banned] = float("-inf")
@@ -64,6 +69,24 @@ class VQVAENATGenerator:
             [self._hypothesis(tokens[i, : lengths[i]], scores[i, : lengths[i]], bool(empty[i]))]
             for i in range(tokens.shape[0])
         ]
+
+    @staticmethod
+    def oracle_codes(model, sample, encoder_out):
+        """Diagnostic (--gen-oracle-latents): the codes the autoencoder gives the reference.
+
+        Decoding them bounds what a perfect latent predictor (and length) would reach; the gap
+        to predicted codes is the latent predictor's share of the BLEU lost.
+        """
+        target = sample.get("target")
+        if target is None:
+            raise ValueError(
+                "--gen-oracle-latents decodes the references' own codes: it needs a test set "
+                "with targets (fairseq-generate), not fairseq-interactive"
+            )
+        _, latent_mask, _, vq = model.autoencode(
+            target, sample["net_input"]["src_lengths"], encoder_out
+        )
+        return vq.codes, latent_mask
 
     def predict_codes(self, model, encoder_out, num_latents):
         predictor = model.latent_predictor

@@ -100,13 +100,7 @@ class VQVAENATModel(BaseFairseqModel):
             raise ValueError("vqvae_nat needs the target tokens in training (tgt_tokens=...)")
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
         target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
-        num_latents = self.training_latent_counts(target_lengths, src_lengths)  # (B,)
-        target = _pad_to(tgt_tokens, int(num_latents.max()) * self.ratio, self.pad)  # (B, L)
-        latent_mask = _length_mask(num_latents)  # (B, N) True at padding
-        z = self.compressor(
-            self.embed_for_compression(target, encoder_out), target.eq(self.pad)
-        )  # (B, N, C)
-        vq = self.bottleneck(z, latent_mask)
+        target, latent_mask, z, vq = self.autoencode(tgt_tokens, src_lengths, encoder_out)
         latents = self._warmup_mix(vq.quantized, z)
         word_logits = self.decode(latents, latent_mask, encoder_out)  # (B, L, V)
         lp = self.latent_predictor
@@ -133,6 +127,18 @@ class VQVAENATModel(BaseFairseqModel):
             }
         extra = {"vq_stats": vq.stats, "codes": vq.codes, "latent_mask": latent_mask}
         return terms, extra
+
+    def autoencode(self, tgt_tokens, src_lengths, encoder_out):
+        """Compress and quantize the target: (padded target (B, L), latent padding mask
+        (B, N), continuous latents z (B, N, C), the bottleneck's VQOutput)."""
+        target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
+        num_latents = self.training_latent_counts(target_lengths, src_lengths)  # (B,)
+        target = _pad_to(tgt_tokens, int(num_latents.max()) * self.ratio, self.pad)  # (B, L)
+        latent_mask = _length_mask(num_latents)  # (B, N) True at padding
+        z = self.compressor(
+            self.embed_for_compression(target, encoder_out), target.eq(self.pad)
+        )  # (B, N, C)
+        return target, latent_mask, z, self.bottleneck(z, latent_mask)
 
     def pop_em_statistics(self):
         """The EM statistics of the last training forward (None after eval/vqvae), once."""

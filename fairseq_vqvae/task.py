@@ -28,6 +28,12 @@ class TranslationVQVAENATConfig(TranslationConfig):
             "help": "beam size over latent codes at inference (1 = greedy, the paper's choice; >1 needs --batch-size 1 and --num-slices 1)"
         },
     )
+    gen_oracle_latents: bool = field(
+        default=False,
+        metadata={
+            "help": "diagnostic: decode the codes the autoencoder gives each reference (and its length) instead of predicted ones; the BLEU a perfect latent predictor would reach"
+        },
+    )
     bf16_autocast: bool = field(
         default=False,
         metadata={
@@ -50,7 +56,11 @@ class TranslationVQVAENATTask(TranslationTask):
                     f"{type(model).__name__}; decode that one with the task it was trained with "
                     f"(e.g. --task translation)"
                 )
-        return VQVAENATGenerator(self.target_dictionary, latent_beam=self.cfg.gen_latent_beam)
+        return VQVAENATGenerator(
+            self.target_dictionary,
+            latent_beam=self.cfg.gen_latent_beam,
+            oracle_latents=self.cfg.gen_oracle_latents,
+        )
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         bottlenecks = _bottlenecks(model)

@@ -586,3 +586,46 @@ def test_bottleneck_under_autocast_computes_fp32_distances():
         out = vq(x)
     assert torch.equal(out.codes, expected)
     assert out.quantized.dtype == torch.float32
+
+
+def test_oracle_latents_decode_the_references_own_codes(build_vqvae, make_sample, monkeypatch):
+    """--gen-oracle-latents: the decoder gets lookup(codes of the autoencoded reference), and
+    the latent predictor and length classifier are never asked."""
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    built = build_vqvae("--bottleneck", "hard_em")
+    model = built.model.eval()
+    sample = make_sample(built.task, "test", range(4))
+    src_lengths = sample["net_input"]["src_lengths"]
+    encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
+    _, expected_mask, _, vq = model.autoencode(sample["target"], src_lengths, encoder_out)
+    seen = {}
+
+    def decode(latents, latent_mask, encoder_out):
+        seen["latents"], seen["mask"] = latents, latent_mask
+        return original_decode(latents, latent_mask, encoder_out)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the oracle must not predict codes or lengths")
+
+    original_decode = model.decode
+    monkeypatch.setattr(model, "decode", decode)
+    monkeypatch.setattr(model.latent_predictor, "greedy", refuse)
+    monkeypatch.setattr(model, "inference_latent_counts", refuse)
+    hypos = VQVAENATGenerator(built.task.target_dictionary, oracle_latents=True).generate(
+        [model], sample
+    )
+    assert len(hypos) == 4
+    assert torch.equal(seen["mask"], expected_mask)
+    torch.testing.assert_close(seen["latents"], model.bottleneck.lookup(vq.codes))
+
+
+def test_oracle_latents_need_references(build_vqvae, make_sample):
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    built = build_vqvae()
+    sample = make_sample(built.task, "test", range(2))
+    del sample["target"]
+    generator = VQVAENATGenerator(built.task.target_dictionary, oracle_latents=True)
+    with pytest.raises(ValueError, match="needs a test set with targets"):
+        generator.generate([built.model.eval()], sample)

@@ -270,6 +270,9 @@ def start(root):
             jobs["generate_bs8"] = pool.submit(
                 generate, checkpoint, "--batch-size", "8"
             )
+            jobs["generate_oracle"] = pool.submit(
+                generate, checkpoint, "--batch-size", "8", "--gen-oracle-latents"
+            )
             jobs["interactive"] = pool.submit(
                 fairseq,
                 "interactive",
@@ -399,6 +402,13 @@ def test_generate_translates_every_test_sentence(batch_size, runs, trained):
     result = runs.jobs[f"generate_bs{batch_size}"].result()
     assert result.returncode == 0, result.log
     assert "Translated 20 sentences" in result.output, result.log
+    assert sorted(_hypotheses(result.stdout)) == list(range(20)), result.log
+    assert re.search(r"BLEU = \d", result.stdout), result.log
+
+
+def test_generate_with_oracle_latents_scores_every_sentence(runs, trained):
+    result = runs.jobs["generate_oracle"].result()
+    assert result.returncode == 0, result.log
     assert sorted(_hypotheses(result.stdout)) == list(range(20)), result.log
     assert re.search(r"BLEU = \d", result.stdout), result.log
 

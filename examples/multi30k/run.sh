@@ -41,14 +41,16 @@ Environment (default):
   THREADS=2                    torch threads for training and distillation
   BENCH_THREADS=1              torch threads for every latency measurement
   BPE_MERGES=10000             TEACHER_EPOCHS=12
-  DISTILL_SHARDS=8             NAT_MAX_UPDATE=2000           STUDENT_MAX_UPDATE=2000
+  DISTILL_SHARDS=8             NAT_MAX_UPDATE=1000           STUDENT_MAX_UPDATE=1000
   DISTILL_GENERATE_ARGS=""     (extra fairseq-generate flags for the distillation)
   STUDENT_ARCH=vqvae_nat_small STUDENT_MAX_TOKENS=4096       STUDENT_LR=1e-3
-  STUDENT_WARMUP=500           STUDENT_EXTRA=""  (extra fairseq-train flags for every student)
+  STUDENT_WARMUP=500           STUDENT_AUTOCAST=1 (train students with --bf16-autocast)
+  STUDENT_EXTRA=""             (extra fairseq-train flags for every student)
   SEEDS_EM="1 2"               SEEDS_VQVAE="1"               SEEDS_NC4="1"
-  ROWS="all"                   or a space-separated subset of the student row ids:
-                               vqvae_raw vqvae_distill hard_em_raw hard_em_distill
-                               soft_em_raw soft_em_distill soft_em_distill_nc4
+  ROWS="all"                   or a space-separated subset of the student row ids, trained
+                               in this order (first seeds of every row, then second seeds):
+                               soft_em_distill hard_em_distill vqvae_distill soft_em_raw
+                               hard_em_raw vqvae_raw soft_em_distill_nc4
 EOF
 }
 
@@ -68,12 +70,13 @@ BPE_MERGES="${BPE_MERGES:-10000}"
 TEACHER_EPOCHS="${TEACHER_EPOCHS:-12}"
 DISTILL_SHARDS="${DISTILL_SHARDS:-8}"
 DISTILL_GENERATE_ARGS="${DISTILL_GENERATE_ARGS:-}"
-NAT_MAX_UPDATE="${NAT_MAX_UPDATE:-2000}"
-STUDENT_MAX_UPDATE="${STUDENT_MAX_UPDATE:-2000}"
+NAT_MAX_UPDATE="${NAT_MAX_UPDATE:-1000}"
+STUDENT_MAX_UPDATE="${STUDENT_MAX_UPDATE:-1000}"
 STUDENT_ARCH="${STUDENT_ARCH:-vqvae_nat_small}"
 STUDENT_MAX_TOKENS="${STUDENT_MAX_TOKENS:-4096}"
 STUDENT_LR="${STUDENT_LR:-1e-3}"
 STUDENT_WARMUP="${STUDENT_WARMUP:-500}"
+STUDENT_AUTOCAST="${STUDENT_AUTOCAST:-1}"
 STUDENT_EXTRA="${STUDENT_EXTRA:-}"
 SEEDS_EM="${SEEDS_EM:-1 2}"
 SEEDS_VQVAE="${SEEDS_VQVAE:-1}"
@@ -92,13 +95,14 @@ if command -v nvidia-smi >/dev/null 2>&1 && "$PY" -c "import torch, sys; sys.exi
 fi
 
 # Student rows: id | row name (as in the paper's table) | data | bottleneck | samples m | n_c | seeds
+# In training order: the headline comparison first, so that a partial study answers it.
 STUDENT_ROWS=(
-  "vqvae_raw|VQ-VAE n_c=3|raw|vqvae|1|3|$SEEDS_VQVAE"
-  "vqvae_distill|VQ-VAE n_c=3 + distill|distill|vqvae|1|3|$SEEDS_VQVAE"
-  "hard_em_raw|Hard EM n_c=3|raw|hard_em|1|3|$SEEDS_EM"
-  "hard_em_distill|Hard EM n_c=3 + distill|distill|hard_em|1|3|$SEEDS_EM"
-  "soft_em_raw|Soft EM m=5 n_c=3|raw|soft_em|5|3|$SEEDS_EM"
   "soft_em_distill|Soft EM m=10 n_c=3 + distill|distill|soft_em|10|3|$SEEDS_EM"
+  "hard_em_distill|Hard EM n_c=3 + distill|distill|hard_em|1|3|$SEEDS_EM"
+  "vqvae_distill|VQ-VAE n_c=3 + distill|distill|vqvae|1|3|$SEEDS_VQVAE"
+  "soft_em_raw|Soft EM m=5 n_c=3|raw|soft_em|5|3|$SEEDS_EM"
+  "hard_em_raw|Hard EM n_c=3|raw|hard_em|1|3|$SEEDS_EM"
+  "vqvae_raw|VQ-VAE n_c=3|raw|vqvae|1|3|$SEEDS_VQVAE"
   "soft_em_distill_nc4|Soft EM m=10 n_c=4 + distill|distill|soft_em|10|4|$SEEDS_NC4"
 )
 if [[ "$ROWS" != all ]]; then
@@ -158,6 +162,7 @@ STUDENT_COMMON=(
   --maximize-best-checkpoint-metric --log-format simple --log-interval 50 --no-progress-bar
   "${DEVICE_FLAGS[@]}"
 )
+[[ "$STUDENT_AUTOCAST" == 1 ]] && STUDENT_COMMON+=(--bf16-autocast)
 # shellcheck disable=SC2206
 STUDENT_COMMON+=($STUDENT_EXTRA)
 
@@ -215,26 +220,33 @@ BENCH_SPECS=(
   "AR greedy=translation:$TEACHER_CKPT:beam=1"
   "NAT one pass + distill=translation_lev:$WORK/nat/checkpoint_best.pt"
 )
-for row in "${STUDENT_ROWS[@]}"; do
-  IFS='|' read -r id name data bottleneck samples nc seeds <<< "$row"
-  row_selected "$id" || continue
-  for seed in $seeds; do
-    save="$WORK/students/$id/seed$seed"
-    BENCH_SPECS+=("$name=translation_vqvae:$save/checkpoint_best.pt")
-    want students || continue
-    log "stage 5/6 student $id seed $seed: $name"
-    if [[ "$data" == distill ]]; then
-      [[ $DRY_RUN == 1 || -f "$DISTILL/.done" ]] || die "row $id needs the distilled data: run the distill stage first"
-      databin="$DISTILL/data-bin"
-    else
-      [[ $DRY_RUN == 1 || -d "$DATA/data-bin" ]] || die "row $id needs $DATA/data-bin: run the prepare stage first"
-      databin="$DATA/data-bin"
-    fi
-    flags=(--bottleneck "$bottleneck" --compress-steps "$nc")
-    [[ "$bottleneck" == soft_em ]] && flags+=(--num-samples "$samples")
-    train_fairseq "$save" "$databin" "${STUDENT_COMMON[@]}" "${flags[@]}" --seed "$seed"
-    row_result "${id}__seed$seed" "$save" "$name=translation_vqvae:$save/checkpoint_best.pt"
+# Jobs in training order: the first seed of every selected row, then the second seeds, ...
+STUDENT_JOBS=()
+for rank in 1 2 3 4 5 6 7 8 9; do
+  for row in "${STUDENT_ROWS[@]}"; do
+    IFS='|' read -r id _ _ _ _ _ seeds <<< "$row"
+    row_selected "$id" || continue
+    read -r -a seed_list <<< "$seeds"
+    (( rank <= ${#seed_list[@]} )) && STUDENT_JOBS+=("$row|${seed_list[rank-1]}")
   done
+done
+for job in "${STUDENT_JOBS[@]}"; do
+  IFS='|' read -r id name data bottleneck samples nc _ seed <<< "$job"
+  save="$WORK/students/$id/seed$seed"
+  BENCH_SPECS+=("$name=translation_vqvae:$save/checkpoint_best.pt")
+  want students || continue
+  log "stage 5/6 student $id seed $seed: $name"
+  if [[ "$data" == distill ]]; then
+    [[ $DRY_RUN == 1 || -f "$DISTILL/.done" ]] || die "row $id needs the distilled data: run the distill stage first"
+    databin="$DISTILL/data-bin"
+  else
+    [[ $DRY_RUN == 1 || -d "$DATA/data-bin" ]] || die "row $id needs $DATA/data-bin: run the prepare stage first"
+    databin="$DATA/data-bin"
+  fi
+  flags=(--bottleneck "$bottleneck" --compress-steps "$nc")
+  [[ "$bottleneck" == soft_em ]] && flags+=(--num-samples "$samples")
+  train_fairseq "$save" "$databin" "${STUDENT_COMMON[@]}" "${flags[@]}" --seed "$seed"
+  row_result "${id}__seed$seed" "$save" "$name=translation_vqvae:$save/checkpoint_best.pt"
 done
 
 # ---- 6. benchmark (estimate: 15-30 min: every model at batch 1 over 1,000 sentences) ---------
