@@ -390,6 +390,10 @@ def test_multi30k_study_plan(tmp_path):
     assert err.count("stage 5/6 student") == 11  # vqvae x1 x2 data, hard/soft EM x2 seeds x2 data, n_c=4 x1
     assert "nonautoregressive_transformer" in err and "--src-embedding-copy" not in err
     assert "--compress-steps 4" in err and "--num-samples 5" in err and "--num-samples 10" in err
+    assert err.count("--bf16-autocast") == 11
+    order = [line.split("student ")[1].split(":")[0] for line in err.splitlines() if "stage 5/6 student" in line]
+    assert order[:3] == ["soft_em_distill seed 1", "hard_em_distill seed 1", "vqvae_distill seed 1"], order
+    assert order.index("soft_em_distill seed 2") > order.index("soft_em_distill_nc4 seed 1"), order
     assert not (tmp_path / "work" / "data").exists()
     bad = sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--stages", "teacher,bogus")
     assert bad.returncode != 0 and "unknown stage" in bad.stderr, bad.log
@@ -400,3 +404,16 @@ def test_multi30k_study_plan(tmp_path):
 def test_wmt14_recipe_plan(tmp_path):
     result = ok(sh("bash", REPO / "examples" / "wmt14_en_de" / "run.sh", "--dry-run", env={"WORK": str(tmp_path / "w")}))
     assert "--distributed-world-size" in result.stderr and "legacy_ddp" in result.stderr, result.log
+
+
+def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
+    result = ok(sh(sys.executable, SCRIPTS / "train_step_speed.py", "--batches", "1", "--rounds", "1",
+                   "--max-tokens", "200", "--", tiny_databin, "--user-dir", REPO / "fairseq_vqvae",
+                   "--task", "translation_vqvae", "--arch", "vqvae_nat_tiny", "--criterion", "vqvae_em",
+                   "--share-all-embeddings", "--cpu"))
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r.get("bf16_autocast") for r in records[:2]] == [False, True], result.log
+    summary = records[-1]
+    assert summary["summary"] and summary["fp32_s_per_update"] > 0 and summary["speedup"] > 0, result.log
+    bad = sh(sys.executable, SCRIPTS / "train_step_speed.py")
+    assert bad.returncode != 0 and "give the fairseq-train flags" in bad.stderr, bad.log
