@@ -391,6 +391,7 @@ def test_multi30k_study_plan(tmp_path):
     assert "nonautoregressive_transformer" in err and "--src-embedding-copy" not in err
     assert "--compress-steps 4" in err and "--num-samples 5" in err and "--num-samples 10" in err
     assert err.count("--bf16-autocast") == 11
+    assert "soft_em_distill/seed1/checkpoint_best.pt:gen_oracle_latents=True" in err  # the diagnostic row
     order = [line.split("student ")[1].split(":")[0] for line in err.splitlines() if "stage 5/6 student" in line]
     assert order[:3] == ["soft_em_distill seed 1", "hard_em_distill seed 1", "vqvae_distill seed 1"], order
     assert order.index("soft_em_distill seed 2") > order.index("soft_em_distill_nc4 seed 1"), order

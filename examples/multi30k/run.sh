@@ -249,6 +249,14 @@ for job in "${STUDENT_JOBS[@]}"; do
   row_result "${id}__seed$seed" "$save" "$name=translation_vqvae:$save/checkpoint_best.pt"
 done
 
+# Diagnostic row: the first soft EM + distill student decoding the codes its autoencoder gives
+# each reference (--gen-oracle-latents): the BLEU a perfect latent predictor would reach. It
+# reads the reference, so its latency is not a translation's.
+if row_selected soft_em_distill; then
+  read -r -a em_seeds <<< "$SEEDS_EM"
+  BENCH_SPECS+=("Soft EM m=10 n_c=3 + distill, oracle latents (diagnostic)=translation_vqvae:$WORK/students/soft_em_distill/seed${em_seeds[0]}/checkpoint_best.pt:gen_oracle_latents=True")
+fi
+
 # ---- 6. benchmark (estimate: 15-30 min: every model at batch 1 over 1,000 sentences) ---------
 if want benchmark; then
   log "stage 6/6 benchmark: ${#BENCH_SPECS[@]} checkpoints in one process -> $RESULTS/benchmark.{md,json,png}"
