@@ -6,6 +6,7 @@ accumulated per micro-batch and applied once per optimizer update on every worke
 ``--batch-size``. ``--eval-bleu`` works as in ``translation``.
 """
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -69,14 +70,12 @@ class TranslationVQVAENATTask(TranslationTask):
             # on fp16 overflow) must not leak into this one.
             for bottleneck in bottlenecks:
                 bottleneck.codebook.clear_pending_()
+        precision = contextlib.nullcontext()
         if self.cfg.bf16_autocast:
             _check_autocast_optimizer(optimizer)
             device = "cuda" if sample is not None and _on_cuda(sample) else "cpu"
-            with torch.autocast(device, dtype=torch.bfloat16):
-                result = super().train_step(
-                    sample, model, criterion, optimizer, update_num, ignore_grad
-                )
-        else:
+            precision = torch.autocast(device, dtype=torch.bfloat16)
+        with precision:
             result = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         em_stats = _unwrap(model).pop_em_statistics()
         if not ignore_grad:  # fairseq's dummy batches contribute nothing
