@@ -53,8 +53,17 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "Transformer layers attending to the source before compressing the target; 0 = the paper's autoencoder, which does not see the source"
         },
     )
-    normalize_before: bool = field(
-        default=True, metadata={"help": "pre-norm layers (t2t default); False = post-norm"}
+    post_norm: bool = field(
+        default=False,
+        metadata={
+            "help": "post-norm layers, as fairseq's transformer (needed to --init-from-ar one); default: pre-norm (t2t)"
+        },
+    )
+    init_from_ar: str = field(
+        default="",
+        metadata={
+            "help": "warm start (beyond the paper): when fairseq-train builds the model, copy the source encoder, the embeddings and the token decoder's layers of this fairseq transformer checkpoint (e.g. the distillation teacher); its dictionary, dimensions and layer-norm placement must match (fairseq's transformer is post-norm: add --post-norm). A resumed or loaded checkpoint's own weights replace them"
+        },
     )
     dropout: float = field(
         default=0.1, metadata={"help": "dropout in [0, 1) on residuals and embeddings; paper: 0.1"}

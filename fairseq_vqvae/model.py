@@ -52,7 +52,7 @@ class VQVAENATModel(BaseFairseqModel):
         self.decoder_layers = nn.ModuleList(
             TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.decoder_layers)
         )
-        self.decoder_norm = LayerNorm(dim) if cfg.normalize_before else None
+        self.decoder_norm = None if cfg.post_norm else LayerNorm(dim)
         self.latent_predictor = LatentPredictor(
             layers_cfg, cfg.latent_layers, cfg.num_slices, cfg.codebook_size, self.max_latents
         )
@@ -274,12 +274,12 @@ def _transformer_config(cfg: VQVAENATConfig) -> TransformerConfig:
         encoder_ffn_embed_dim=cfg.encoder_ffn_embed_dim,
         encoder_layers=cfg.encoder_layers,
         encoder_attention_heads=cfg.encoder_attention_heads,
-        encoder_normalize_before=cfg.normalize_before,
+        encoder_normalize_before=not cfg.post_norm,
         decoder_embed_dim=dim,
         decoder_ffn_embed_dim=cfg.decoder_ffn_embed_dim,
         decoder_layers=cfg.decoder_layers,
         decoder_attention_heads=cfg.encoder_attention_heads,
-        decoder_normalize_before=cfg.normalize_before,
+        decoder_normalize_before=not cfg.post_norm,
         decoder_output_dim=dim,
         decoder_input_dim=dim,
         dropout=cfg.dropout,
@@ -376,6 +376,9 @@ _PRESETS = {
 
 def _apply_preset(args, name):
     preset = _PRESETS[name]
+    legacy = getattr(args, "normalize_before", None)  # checkpoints from before --post-norm
+    if getattr(args, "post_norm", None) is None and legacy is not None:
+        args.post_norm = not legacy
     for fld in VQVAENATConfig.__dataclass_fields__.values():
         if getattr(args, fld.name, None) is None:
             default = preset.get(fld.name, fld.default)

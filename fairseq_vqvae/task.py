@@ -17,6 +17,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .bottleneck import VQBottleneck
 from .generator import VQVAENATGenerator
+from .warm_start import init_from_autoregressive
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ class TranslationVQVAENATConfig(TranslationConfig):
 @register_task("translation_vqvae", dataclass=TranslationVQVAENATConfig)
 class TranslationVQVAENATTask(TranslationTask):
     cfg: TranslationVQVAENATConfig
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        path = getattr(getattr(model, "cfg", None), "init_from_ar", "")
+        if path and not from_checkpoint:  # fairseq-train; checkpoints loaded for inference skip it
+            init_from_autoregressive(model, path)
+        return model
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         from .model import VQVAENATModel

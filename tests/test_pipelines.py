@@ -78,7 +78,7 @@ def pipeline(tmp_path_factory):
             with gzip.open(src / f"{name}.{lang}.gz", "wt", encoding="utf-8") as f:
                 f.writelines(head)
     d = SimpleNamespace(root=root, src=src, data=root / "data", teacher=root / "teacher", distill=root / "distill",
-                        vq=root / "vq", nat=root / "nat", wmt=root / "wmt", bench=root / "bench")
+                        vq=root / "vq", nat=root / "nat", warm=root / "warm", wmt=root / "wmt", bench=root / "bench")
     pool = ThreadPoolExecutor(max_workers=4)
     jobs = {}
     started = time.perf_counter()
@@ -94,6 +94,13 @@ def pipeline(tmp_path_factory):
             sh, "bash", SCRIPTS / "distill.sh", "--data", databin, "--checkpoint", d.teacher / "checkpoint_last.pt",
             "--out", d.distill, "--num-shards", "2", "--devices", "cpu,cpu", "--threads", "1", "--max-tokens", "1000",
             "--generate-args", "--max-len-b 20",
+        )
+        jobs["warm"] = pool.submit(  # a student warm-started from that teacher (--init-from-ar)
+            sh, BIN / "fairseq-train", databin, "--task", "translation_vqvae", "--arch", "vqvae_nat_tiny", "--criterion",
+            "vqvae_em", "--share-all-embeddings", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+            "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--encoder-layers", "1",
+            "--decoder-layers", "1", "--post-norm", "--init-from-ar", d.teacher / "checkpoint_last.pt",
+            "--save-dir", d.warm, *TINY_TRAIN,
         )
         return train
 
@@ -132,9 +139,9 @@ def pipeline(tmp_path_factory):
 
 def result_of(pipeline, name):
     job = pipeline.jobs[name]
-    if name == "distill":
+    if name in ("distill", "warm"):
         pipeline.jobs["teacher"].result()
-        job = pipeline.jobs["distill"]
+        job = pipeline.jobs[name]
     return ok(job.result() if hasattr(job, "result") else job)
 
 
@@ -223,6 +230,13 @@ def test_train_teacher(pipeline):
     assert "--encoder-embed-dim 32" in (d / "command.txt").read_text()
     again = ok(sh("bash", SCRIPTS / "train_teacher.sh", pipeline.dirs.data / "data-bin", d, env=TEACHER_ENV))
     assert "already trained" in again.stderr, again.log
+
+
+@needs_multi30k
+def test_student_warm_started_from_the_teacher(pipeline):
+    run = result_of(pipeline, "warm")
+    assert "--init-from-ar: copied" in run.stdout + run.stderr and "encoder with 1 layers" in run.stdout + run.stderr, run.log
+    assert (pipeline.dirs.warm / "checkpoint_last.pt").is_file(), run.log
 
 
 def test_train_teacher_errors(tmp_path):
@@ -387,13 +401,14 @@ def test_multi30k_study_plan(tmp_path):
     err = result.stderr
     for stage in ("stage 1/6 prepare", "stage 2/6 teacher", "stage 3/6 distill", "stage 4/6", "stage 6/6 benchmark"):
         assert stage in err, result.log
-    assert err.count("stage 5/6 student") == 11  # vqvae x1 x2 data, hard/soft EM x2 seeds x2 data, n_c=4 x1
+    assert err.count("stage 5/6 student") == 12  # vqvae x1 x2 data, hard/soft EM x2 seeds x2 data, n_c=4, AR init
     assert "nonautoregressive_transformer" in err and "--src-embedding-copy" not in err
     assert "--compress-steps 4" in err and "--num-samples 5" in err and "--num-samples 10" in err
-    assert err.count("--bf16-autocast") == 11
+    assert err.count("--bf16-autocast") == 12
+    assert err.count("--post-norm --init-from-ar") == 1 and "teacher/checkpoint_best.pt" in err
     assert "soft_em_distill/seed1/checkpoint_best.pt:gen_oracle_latents=True" in err  # the diagnostic row
     order = [line.split("student ")[1].split(":")[0] for line in err.splitlines() if "stage 5/6 student" in line]
-    assert order[:3] == ["soft_em_distill seed 1", "hard_em_distill seed 1", "vqvae_distill seed 1"], order
+    assert order[:3] == ["soft_em_distill seed 1", "soft_em_distill_ar_init seed 1", "hard_em_distill seed 1"], order
     assert order.index("soft_em_distill seed 2") > order.index("soft_em_distill_nc4 seed 1"), order
     assert not (tmp_path / "work" / "data").exists()
     bad = sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--stages", "teacher,bogus")

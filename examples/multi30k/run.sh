@@ -8,7 +8,8 @@
 #   4 nat       fairseq `nonautoregressive_transformer` on the distilled data, one pass
 #               -> row "NAT one pass + distill"
 #   5 students  vqvae_nat_small: VQ-VAE, hard EM, soft EM (m=5 raw / m=10 distilled), each on raw
-#               and distilled data, n_c=3, plus soft EM n_c=4; >= 2 seeds for the EM rows
+#               and distilled data, n_c=3, plus soft EM n_c=4; >= 2 seeds for the EM rows; beyond
+#               the paper, soft EM + distill warm-started from the teacher (--init-from-ar)
 #   6 benchmark every checkpoint in ONE process: BLEU, batch-1 latency, throughput (scripts/benchmark.py)
 #
 # Every stage is resumable: it is skipped when its output exists, and an interrupted training
@@ -47,10 +48,12 @@ Environment (default):
   STUDENT_WARMUP=500           STUDENT_AUTOCAST=1 (train students with --bf16-autocast)
   STUDENT_EXTRA=""             (extra fairseq-train flags for every student)
   SEEDS_EM="1 2"               SEEDS_VQVAE="1"               SEEDS_NC4="1"
+  SEEDS_AR_INIT="1"
   ROWS="all"                   or a space-separated subset of the student row ids, trained
                                in this order (first seeds of every row, then second seeds):
-                               soft_em_distill hard_em_distill vqvae_distill soft_em_raw
-                               hard_em_raw vqvae_raw soft_em_distill_nc4
+                               soft_em_distill soft_em_distill_ar_init hard_em_distill
+                               vqvae_distill soft_em_raw hard_em_raw vqvae_raw
+                               soft_em_distill_nc4
 EOF
 }
 
@@ -81,6 +84,7 @@ STUDENT_EXTRA="${STUDENT_EXTRA:-}"
 SEEDS_EM="${SEEDS_EM:-1 2}"
 SEEDS_VQVAE="${SEEDS_VQVAE:-1}"
 SEEDS_NC4="${SEEDS_NC4:-1}"
+SEEDS_AR_INIT="${SEEDS_AR_INIT:-1}"
 ROWS="${ROWS:-all}"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
@@ -94,16 +98,18 @@ if command -v nvidia-smi >/dev/null 2>&1 && "$PY" -c "import torch, sys; sys.exi
   DEVICE_FLAGS=()
 fi
 
-# Student rows: id | row name (as in the paper's table) | data | bottleneck | samples m | n_c | seeds
+# Student rows: id | row name (as in the paper's table) | data | bottleneck | samples m | n_c |
+# init (scratch, or teacher: --post-norm --init-from-ar the teacher) | seeds
 # In training order: the headline comparison first, so that a partial study answers it.
 STUDENT_ROWS=(
-  "soft_em_distill|Soft EM m=10 n_c=3 + distill|distill|soft_em|10|3|$SEEDS_EM"
-  "hard_em_distill|Hard EM n_c=3 + distill|distill|hard_em|1|3|$SEEDS_EM"
-  "vqvae_distill|VQ-VAE n_c=3 + distill|distill|vqvae|1|3|$SEEDS_VQVAE"
-  "soft_em_raw|Soft EM m=5 n_c=3|raw|soft_em|5|3|$SEEDS_EM"
-  "hard_em_raw|Hard EM n_c=3|raw|hard_em|1|3|$SEEDS_EM"
-  "vqvae_raw|VQ-VAE n_c=3|raw|vqvae|1|3|$SEEDS_VQVAE"
-  "soft_em_distill_nc4|Soft EM m=10 n_c=4 + distill|distill|soft_em|10|4|$SEEDS_NC4"
+  "soft_em_distill|Soft EM m=10 n_c=3 + distill|distill|soft_em|10|3|scratch|$SEEDS_EM"
+  "soft_em_distill_ar_init|Soft EM m=10 n_c=3 + distill, teacher init|distill|soft_em|10|3|teacher|$SEEDS_AR_INIT"
+  "hard_em_distill|Hard EM n_c=3 + distill|distill|hard_em|1|3|scratch|$SEEDS_EM"
+  "vqvae_distill|VQ-VAE n_c=3 + distill|distill|vqvae|1|3|scratch|$SEEDS_VQVAE"
+  "soft_em_raw|Soft EM m=5 n_c=3|raw|soft_em|5|3|scratch|$SEEDS_EM"
+  "hard_em_raw|Hard EM n_c=3|raw|hard_em|1|3|scratch|$SEEDS_EM"
+  "vqvae_raw|VQ-VAE n_c=3|raw|vqvae|1|3|scratch|$SEEDS_VQVAE"
+  "soft_em_distill_nc4|Soft EM m=10 n_c=4 + distill|distill|soft_em|10|4|scratch|$SEEDS_NC4"
 )
 if [[ "$ROWS" != all ]]; then
   for id in $ROWS; do
@@ -221,7 +227,7 @@ trained_checkpoint() {
   if [[ -f "$1/train.done" || $DRY_RUN == 1 ]]; then echo "$1/checkpoint_best.pt"; else echo "$1/checkpoint_best.pt.unfinished"; fi
 }
 
-# ---- 5. students (measured: about 55 min each for 1000 updates; 11 runs by default) -----------
+# ---- 5. students (measured: about 55-65 min each for 1000 updates; 12 runs by default) --------
 BENCH_SPECS=(
   "AR beam 4=translation:$TEACHER_CKPT:beam=4"
   "AR greedy=translation:$TEACHER_CKPT:beam=1"
@@ -231,14 +237,14 @@ BENCH_SPECS=(
 STUDENT_JOBS=()
 for rank in 1 2 3 4 5 6 7 8 9; do
   for row in "${STUDENT_ROWS[@]}"; do
-    IFS='|' read -r id _ _ _ _ _ seeds <<< "$row"
+    IFS='|' read -r id _ _ _ _ _ _ seeds <<< "$row"
     row_selected "$id" || continue
     read -r -a seed_list <<< "$seeds"
     (( rank <= ${#seed_list[@]} )) && STUDENT_JOBS+=("$row|${seed_list[rank-1]}")
   done
 done
 for job in "${STUDENT_JOBS[@]}"; do
-  IFS='|' read -r id name data bottleneck samples nc _ seed <<< "$job"
+  IFS='|' read -r id name data bottleneck samples nc init _ seed <<< "$job"
   save="$WORK/students/$id/seed$seed"
   if want students; then
     log "stage 5/6 student $id seed $seed: $name"
@@ -251,6 +257,10 @@ for job in "${STUDENT_JOBS[@]}"; do
     fi
     flags=(--bottleneck "$bottleneck" --compress-steps "$nc")
     [[ "$bottleneck" == soft_em ]] && flags+=(--num-samples "$samples")
+    if [[ "$init" == teacher ]]; then
+      [[ $DRY_RUN == 1 || -f "$TEACHER_CKPT" ]] || die "row $id starts from the teacher: run the teacher stage first"
+      flags+=(--post-norm --init-from-ar "$TEACHER_CKPT")
+    fi
     train_fairseq "$save" "$databin" "${STUDENT_COMMON[@]}" "${flags[@]}" --seed "$seed"
     row_result "${id}__seed$seed" "$save" "$name=translation_vqvae:$save/checkpoint_best.pt"
   fi
