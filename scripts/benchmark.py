@@ -597,11 +597,14 @@ def plot(report: dict, path: Path) -> None:
                     fmt="s" if is_ar else "o", color="tab:red" if is_ar else "tab:blue", capsize=3, markersize=6)
         ax.annotate(row["name"], (row["latency_ms_median"], row["bleu"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if rows:
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100, ...
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
+        latencies = [row["latency_ms_median"] for row in rows]
+        ax.set_xlim(min(latencies) / 1.3, max(latencies) * 2.0)  # room for the labels on the right
     hw = report["benchmark"]["hardware"]
     ax.set_xlabel(f"latency, ms per sentence at batch 1 (median; {hw['device']}, {report['benchmark']['threads']} thread(s))")
     ax.set_ylabel("sacreBLEU (detokenized)")
