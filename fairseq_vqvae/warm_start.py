@@ -44,28 +44,9 @@ def init_from_autoregressive(model, path: str) -> int:
         )
     ours = model.state_dict()
     _check_norm_placement(ours, theirs, path)
+    _check_encoder_extras(ours, theirs)
     pairs = _pairs(model, ours, theirs)
-    unmatched = sorted(
-        k for k in theirs if k.startswith("encoder.") and k not in ours and not _ignorable(k)
-    )
-    if unmatched:
-        raise ValueError(
-            f"--init-from-ar: the checkpoint's encoder has weights vqvae_nat's encoder does not "
-            f"({', '.join(unmatched[:4])}{', ...' if len(unmatched) > 4 else ''}); vqvae_nat uses "
-            f"sinusoidal positions and no embedding layer norm, so train the teacher without "
-            f"--encoder-learned-pos/--layernorm-embedding"
-        )
-    for ours_key, their_key in pairs:
-        if ours[ours_key].shape != theirs[their_key].shape:
-            hint = (
-                "binarize with the teacher's dictionary (fairseq-preprocess --srcdict/--tgtdict)"
-                if "embed_tokens" in their_key
-                else "give the student the teacher's --encoder-embed-dim and FFN dimensions"
-            )
-            raise ValueError(
-                f"--init-from-ar: {their_key} has shape {tuple(theirs[their_key].shape)} in {path} "
-                f"but {ours_key} has {tuple(ours[ours_key].shape)} here; {hint}"
-            )
+    _check_shapes(ours, theirs, pairs, path)
     params = dict(model.named_parameters())
     params.update(dict(model.named_buffers()))
     with torch.no_grad():
@@ -105,6 +86,33 @@ def _pairs(model, ours, theirs):
             f"is it a fairseq transformer with --share-all-embeddings as this model?"
         )
     return pairs
+
+
+def _check_encoder_extras(ours, theirs):
+    unmatched = sorted(
+        k for k in theirs if k.startswith("encoder.") and k not in ours and not _ignorable(k)
+    )
+    if unmatched:
+        raise ValueError(
+            f"--init-from-ar: the checkpoint's encoder has weights vqvae_nat's encoder does not "
+            f"({', '.join(unmatched[:4])}{', ...' if len(unmatched) > 4 else ''}); vqvae_nat uses "
+            f"sinusoidal positions and no embedding layer norm, so train the teacher without "
+            f"--encoder-learned-pos/--layernorm-embedding"
+        )
+
+
+def _check_shapes(ours, theirs, pairs, path):
+    for ours_key, their_key in pairs:
+        if ours[ours_key].shape != theirs[their_key].shape:
+            hint = (
+                "binarize with the teacher's dictionary (fairseq-preprocess --srcdict/--tgtdict)"
+                if "embed_tokens" in their_key
+                else "give the student the teacher's --encoder-embed-dim and FFN dimensions"
+            )
+            raise ValueError(
+                f"--init-from-ar: {their_key} has shape {tuple(theirs[their_key].shape)} in {path} "
+                f"but {ours_key} has {tuple(ours[ours_key].shape)} here; {hint}"
+            )
 
 
 def _check_norm_placement(ours, theirs, path):
