@@ -267,12 +267,17 @@ for job in "${STUDENT_JOBS[@]}"; do
   BENCH_SPECS+=("$name=translation_vqvae:$(trained_checkpoint "$save")")
 done
 
-# Diagnostic row: the first soft EM + distill student decoding the codes its autoencoder gives
-# each reference (--gen-oracle-latents): the BLEU a perfect latent predictor would reach. It
-# reads the reference, so its latency is not a translation's.
+# Diagnostic rows: the first soft EM + distill students (from scratch, from the teacher), each
+# decoding the codes its autoencoder gives each reference (--gen-oracle-latents): the BLEU a
+# perfect latent predictor would reach. They read the reference: their latency is not a
+# translation's.
 if row_selected soft_em_distill; then
   read -r -a em_seeds <<< "$SEEDS_EM"
   BENCH_SPECS+=("Soft EM m=10 n_c=3 + distill, oracle latents (diagnostic)=translation_vqvae:$(trained_checkpoint "$WORK/students/soft_em_distill/seed${em_seeds[0]}"):gen_oracle_latents=True")
+fi
+if row_selected soft_em_distill_ar_init; then
+  read -r -a init_seeds <<< "$SEEDS_AR_INIT"
+  BENCH_SPECS+=("Soft EM m=10 n_c=3 + distill, teacher init, oracle latents (diagnostic)=translation_vqvae:$(trained_checkpoint "$WORK/students/soft_em_distill_ar_init/seed${init_seeds[0]}"):gen_oracle_latents=True")
 fi
 
 # ---- 6. benchmark (about 10 min with the 3 baselines: every model at batch 1 over 1,000 sentences)
