@@ -427,44 +427,61 @@ def evaluate(spec: dict, args, context: dict) -> dict:
 # Aggregation and reports
 
 
-def merge_earlier(records: list, paths: list) -> list:
-    """Add ok records of earlier result JSONs whose (name, checkpoint) was not measured now."""
-    def key(record):
-        return record.get("name"), record.get("checkpoint"), json.dumps(record.get("args", {}), sort_keys=True)
+UNFINISHED = ".unfinished"  # examples/multi30k/run.sh's name for a checkpoint still training
 
-    measured = {key(r) for r in records if r.get("status") == "ok"}
+
+def _merge_key(record):
+    checkpoint = record.get("checkpoint") or ""
+    if checkpoint.endswith(UNFINISHED):
+        checkpoint = checkpoint[: -len(UNFINISHED)]
+    return record.get("name"), checkpoint, json.dumps(record.get("args", {}), sort_keys=True)
+
+
+def merge_earlier(records: list, paths: list) -> tuple:
+    """Add ok records of earlier result JSONs whose (name, checkpoint, args) was not measured now.
+
+    An earlier result takes the place of this run's "missing" record of the same checkpoint
+    (``CKPT.unfinished`` counts as ``CKPT``); the others join the last row of their name, or
+    the end. The first file that has a (name, checkpoint, args) wins.
+
+    Returns:
+        (records, test_set): the merged records, and the first merged file's test-set
+        description (for a report in which nothing was measured now), or {}.
+    """
+    measured = {_merge_key(r) for r in records if r.get("status") == "ok"}
     files = []
     for path in paths:
         if not path.exists():
             log(f"--merge-json {path}: not found, nothing merged from it")
             continue
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
-    extra = []
+    extra, test_set = {}, {}
     for file in files:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise SystemExit(f"benchmark: --merge-json {file}: {err}")
-        for record in data.get("models", []) if isinstance(data, dict) else []:
-            if record.get("status") != "ok" or key(record) in measured:
-                continue
-            measured.add(key(record))
-            extra.append({**record, "merged_from": str(file)})
-    if not extra:
-        return records
-    out = []
-    merged_keys = {key(r) for r in extra}
-    for record in records:  # an earlier result replaces "missing" for the same checkpoint
-        if record.get("status") != "ok" and key(record) in merged_keys:
+        if not isinstance(data, dict):
             continue
-        out.append(record)
+        for record in data.get("models", []):
+            if record.get("status") != "ok" or _merge_key(record) in measured:
+                continue
+            measured.add(_merge_key(record))
+            extra.setdefault(_merge_key(record), []).append({**record, "merged_from": str(file)})
+            test_set = test_set or data.get("benchmark", {}).get("test_set", {})
+    out = []
+    for record in records:
+        if record.get("status") != "ok" and _merge_key(record) in extra:
+            out += extra.pop(_merge_key(record))  # in the missing record's place
+        else:
+            out.append(record)
     names = [r["name"] for r in out]
-    for record in extra:  # keep rows together, in the order given
+    for record in (r for group in extra.values() for r in group):  # keep rows together
         positions = [i for i, n in enumerate(names) if n == record["name"]]
         index = positions[-1] + 1 if positions else len(out)
         out.insert(index, record)
         names.insert(index, record["name"])
-    return out
+    return out, test_set
 
 
 def _mean_std(values):
@@ -728,12 +745,12 @@ def _run(args, specs, meta, parser) -> int:
         except Exception as err:  # noqa: BLE001  (one broken model must not lose the others' results)
             log(f"{spec['name']}: FAILED: {type(err).__name__}: {err}")
             records.append({**spec, "status": "failed", "error": f"{type(err).__name__}: {err}"})
-    records = merge_earlier(records, args.merge_json)
+    records, merged_test_set = merge_earlier(records, args.merge_json)
     signatures = next(((r["bleu_signature"], r["bleu_tok_signature"]) for r in records if r.get("status") == "ok"), ("?", "?"))
     report = {
         "benchmark": {
             **run_info, "device": device, "warmup": args.warmup, "throughput_max_tokens": args.throughput_max_tokens,
-            "test_set": context.get("test_set", {}), "bleu_signature": signatures[0], "bleu_tok_signature": signatures[1],
+            "test_set": context.get("test_set") or merged_test_set, "bleu_signature": signatures[0], "bleu_tok_signature": signatures[1],
             "ar_beam_row": args.ar_beam_row, "ar_greedy_row": args.ar_greedy_row,
             "command": args.command,
             "wall_s": round(time.perf_counter() - started, 2),

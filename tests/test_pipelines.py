@@ -366,6 +366,45 @@ def test_benchmark_merges_earlier_results(pipeline, tmp_path, capsys):
     assert "†" in (tmp_path / "t.md").read_text()
 
 
+def test_benchmark_merge_fills_missing_rows_in_place(tmp_path):
+    """Earlier results replace this run's missing records where they stand (also for run.sh's
+    CKPT.unfinished names); the first file with a checkpoint wins; the test set is kept."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+    def ok(name, checkpoint, bleu):
+        return {"name": name, "task": "t", "checkpoint": checkpoint, "args": {}, "status": "ok", "bleu": bleu,
+                "bleu_tok": bleu, "latency_ms": {"median": 10.0, "mean": 11.0}}
+
+    first, later = tmp_path / "00_final.json", tmp_path / "row.json"
+    first.write_text(json.dumps({"benchmark": {"test_set": {"sentences": 1000}},
+                                 "models": [ok("AR greedy", "t.pt", 33.6), ok("Soft EM", "s1.pt", 15.0)]}))
+    later.write_text(json.dumps({"benchmark": {"test_set": {"sentences": 7}},
+                                 "models": [ok("AR greedy", "t.pt", 30.0), ok("Hard EM", "h1.pt", 11.9),
+                                            {"name": "Hard EM", "checkpoint": "h2.pt", "status": "missing"}]}))
+    now = [
+        {"name": "AR greedy", "checkpoint": "t.pt", "args": {}, "status": "missing"},
+        {"name": "Hard EM", "checkpoint": "h1.pt.unfinished", "args": {}, "status": "missing"},
+        ok("Soft EM", "s2.pt", 16.0),
+        {"name": "VQ-VAE", "checkpoint": "v1.pt.unfinished", "args": {}, "status": "missing"},
+    ]
+    records, test_set = benchmark.merge_earlier(now, [tmp_path])
+    assert [(r["name"], r["checkpoint"], r.get("bleu")) for r in records] == [
+        ("AR greedy", "t.pt", 33.6),  # the first file wins, in the missing record's place
+        ("Hard EM", "h1.pt", 11.9),  # h1.pt.unfinished is h1.pt
+        ("Soft EM", "s2.pt", 16.0),
+        ("Soft EM", "s1.pt", 15.0),  # joins its row
+        ("VQ-VAE", "v1.pt.unfinished", None),  # still missing
+    ]
+    assert records[0]["merged_from"] == str(first) and test_set == {"sentences": 1000}
+    rows = benchmark.aggregate(records, "AR beam 4", "AR greedy")
+    assert [(r["name"], r["checkpoints"], r["measured"]) for r in rows] == [
+        ("AR greedy", 1, 1), ("Hard EM", 1, 1), ("Soft EM", 2, 2), ("VQ-VAE", 1, 0)]
+
+
 def test_benchmark_spec_errors(tmp_path, capsys):
     sys.path.insert(0, str(SCRIPTS))
     try:
