@@ -2,7 +2,8 @@
 
 Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 5.1: greedy decoding of the
 ceil(T / 2^n_c) latent codes (T from the length classifier, or the paper's 2|x|), codebook
-look-up, one decoder pass, output cut at the first EOS. No reference length is ever used.
+look-up, one decoder pass, then the end of the sentence (``--gen-eos``, below). No reference
+length is ever used (except by the ``--gen-oracle-latents`` diagnostic).
 Returns fairseq's hypothesis format, so fairseq-generate, fairseq-interactive, the hub
 interface and --eval-bleu all work unchanged.
 """
@@ -13,6 +14,15 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# Where the sentence ends (--gen-eos). In training a target of T tokens (EOS included) is
+# compressed into N = ceil(T / 2^n_c) latents, so its EOS always lies in the last latent's
+# 2^n_c positions and the positions after it are padding (no loss).
+EOS_POLICIES = {
+    "first": "cut at the first position whose best token is EOS, anywhere (the paper's rule)",
+    "last-latent": "EOS only inside the last latent's 2^n_c positions, at its most likely one there",
+    "length": "exactly the predicted length T (needs --latent-length predict)",
+}
+
 
 class VQVAENATGenerator:
     """Generator for ``vqvae_nat`` models.
@@ -20,11 +30,18 @@ class VQVAENATGenerator:
     Args:
         tgt_dict: target dictionary (for EOS/PAD and the symbols never to emit).
         latent_beam: beam size over latent codes (1 = greedy, the paper's choice).
+        oracle_latents: diagnostic; decode the references' own codes and lengths.
+        eos: where the sentence ends, one of ``EOS_POLICIES``.
     """
 
-    def __init__(self, tgt_dict, latent_beam: int = 1, oracle_latents: bool = False):
+    def __init__(
+        self, tgt_dict, latent_beam: int = 1, oracle_latents: bool = False, eos: str = "first"
+    ):
         if latent_beam < 1:
             raise ValueError(f"--gen-latent-beam must be >= 1, got {latent_beam}")
+        if eos not in EOS_POLICIES:
+            raise ValueError(f"--gen-eos must be one of {', '.join(EOS_POLICIES)}, got {eos!r}")
+        self.eos_policy = eos
         self.oracle_latents = oracle_latents
         self.tgt_dict = tgt_dict
         self.eos = tgt_dict.eos()
@@ -46,9 +63,10 @@ class VQVAENATGenerator:
         src_lengths = sample["net_input"]["src_lengths"]
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
         if self.oracle_latents:
-            codes, latent_mask = self.oracle_codes(model, sample, encoder_out)
+            codes, latent_mask, target_lengths = self.oracle_codes(model, sample, encoder_out)
             num_latents = (~latent_mask).sum(1)
         else:
+            target_lengths = model.inference_lengths(encoder_out, src_lengths)  # (B,) or None
             num_latents = model.inference_latent_counts(encoder_out, src_lengths)  # (B,)
             codes = self.predict_codes(model, encoder_out, num_latents)  # (B, N, S)
             latent_mask = (
@@ -57,18 +75,46 @@ class VQVAENATGenerator:
         latents = model.bottleneck.lookup(codes).to(encoder_out["encoder_out"][0].dtype)
         logits = model.decode(latents, latent_mask, encoder_out)  # (B, L, V)
         logits[..., self.banned] = float("-inf")
-        lprobs = logits.float().log_softmax(-1)
+        lprobs = logits.float().log_softmax(-1)  # (B, L, V)
+        eos_scores = lprobs[..., self.eos].clone()  # (B, L)
+        lengths = num_latents * model.ratio  # decoded positions per sentence
+        ends = self.sentence_ends(lprobs, lengths, model.ratio, target_lengths)  # (B,)
+        lprobs[..., self.eos] = float("-inf")  # EOS goes at the end only
         scores, tokens = lprobs.max(-1)  # (B, L)
-        lengths = num_latents * model.ratio
         empty = src_lengths <= 1  # only EOS: an empty input line
         if bool(empty.any()):
             logger.warning(
                 "%d input sentence(s) are empty; their translations are empty", int(empty.sum())
             )
+            ends = ends.masked_fill(empty, 0)
         return [
-            [self._hypothesis(tokens[i, : lengths[i]], scores[i, : lengths[i]], bool(empty[i]))]
+            [self._hypothesis(tokens[i], scores[i], eos_scores[i], int(ends[i]), int(lengths[i]))]
             for i in range(tokens.shape[0])
         ]
+
+    def sentence_ends(self, lprobs, lengths, ratio, target_lengths):
+        """Index of each sentence's EOS among its decoded positions (== length: none found).
+
+        Args:
+            lprobs: (B, L, V) log-probabilities of the one decoder pass.
+            lengths: (B,) decoded positions (latents * 2^n_c) per sentence.
+            ratio: 2^n_c, positions per latent.
+            target_lengths: (B,) predicted (or oracle) lengths T, EOS included, or None.
+        """
+        positions = torch.arange(lprobs.shape[1], device=lprobs.device)[None]  # (1, L)
+        inside = positions < lengths[:, None]  # (B, L)
+        if self.eos_policy == "first":
+            is_eos = lprobs.argmax(-1).eq(self.eos) & inside
+            return torch.where(is_eos, positions, lengths[:, None]).min(1).values
+        if self.eos_policy == "length":
+            if target_lengths is None:
+                raise ValueError(
+                    "--gen-eos length needs a model trained with --latent-length predict; use "
+                    "--gen-eos last-latent or first"
+                )
+            return torch.minimum(target_lengths, lengths).clamp_min(1) - 1
+        window = inside & (positions >= lengths[:, None] - ratio)  # the last latent's positions
+        return lprobs[..., self.eos].masked_fill(~window, float("-inf")).argmax(1)
 
     @staticmethod
     def oracle_codes(model, sample, encoder_out):
@@ -86,7 +132,7 @@ class VQVAENATGenerator:
         _, latent_mask, _, vq = model.autoencode(
             target, sample["net_input"]["src_lengths"], encoder_out
         )
-        return vq.codes, latent_mask
+        return vq.codes, latent_mask, target.ne(model.pad).sum(1)
 
     def predict_codes(self, model, encoder_out, num_latents):
         predictor = model.latent_predictor
@@ -98,15 +144,17 @@ class VQVAENATGenerator:
             return predictor.greedy(encoder_out, int(num_latents.max()), batch_size, device)
         return predictor.beam(encoder_out, int(num_latents.max()), self.latent_beam)
 
-    def _hypothesis(self, tokens, scores, empty_input):
-        """Cut at the first EOS (kept, as fairseq hypotheses end with EOS)."""
-        if empty_input:
-            tokens, scores = tokens[:0], scores[:0]
-        eos = (tokens == self.eos).nonzero()
-        end = int(eos[0]) if eos.numel() else tokens.shape[0]
-        positional = torch.cat(
-            [scores[:end], scores.new_zeros(1) if end == tokens.shape[0] else scores[end : end + 1]]
-        )
+    def _hypothesis(self, tokens, scores, eos_scores, end, length):
+        """Tokens before ``end``, then EOS (fairseq hypotheses end with EOS).
+
+        Args:
+            tokens, scores: (L,) best non-EOS token per position and its log-probability.
+            eos_scores: (L,) log-probability of EOS per position.
+            end: EOS position; ``length`` (no EOS decoded) gives EOS a score of 0.
+            length: positions decoded for this sentence.
+        """
+        eos_score = eos_scores[end : end + 1] if end < length else scores.new_zeros(1)
+        positional = torch.cat([scores[:end], eos_score])
         tokens = torch.cat([tokens[:end], tokens.new_full((1,), self.eos)])
         return {
             "tokens": tokens,

@@ -201,12 +201,17 @@ class VQVAENATModel(BaseFairseqModel):
     def length_classes(self, target_lengths, src_lengths):
         return (target_lengths - src_lengths + LENGTH_OFFSET).clamp(0, 2 * LENGTH_OFFSET - 1)
 
+    def inference_lengths(self, encoder_out, src_lengths):
+        """(B,) predicted target lengths T (EOS included), or None without a length head."""
+        if self.length_head is None:
+            return None
+        classes = self.length_logits(encoder_out).argmax(-1)
+        return (src_lengths + classes - LENGTH_OFFSET).clamp_min(1)
+
     def inference_latent_counts(self, encoder_out, src_lengths):
         """Latents per example at inference: predicted length, or ceil(ratio * |x|)."""
-        if self.length_head is not None:
-            classes = self.length_logits(encoder_out).argmax(-1)
-            lengths = (src_lengths + classes - LENGTH_OFFSET).clamp_min(1)
-        else:
+        lengths = self.inference_lengths(encoder_out, src_lengths)
+        if lengths is None:
             lengths = self._source_target_lengths(src_lengths)
         counts = _ceil_div(lengths, self.ratio)
         if bool((counts > self.max_latents).any()):

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .bottleneck import VQBottleneck
-from .generator import VQVAENATGenerator
+from .generator import EOS_POLICIES, VQVAENATGenerator
 from .warm_start import init_from_autoregressive
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,13 @@ class TranslationVQVAENATConfig(TranslationConfig):
         default=False,
         metadata={
             "help": "diagnostic: decode the codes the autoencoder gives each reference (and its length) instead of predicted ones; the BLEU a perfect latent predictor would reach"
+        },
+    )
+    gen_eos: ChoiceEnum(list(EOS_POLICIES)) = field(
+        default="first",
+        metadata={
+            "help": "where a translation ends: "
+            + "; ".join(f"'{name}' = {text}" for name, text in EOS_POLICIES.items())
         },
     )
     bf16_autocast: bool = field(
@@ -69,6 +77,7 @@ class TranslationVQVAENATTask(TranslationTask):
             self.target_dictionary,
             latent_beam=self.cfg.gen_latent_beam,
             oracle_latents=self.cfg.gen_oracle_latents,
+            eos=self.cfg.gen_eos,
         )
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):

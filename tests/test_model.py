@@ -629,3 +629,90 @@ def test_oracle_latents_need_references(build_vqvae, make_sample):
     generator = VQVAENATGenerator(built.task.target_dictionary, oracle_latents=True)
     with pytest.raises(ValueError, match="needs a test set with targets"):
         generator.generate([built.model.eval()], sample)
+
+
+def _eos_lprobs(eos, rows, length, vocab=6):
+    """(B, L, V) log-probabilities whose best token is EOS exactly at the given positions,
+    and whose EOS log-probability elsewhere is ``rows[i][1][position]`` (default -5)."""
+    lprobs = torch.full((len(rows), length, vocab), -5.0)
+    lprobs[..., eos + 1] = -0.5  # a word wins wherever EOS does not
+    for i, (best_eos, eos_scores) in enumerate(rows):
+        for position, score in eos_scores.items():
+            lprobs[i, position, eos] = score
+        for position in best_eos:
+            lprobs[i, position, eos] = -0.1
+    return lprobs
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ("first", [1, 8]),  # row 0: EOS wins at 1 and 6; row 1: nowhere -> no EOS (length)
+        ("last-latent", [6, 7]),  # best EOS inside positions 4..7 of 2 latents x 4
+        ("length", [4, 2]),  # predicted T = 5 and 3 (EOS included)
+    ],
+)
+def test_sentence_ends_follow_the_eos_policy(policy, expected):
+    from fairseq.data import Dictionary
+
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    dictionary = Dictionary()
+    eos = dictionary.eos()
+    lprobs = _eos_lprobs(eos, [([1, 6], {}), ([], {3: -1.0, 7: -0.9})], length=8)
+    generator = VQVAENATGenerator(dictionary, eos=policy)
+    ends = generator.sentence_ends(
+        lprobs, torch.tensor([8, 8]), ratio=4, target_lengths=torch.tensor([5, 3])
+    )
+    assert ends.tolist() == expected
+
+
+@pytest.mark.parametrize("policy", ["first", "last-latent", "length"])
+def test_every_eos_policy_gives_one_final_eos_where_it_says(policy, build_vqvae):
+    built = build_vqvae("--gen-eos", policy)
+    model, task = built.model.eval(), built.task
+    generator = task.build_generator([model], built.args)
+    assert generator.eos_policy == policy
+    hypos = _translate(task, model, generator, "test", batch_size=4)
+    sample_ids = sorted(hypos)
+    assert sample_ids == list(range(13))
+    eos = task.target_dictionary.eos()
+    for i in sample_ids:
+        tokens = hypos[i][0]["tokens"]
+        assert tokens[-1] == eos and not tokens[:-1].eq(eos).any()
+        assert torch.isfinite(hypos[i][0]["score"])
+    if policy == "first":
+        return
+    # Re-derive the predicted lengths: the hypothesis ends where the policy says.
+    for i in sample_ids:
+        sample = _collate_one(task, i)
+        src_lengths = sample["net_input"]["src_lengths"]
+        encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
+        length = int(model.inference_lengths(encoder_out, src_lengths)[0])
+        latents = int(model.inference_latent_counts(encoder_out, src_lengths)[0])
+        produced = hypos[i][0]["tokens"].numel()  # tokens + EOS
+        if policy == "length":
+            assert produced == min(length, latents * RATIO)
+        else:
+            assert (latents - 1) * RATIO < produced <= latents * RATIO
+
+
+def _collate_one(task, index):
+    dataset = task.dataset("test")
+    return dataset.collater([dataset[index]])
+
+
+def test_eos_policy_length_needs_a_length_head(build_vqvae, make_sample):
+    built = build_vqvae("--latent-length", "source", "--gen-eos", "length")
+    generator = built.task.build_generator([built.model], built.args)
+    with pytest.raises(ValueError, match="--gen-eos length needs a model trained with --latent-length predict"):
+        generator.generate([built.model.eval()], make_sample(built.task, "test", [0, 1]))
+
+
+def test_unknown_eos_policy_is_refused():
+    from fairseq.data import Dictionary
+
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    with pytest.raises(ValueError, match="--gen-eos must be one of first, last-latent, length"):
+        VQVAENATGenerator(Dictionary(), eos="last")
