@@ -32,16 +32,23 @@ class VQVAENATGenerator:
         latent_beam: beam size over latent codes (1 = greedy, the paper's choice).
         oracle_latents: diagnostic; decode the references' own codes and lengths.
         eos: where the sentence ends, one of ``EOS_POLICIES``.
+        dedup: drop a token equal to the one before it (a one-pass decoder's typical error).
     """
 
     def __init__(
-        self, tgt_dict, latent_beam: int = 1, oracle_latents: bool = False, eos: str = "first"
+        self,
+        tgt_dict,
+        latent_beam: int = 1,
+        oracle_latents: bool = False,
+        eos: str = "first",
+        dedup: bool = False,
     ):
         if latent_beam < 1:
             raise ValueError(f"--gen-latent-beam must be >= 1, got {latent_beam}")
         if eos not in EOS_POLICIES:
             raise ValueError(f"--gen-eos must be one of {', '.join(EOS_POLICIES)}, got {eos!r}")
         self.eos_policy = eos
+        self.dedup = dedup
         self.oracle_latents = oracle_latents
         self.tgt_dict = tgt_dict
         self.eos = tgt_dict.eos()
@@ -59,25 +66,15 @@ class VQVAENATGenerator:
                 "vqvae_nat decodes all tokens at once: --prefix-size and constraints are not supported"
             )
         model = models[0]
-        src_tokens = sample["net_input"]["src_tokens"]
         src_lengths = sample["net_input"]["src_lengths"]
-        encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
-        if self.oracle_latents:
-            codes, latent_mask, target_lengths = self.oracle_codes(model, sample, encoder_out)
-            num_latents = (~latent_mask).sum(1)
-        else:
-            target_lengths = model.inference_lengths(encoder_out, src_lengths)  # (B,) or None
-            num_latents = model.inference_latent_counts(encoder_out, src_lengths)  # (B,)
-            codes = self.predict_codes(model, encoder_out, num_latents)  # (B, N, S)
-            latent_mask = (
-                torch.arange(codes.shape[1], device=codes.device)[None] >= num_latents[:, None]
-            )
+        encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
+        codes, latent_mask, target_lengths = self.latent_codes(model, sample, encoder_out)
         latents = model.bottleneck.lookup(codes).to(encoder_out["encoder_out"][0].dtype)
         logits = model.decode(latents, latent_mask, encoder_out)  # (B, L, V)
         logits[..., self.banned] = float("-inf")
         lprobs = logits.float().log_softmax(-1)  # (B, L, V)
         eos_scores = lprobs[..., self.eos].clone()  # (B, L)
-        lengths = num_latents * model.ratio  # decoded positions per sentence
+        lengths = (~latent_mask).sum(1) * model.ratio  # decoded positions per sentence
         ends = self.sentence_ends(lprobs, lengths, model.ratio, target_lengths)  # (B,)
         lprobs[..., self.eos] = float("-inf")  # EOS goes at the end only
         scores, tokens = lprobs.max(-1)  # (B, L)
@@ -91,6 +88,18 @@ class VQVAENATGenerator:
             [self._hypothesis(tokens[i], scores[i], eos_scores[i], int(ends[i]), int(lengths[i]))]
             for i in range(tokens.shape[0])
         ]
+
+    def latent_codes(self, model, sample, encoder_out):
+        """(codes (B, N, S), latent padding mask (B, N), target lengths T (B,) or None):
+        predicted, or the references' own with --gen-oracle-latents."""
+        if self.oracle_latents:
+            return self.oracle_codes(model, sample, encoder_out)
+        src_lengths = sample["net_input"]["src_lengths"]
+        target_lengths = model.inference_lengths(encoder_out, src_lengths)  # (B,) or None
+        num_latents = model.inference_latent_counts(encoder_out, src_lengths, target_lengths)
+        codes = self.predict_codes(model, encoder_out, num_latents)  # (B, N, S)
+        positions = torch.arange(codes.shape[1], device=codes.device)[None]  # (1, N)
+        return codes, positions >= num_latents[:, None], target_lengths
 
     def sentence_ends(self, lprobs, lengths, ratio, target_lengths):
         """Index of each sentence's EOS among its decoded positions (== length: none found).
@@ -153,9 +162,13 @@ class VQVAENATGenerator:
             end: EOS position; ``length`` (no EOS decoded) gives EOS a score of 0.
             length: positions decoded for this sentence.
         """
+        tokens, scores = tokens[:end], scores[:end]
+        if self.dedup and end > 1:
+            keep = torch.cat([tokens.new_ones(1, dtype=torch.bool), tokens[1:] != tokens[:-1]])
+            tokens, scores = tokens[keep], scores[keep]
         eos_score = eos_scores[end : end + 1] if end < length else scores.new_zeros(1)
-        positional = torch.cat([scores[:end], eos_score])
-        tokens = torch.cat([tokens[:end], tokens.new_full((1,), self.eos)])
+        positional = torch.cat([scores, eos_score])
+        tokens = torch.cat([tokens, tokens.new_full((1,), self.eos)])
         return {
             "tokens": tokens,
             "score": positional.mean(),

@@ -208,9 +208,11 @@ class VQVAENATModel(BaseFairseqModel):
         classes = self.length_logits(encoder_out).argmax(-1)
         return (src_lengths + classes - LENGTH_OFFSET).clamp_min(1)
 
-    def inference_latent_counts(self, encoder_out, src_lengths):
-        """Latents per example at inference: predicted length, or ceil(ratio * |x|)."""
-        lengths = self.inference_lengths(encoder_out, src_lengths)
+    def inference_latent_counts(self, encoder_out, src_lengths, lengths=None):
+        """Latents per example at inference: predicted length (``lengths`` when the caller has
+        them from ``inference_lengths``), or ceil(ratio * |x|)."""
+        if lengths is None:
+            lengths = self.inference_lengths(encoder_out, src_lengths)
         if lengths is None:
             lengths = self._source_target_lengths(src_lengths)
         counts = _ceil_div(lengths, self.ratio)

@@ -44,6 +44,12 @@ class TranslationVQVAENATConfig(TranslationConfig):
             + "; ".join(f"'{name}' = {text}" for name, text in EOS_POLICIES.items())
         },
     )
+    gen_dedup: bool = field(
+        default=False,
+        metadata={
+            "help": "drop every output token equal to the one before it (repeated words are the typical error of a one-pass decoder)"
+        },
+    )
     bf16_autocast: bool = field(
         default=False,
         metadata={
@@ -78,6 +84,7 @@ class TranslationVQVAENATTask(TranslationTask):
             latent_beam=self.cfg.gen_latent_beam,
             oracle_latents=self.cfg.gen_oracle_latents,
             eos=self.cfg.gen_eos,
+            dedup=self.cfg.gen_dedup,
         )
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):

@@ -716,3 +716,33 @@ def test_unknown_eos_policy_is_refused():
 
     with pytest.raises(ValueError, match="--gen-eos must be one of first, last-latent, length"):
         VQVAENATGenerator(Dictionary(), eos="last")
+
+
+def test_dedup_drops_repeated_tokens_only(build_vqvae, make_sample, monkeypatch):
+    """--gen-dedup: the same hypothesis minus every token equal to the one before it."""
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    built = build_vqvae()
+    model = built.model.eval()
+    sample = make_sample(built.task, "test", range(6))
+    words = list(range(built.task.target_dictionary.nspecial, built.task.target_dictionary.nspecial + 3))
+    original_decode = model.decode
+
+    def stuttering_decode(latents, latent_mask, encoder_out):  # words a a b b b c a ...
+        logits = original_decode(latents, latent_mask, encoder_out)
+        pattern = [words[0], words[0], words[1], words[1], words[1], words[2], words[0]]
+        for position in range(logits.shape[1]):
+            logits[:, position, pattern[position % len(pattern)]] = 1e4
+        return logits
+
+    monkeypatch.setattr(model, "decode", stuttering_decode)
+    plain = VQVAENATGenerator(built.task.target_dictionary, eos="last-latent").generate([model], sample)
+    dedup = VQVAENATGenerator(built.task.target_dictionary, eos="last-latent", dedup=True).generate(
+        [model], sample
+    )
+    for (p,), (d,) in zip(plain, dedup):
+        body = p["tokens"][:-1].tolist()
+        expected = [t for i, t in enumerate(body) if i == 0 or t != body[i - 1]]
+        assert d["tokens"][:-1].tolist() == expected and d["tokens"][-1] == p["tokens"][-1]
+        assert d["positional_scores"].shape == d["tokens"].shape
+    assert any(len(d["tokens"]) < len(p["tokens"]) for (p,), (d,) in zip(plain, dedup))
