@@ -327,6 +327,24 @@ def translate(task, generator, models, dataset, *, max_sentences, max_tokens, de
     return texts, seconds, sizes
 
 
+def apply_task_options(task, saved_cfg, overrides: dict) -> None:
+    """Set the spec's task options (e.g. ``gen_eos``) on the loaded task, and refuse unknown keys.
+
+    NB: fairseq applies ``arg_overrides`` only to the keys a checkpoint saved, so an option the
+    task gained after the checkpoint was written would be dropped without a word.
+    """
+    from omegaconf import open_dict
+
+    for key, value in overrides.items():
+        if key in task.cfg:
+            with open_dict(task.cfg):
+                task.cfg[key] = value
+        elif key not in saved_cfg.model and key not in saved_cfg.task:
+            raise ValueError(
+                f"unknown option {key}={value!r}: not a generation, task or model option of this checkpoint"
+            )
+
+
 def evaluate(spec: dict, args, context: dict) -> dict:
     """Load, translate at batch 1 and at large batches, score. Returns the model's record."""
     import torch
@@ -353,6 +371,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
             f"{checkpoint} was trained with --task {trained_task}, but the spec says {spec['task']}: "
             f"use {spec['name']}={trained_task}:{checkpoint}"
         )
+    apply_task_options(task, saved_cfg, overrides)
     for model in models:
         model.eval()
         if context["device"] == "cuda":

@@ -405,6 +405,25 @@ def test_benchmark_merge_fills_missing_rows_in_place(tmp_path):
         ("AR greedy", 1, 1), ("Hard EM", 1, 1), ("Soft EM", 2, 2), ("VQ-VAE", 1, 0)]
 
 
+def test_benchmark_sets_task_options_the_checkpoint_never_saved():
+    """fairseq drops arg_overrides for keys a checkpoint lacks (a task option added after it was
+    trained): the benchmark sets them on the task itself, and refuses keys nobody knows."""
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    task = SimpleNamespace(cfg=OmegaConf.create({"gen_eos": "first", "gen_dedup": False}))
+    OmegaConf.set_struct(task.cfg, True)
+    saved = OmegaConf.create({"model": {"dropout": 0.3}, "task": {"data": "old"}})
+    benchmark.apply_task_options(task, saved, {"gen_eos": "last-latent", "gen_dedup": True, "dropout": 0.3, "data": "d"})
+    assert task.cfg.gen_eos == "last-latent" and task.cfg.gen_dedup is True
+    with pytest.raises(ValueError, match="unknown option gen_eoss='length'"):
+        benchmark.apply_task_options(task, saved, {"gen_eoss": "length"})
+
+
 def test_benchmark_spec_errors(tmp_path, capsys):
     sys.path.insert(0, str(SCRIPTS))
     try:
