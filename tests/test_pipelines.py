@@ -465,6 +465,7 @@ def test_multi30k_study_plan(tmp_path):
     assert err.count("--bf16-autocast") == 12
     assert err.count("--post-norm --init-from-ar") == 1 and "teacher/checkpoint_best.pt" in err
     assert "soft_em_distill/seed1/checkpoint_best.pt:gen_oracle_latents=True" in err  # the diagnostic row
+    assert "soft_em_raw/seed1/checkpoint_best.pt:gen_dedup=True" in err  # a decoding-variant row
     order = [line.split("student ")[1].split(":")[0] for line in err.splitlines() if "stage 5/6 student" in line]
     assert order[:3] == ["soft_em_distill seed 1", "soft_em_distill_ar_init seed 1", "hard_em_distill seed 1"], order
     assert order.index("soft_em_distill seed 2") > order.index("soft_em_distill_nc4 seed 1"), order

@@ -280,6 +280,19 @@ if row_selected soft_em_distill_ar_init; then
   BENCH_SPECS+=("Soft EM m=10 n_c=3 + distill, teacher init, oracle latents (diagnostic)=translation_vqvae:$(trained_checkpoint "$WORK/students/soft_em_distill_ar_init/seed${init_seeds[0]}"):gen_oracle_latents=True")
 fi
 
+# Decoding variant rows (beyond the paper): the first soft EM students, raw and distilled, with
+# --gen-dedup (repeated tokens dropped). scripts/benchmark.py takes any generation option this
+# way; the full ablation of --gen-eos and --gen-dedup is in results/rows/*__decoding.json.
+for id in soft_em_distill soft_em_raw; do
+  row_selected "$id" || continue
+  read -r -a em_seeds <<< "$SEEDS_EM"
+  for row in "${STUDENT_ROWS[@]}"; do
+    IFS='|' read -r row_id name _ <<< "$row"
+    [[ "$row_id" == "$id" ]] || continue
+    BENCH_SPECS+=("$name, --gen-dedup=translation_vqvae:$(trained_checkpoint "$WORK/students/$id/seed${em_seeds[0]}"):gen_dedup=True")
+  done
+done
+
 # ---- 6. benchmark (about 10 min with the 3 baselines: every model at batch 1 over 1,000 sentences)
 if want benchmark; then
   log "stage 6/6 benchmark: ${#BENCH_SPECS[@]} checkpoints in one process -> $RESULTS/benchmark.{md,json,png}"
