@@ -273,6 +273,9 @@ def start(root):
             jobs["generate_oracle"] = pool.submit(
                 generate, checkpoint, "--batch-size", "8", "--gen-oracle-latents"
             )
+            jobs["generate_eos_dedup"] = pool.submit(
+                generate, checkpoint, "--batch-size", "8", "--gen-eos", "length", "--gen-dedup"
+            )
             jobs["interactive"] = pool.submit(
                 fairseq,
                 "interactive",
@@ -411,6 +414,16 @@ def test_generate_with_oracle_latents_scores_every_sentence(runs, trained):
     assert result.returncode == 0, result.log
     assert sorted(_hypotheses(result.stdout)) == list(range(20)), result.log
     assert re.search(r"BLEU = \d", result.stdout), result.log
+
+
+def test_generate_takes_the_eos_rule_and_dedup_flags(runs, trained):
+    result = runs.jobs["generate_eos_dedup"].result()
+    assert result.returncode == 0, result.log
+    hypos = _hypotheses(result.stdout)
+    assert sorted(hypos) == list(range(20)), result.log
+    for text in hypos.values():
+        words = text.split()
+        assert all(a != b for a, b in zip(words, words[1:])), text  # --gen-dedup
 
 
 def test_generate_output_does_not_depend_on_batch_size(runs, trained):
