@@ -697,6 +697,8 @@ def main(argv=None) -> int:
             specs += load_models_json(args.models_json)
     except SpecError as err:
         parser.error(str(err))
+    for spec in specs:  # one name per file, so that --merge-json recognises it from any folder
+        spec["checkpoint"] = str(Path(spec["checkpoint"]).absolute())
     if not specs and not args.merge_json:
         parser.error("no models: pass --model NAME=TASK:CHECKPOINT (repeatable) or --models-json FILE")
     meta = {}

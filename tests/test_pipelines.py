@@ -424,7 +424,7 @@ def test_benchmark_sets_task_options_the_checkpoint_never_saved():
         benchmark.apply_task_options(task, saved, {"gen_eoss": "length"})
 
 
-def test_benchmark_spec_errors(tmp_path, capsys):
+def test_benchmark_spec_errors(tmp_path, capsys, monkeypatch):
     sys.path.insert(0, str(SCRIPTS))
     try:
         import benchmark
@@ -440,6 +440,10 @@ def test_benchmark_spec_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(["--data", str(tmp_path), "--model", "oops", "--out-dir", str(tmp_path)])
     assert "NAME=TASK:CHECKPOINT" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert benchmark.main(["--data", str(tmp_path), "--model", "a=translation:runs/x.pt", "--json", "r.json"]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())["models"][0]
+    assert record["status"] == "missing" and record["checkpoint"] == str(tmp_path / "runs" / "x.pt")  # absolute
     with pytest.raises(SystemExit):
         benchmark.main(["--data", str(tmp_path / "missing"), "--model", "a=translation:x.pt", "--out-dir", str(tmp_path)])
     assert "not a folder" in capsys.readouterr().err
