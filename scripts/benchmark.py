@@ -483,15 +483,17 @@ def merge_earlier(records: list, paths: list) -> tuple:
         if not isinstance(data, dict):
             continue
         for record in data.get("models", []):
-            if record.get("status") != "ok" or _merge_key(record) in measured:
+            key = _merge_key(record)
+            if record.get("status") != "ok" or key in measured:
                 continue
-            measured.add(_merge_key(record))
-            extra.setdefault(_merge_key(record), []).append({**record, "merged_from": str(file)})
+            measured.add(key)
+            extra.setdefault(key, []).append({**record, "merged_from": str(file)})
             test_set = test_set or data.get("benchmark", {}).get("test_set", {})
     out = []
     for record in records:
-        if record.get("status") != "ok" and _merge_key(record) in extra:
-            out += extra.pop(_merge_key(record))  # in the missing record's place
+        key = _merge_key(record)
+        if record.get("status") != "ok" and key in extra:
+            out += extra.pop(key)  # in the missing record's place
         else:
             out.append(record)
     names = [r["name"] for r in out]
