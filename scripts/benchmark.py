@@ -540,6 +540,7 @@ def aggregate(records: list, ar_beam_row: str, ar_greedy_row: str) -> list:
             if throughputs:
                 row["throughput_sentences_per_s"] = round(statistics.fmean(throughputs), 2)
             row["params"] = ok[0].get("params")
+            row["task"], row["args"] = ok[0].get("task"), ok[0].get("args", {})
         out.append(row)
     by_name = {row["name"]: row for row in out}
     for row in out:
@@ -621,33 +622,53 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plot_style(row: dict, bench: dict) -> dict:
+    """Marker of a row in the plot: the AR references, other baselines, this plugin's models,
+    and diagnostics (oracle latents read the reference, so they are not translations)."""
+    if row["name"] in (bench["ar_beam_row"], bench["ar_greedy_row"]):
+        return {"fmt": "s", "color": "tab:red"}
+    if row.get("task") != "translation_vqvae":
+        return {"fmt": "^", "color": "tab:gray"}
+    if row.get("args", {}).get("gen_oracle_latents"):
+        return {"fmt": "o", "color": "tab:blue", "markerfacecolor": "none"}
+    return {"fmt": "o", "color": "tab:blue"}
+
+
 def plot(report: dict, path: Path) -> None:
+    """BLEU against batch-1 latency. Points carry their row's number in the table; the legend
+    beside the axes names them (names next to the points overlap once rows crowd together)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in report["rows"] if "bleu" in row and row.get("latency_ms_median", 0) > 0]
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for row in rows:
-        is_ar = row["name"] in (report["benchmark"]["ar_beam_row"], report["benchmark"]["ar_greedy_row"])
+    bench = report["benchmark"]
+    numbered = [(i, row) for i, row in enumerate(report["rows"], 1)
+                if "bleu" in row and row.get("latency_ms_median", 0) > 0]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    for number, row in numbered:
+        style = _plot_style(row, bench)
         ax.errorbar(row["latency_ms_median"], row["bleu"], yerr=row["bleu_std"] if row["measured"] > 1 else None,
-                    fmt="s" if is_ar else "o", color="tab:red" if is_ar else "tab:blue", capsize=3, markersize=6)
-        ax.annotate(row["name"], (row["latency_ms_median"], row["bleu"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if rows:
+                    capsize=3, markersize=6, linestyle="none", label=f"{number}. {row['name']}", **style)
+        ax.annotate(str(number), (row["latency_ms_median"], row["bleu"]), textcoords="offset points",
+                    xytext=(4, 3), fontsize=7)
+    if numbered:
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100, ...
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-        latencies = [row["latency_ms_median"] for row in rows]
-        ax.set_xlim(min(latencies) / 1.3, max(latencies) * 2.0)  # room for the labels on the right
-    hw = report["benchmark"]["hardware"]
-    ax.set_xlabel(f"latency, ms per sentence at batch 1 (median; {hw['device']}, {report['benchmark']['threads']} thread(s))")
+        latencies = [row["latency_ms_median"] for _, row in numbered]
+        ax.set_xlim(min(latencies) / 1.2, max(latencies) * 1.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+                  title="square: AR; triangle: other baselines;\nhollow: diagnostic, not a translation",
+                  title_fontsize=7, alignment="left")
+    hw = bench["hardware"]
+    ax.set_xlabel(f"latency, ms per sentence at batch 1 (median; {hw['device']}, {bench['threads']} thread(s))")
     ax.set_ylabel("sacreBLEU (detokenized)")
-    test = report["benchmark"].get("test_set", {})
-    ax.set_title(f"BLEU vs latency, {test.get('sentences', '?')} test sentences")
+    test = bench.get("test_set", {})
+    ax.set_title(f"BLEU vs latency, {test.get('sentences', '?')} test sentences (error bars: std over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -405,6 +405,49 @@ def test_benchmark_merge_fills_missing_rows_in_place(tmp_path):
         ("AR greedy", 1, 1), ("Hard EM", 1, 1), ("Soft EM", 2, 2), ("VQ-VAE", 1, 0)]
 
 
+def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
+    """The plot numbers each row as in the table (legend beside the axes) and tells AR rows,
+    other baselines, this plugin's models and oracle diagnostics apart."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    import matplotlib.pyplot as plt
+
+    def ok(name, task, bleu, ms, args=None):
+        return {"name": name, "task": task, "checkpoint": f"{name}.pt", "args": args or {}, "status": "ok",
+                "bleu": bleu, "bleu_tok": bleu, "latency_ms": {"median": ms, "mean": ms}}
+
+    records = [ok("AR beam 4", "translation", 35.0, 100.0), ok("AR greedy", "translation", 33.0, 80.0),
+               ok("NAT", "translation_lev", 8.0, 16.0), ok("Soft EM", "translation_vqvae", 19.0, 20.0),
+               {"name": "Hard EM", "task": "translation_vqvae", "checkpoint": "h.pt", "args": {}, "status": "missing"},
+               ok("Soft EM, oracle", "translation_vqvae", 21.0, 20.0, {"gen_oracle_latents": True})]
+    rows = benchmark.aggregate(records, "AR beam 4", "AR greedy")
+    bench = {"ar_beam_row": "AR beam 4", "ar_greedy_row": "AR greedy", "threads": 1,
+             "hardware": {"device": "cpu"}, "test_set": {"sentences": 3}}
+    styles = [benchmark._plot_style(row, bench) for row in rows if "bleu" in row]  # the missing row is not drawn
+    assert [s["fmt"] for s in styles] == ["s", "s", "^", "o", "o"]
+    assert "markerfacecolor" not in styles[3] and styles[4]["markerfacecolor"] == "none"
+    saved = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, path, **kwargs):
+        saved["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        saved["numbers"] = sorted(t.get_text() for t in fig.axes[0].texts)
+        return real_savefig(fig, path, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        benchmark.plot({"benchmark": bench, "rows": rows}, tmp_path / "p.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    # the missing row keeps its number (5) in the table, so it is skipped, not renumbered
+    assert saved["labels"] == ["1. AR beam 4", "2. AR greedy", "3. NAT", "4. Soft EM", "6. Soft EM, oracle"]
+    assert saved["numbers"] == ["1", "2", "3", "4", "6"]
+
+
 def test_benchmark_sets_task_options_the_checkpoint_never_saved():
     """fairseq drops arg_overrides for keys a checkpoint lacks (a task option added after it was
     trained): the benchmark sets them on the task itself, and refuses keys nobody knows."""

@@ -267,29 +267,33 @@ for job in "${STUDENT_JOBS[@]}"; do
   BENCH_SPECS+=("$name=translation_vqvae:$(trained_checkpoint "$save")")
 done
 
-# Diagnostic rows: the first soft EM + distill students (from scratch, from the teacher), each
-# decoding the codes its autoencoder gives each reference (--gen-oracle-latents): the BLEU a
-# perfect latent predictor would reach. They read the reference: their latency is not a
-# translation's.
+# Diagnostic rows: the soft EM + distill students (every seed from scratch, the first from the
+# teacher), each decoding the codes its autoencoder gives each reference
+# (--gen-oracle-latents): the BLEU a perfect latent predictor would reach. They read the
+# reference: their latency is not a translation's.
 if row_selected soft_em_distill; then
   read -r -a em_seeds <<< "$SEEDS_EM"
-  BENCH_SPECS+=("Soft EM m=10 n_c=3 + distill, oracle latents (diagnostic)=translation_vqvae:$(trained_checkpoint "$WORK/students/soft_em_distill/seed${em_seeds[0]}"):gen_oracle_latents=True")
+  for seed in "${em_seeds[@]}"; do
+    BENCH_SPECS+=("Soft EM m=10 n_c=3 + distill, oracle latents (diagnostic)=translation_vqvae:$(trained_checkpoint "$WORK/students/soft_em_distill/seed$seed"):gen_oracle_latents=True")
+  done
 fi
 if row_selected soft_em_distill_ar_init; then
   read -r -a init_seeds <<< "$SEEDS_AR_INIT"
   BENCH_SPECS+=("Soft EM m=10 n_c=3 + distill, teacher init, oracle latents (diagnostic)=translation_vqvae:$(trained_checkpoint "$WORK/students/soft_em_distill_ar_init/seed${init_seeds[0]}"):gen_oracle_latents=True")
 fi
 
-# Decoding variant rows (beyond the paper): the first soft EM students, raw and distilled, with
-# --gen-dedup (repeated tokens dropped). scripts/benchmark.py takes any generation option this
-# way; the full ablation of --gen-eos and --gen-dedup is in results/rows/*__decoding.json.
+# Decoding variant rows (beyond the paper): the soft EM students, raw and distilled, every seed,
+# with --gen-dedup (repeated tokens dropped). scripts/benchmark.py takes any generation option
+# this way; the full ablation of --gen-eos and --gen-dedup is in results/decoding/.
 for id in soft_em_distill soft_em_raw; do
   row_selected "$id" || continue
   read -r -a em_seeds <<< "$SEEDS_EM"
   for row in "${STUDENT_ROWS[@]}"; do
     IFS='|' read -r row_id name _ <<< "$row"
     [[ "$row_id" == "$id" ]] || continue
-    BENCH_SPECS+=("$name, --gen-dedup=translation_vqvae:$(trained_checkpoint "$WORK/students/$id/seed${em_seeds[0]}"):gen_dedup=True")
+    for seed in "${em_seeds[@]}"; do
+      BENCH_SPECS+=("$name, --gen-dedup=translation_vqvae:$(trained_checkpoint "$WORK/students/$id/seed$seed"):gen_dedup=True")
+    done
   done
 done
 
