@@ -85,6 +85,27 @@ class VQVAENATModel(BaseFairseqModel):
         encoder = TransformerEncoderBase(_transformer_config(cfg), src_dict, embed_source)
         return cls(cfg, encoder, embed_target, tgt_dict)
 
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        """fairseq's hub loader, plus: keyword options of the ``translation_vqvae`` task (e.g.
+        ``gen_dedup=True``) take effect on checkpoints trained before the task had them.
+
+        fairseq applies keyword overrides only to options a checkpoint saved, and drops the
+        others without a word; ``fairseq-generate`` is not affected (it builds the task from
+        the command line).
+        """
+        from omegaconf import open_dict
+
+        from .task import TranslationVQVAENATConfig
+
+        hub = super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+        task_options = TranslationVQVAENATConfig.__dataclass_fields__
+        with open_dict(hub.task.cfg):
+            for key, value in kwargs.items():
+                if key in task_options and key in hub.task.cfg:
+                    hub.task.cfg[key] = value
+        return hub
+
     def set_num_updates(self, num_updates):
         super().set_num_updates(num_updates)
         self.num_updates = num_updates

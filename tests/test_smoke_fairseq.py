@@ -150,6 +150,19 @@ pair = hub.translate(["a man is riding a bike .", "two dogs play in the snow ."]
 assert isinstance(single, str) and isinstance(pair[1], str), (single, pair)
 assert pair[0] == single, (single, pair)
 print("TRANSLATION:" + single)
+# A checkpoint from before the task had gen_dedup/gen_eos: fairseq alone would drop these
+# keyword options (it overrides saved options only); the model's from_pretrained sets them.
+for key in ("gen_dedup", "gen_eos"):
+    del state["cfg"]["task"][key]
+torch.save(state, sys.argv[1] + "/old_options.pt")
+old = VQVAENATModel.from_pretrained(
+    sys.argv[1], checkpoint_file="old_options.pt", data_name_or_path=sys.argv[2],
+    user_dir=sys.argv[3], gen_dedup=True, gen_eos="length",
+)
+assert old.task.cfg.gen_dedup is True and old.task.cfg.gen_eos == "length", old.task.cfg
+generator = old.task.build_generator(old.models, old.cfg.generation)
+assert generator.dedup is True and generator.eos_policy == "length", vars(generator)
+assert isinstance(old.translate("a man is riding a bike ."), str)
 """
 
 
