@@ -523,6 +523,19 @@ def test_multi30k_study_plan(tmp_path):
     assert bad.returncode != 0 and "unknown row id" in bad.stderr, bad.log
 
 
+def test_multi30k_train_wall_sums_resumed_segments(tmp_path):
+    """fairseq's `wall` restarts at 0 after a resume: the study's training time sums the segments."""
+    run_sh = (REPO / "examples" / "multi30k" / "run.sh").read_text()
+    function = run_sh[run_sh.index("train_wall() {"):]
+    function = function[: function.index("\n}\n") + 3]
+    line = "2026-12-01 19:00:00 | INFO | train | epoch {:03d} | loss 1.0 | train_wall 300 | wall {}\n"
+    (tmp_path / "train.log").write_text("".join(line.format(e, w) for e, w in [(1, 601), (2, 950), (3, 373), (4, 651)]))
+    result = ok(sh("bash", "-c", function + 'train_wall "$1"', "_", tmp_path))
+    assert result.stdout.strip() == str(950 + 651), result.log
+    result = ok(sh("bash", "-c", function + 'train_wall "$1"', "_", tmp_path / "missing"))
+    assert result.stdout.strip() == "", result.log
+
+
 def test_wmt14_recipe_plan(tmp_path):
     result = ok(sh("bash", REPO / "examples" / "wmt14_en_de" / "run.sh", "--dry-run", env={"WORK": str(tmp_path / "w")}))
     assert "--distributed-world-size" in result.stderr and "legacy_ddp" in result.stderr, result.log

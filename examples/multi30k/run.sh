@@ -143,8 +143,12 @@ train_fairseq() {
   echo "$signature" > "$save_dir/train.done"
 }
 
-train_wall() {  # cumulative training wall time (s) from fairseq's last epoch summary
-  grep -E "\| train \| epoch" "$1/train.log" 2>/dev/null | tail -1 | sed -n 's/.*| wall \([0-9.]*\).*/\1/p'
+# train_wall DIR: training wall time (s) from fairseq's epoch summaries in DIR/train.log. fairseq's
+# `wall` restarts from 0 when a run resumes from checkpoint_last.pt, so the last value of every
+# segment is summed (the unfinished epoch an interruption threw away is not counted).
+train_wall() {
+  grep -E "\| train \| epoch" "$1/train.log" 2>/dev/null | sed -n 's/.*| wall \([0-9.]*\).*/\1/p' |
+    awk '$1 < prev { total += prev } { prev = $1 } END { if (NR) printf "%g\n", total + prev }'
 }
 
 # row_result JSON_NAME TRAIN_DIR SPEC...: benchmark these models alone -> RESULTS/rows/JSON_NAME.json
