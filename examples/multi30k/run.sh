@@ -143,12 +143,30 @@ train_fairseq() {
   echo "$signature" > "$save_dir/train.done"
 }
 
-# train_wall DIR: training wall time (s) from fairseq's epoch summaries in DIR/train.log. fairseq's
-# `wall` restarts from 0 when a run resumes from checkpoint_last.pt, so the last value of every
-# segment is summed (the unfinished epoch an interruption threw away is not counted).
+# train_wall DIR: training wall time (s) from the timestamps in DIR/train.log. A resumed run
+# appends to the same log, and fairseq's own `wall` meter restarts (or stays at 0) on resume, so
+# every fairseq-train start (its config line) opens a segment that ends at its last training
+# line (trainer, checkpoint, train/valid summaries; not the next start's import-time warnings),
+# and the segments are summed: the time a machine was down between two of them is not counted.
 train_wall() {
-  grep -E "\| train \| epoch" "$1/train.log" 2>/dev/null | sed -n 's/.*| wall \([0-9.]*\).*/\1/p' |
-    awk '$1 < prev { total += prev } { prev = $1 } END { if (NR) printf "%g\n", total + prev }'
+  [[ -f "$1/train.log" ]] || return 0
+  "$PY" - "$1/train.log" <<'PYEOF'
+import datetime, re, sys
+LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \| \w+ \| "
+                  r"(fairseq_cli\.train|fairseq\.trainer|fairseq\.checkpoint_utils|train_inner|train|valid) \| (.)")
+segments = []
+with open(sys.argv[1], encoding="utf-8", errors="replace") as log:
+    for line in log:
+        match = LINE.match(line)
+        if not match:
+            continue
+        stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+        if (match.group(2) == "fairseq_cli.train" and match.group(3) == "{") or not segments:
+            segments.append([stamp, stamp])
+        segments[-1][1] = stamp
+if segments:
+    print(round(sum((end - start).total_seconds() for start, end in segments)))
+PYEOF
 }
 
 # row_result JSON_NAME TRAIN_DIR SPEC...: benchmark these models alone -> RESULTS/rows/JSON_NAME.json
