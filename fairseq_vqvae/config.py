@@ -128,11 +128,11 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "n_d slices of decomposed VQ (Kaiser et al. 2018), each with its own K codes; 1 = plain VQ (paper)"
         },
     )
-    ema_decay: float = field(
+    codebook_decay: float = field(
         default=0.999,
         metadata={"help": "EMA decay in [0, 1) of hard_em/soft_em codebooks; paper: 0.999"},
     )
-    ema_epsilon: float = field(
+    codebook_epsilon: float = field(
         default=1e-5, metadata={"help": "Laplace smoothing of EMA counts; t2t: 1e-5"}
     )
     commitment_weight: float = field(

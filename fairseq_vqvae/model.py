@@ -327,8 +327,8 @@ def _bottleneck_config(cfg: VQVAENATConfig) -> BottleneckConfig:
         code_dim=cfg.code_dim or cfg.encoder_embed_dim,
         input_dim=cfg.encoder_embed_dim,
         num_slices=cfg.num_slices,
-        decay=cfg.ema_decay,
-        epsilon=cfg.ema_epsilon,
+        decay=cfg.codebook_decay,
+        epsilon=cfg.codebook_epsilon,
         commitment_weight=cfg.commitment_weight,
         num_samples=cfg.num_samples,
         temperature=cfg.soft_em_temperature,
@@ -376,7 +376,7 @@ _PRESETS = {
         codebook_size=1024,
         # A few thousand updates: the paper's 0.999 (a 1000-update memory) would lag; plain
         # EMA collapses onto a few codes here (examples/bottleneck_demo), so restart them.
-        ema_decay=0.99,
+        codebook_decay=0.99,
         dead_code_threshold=0.01,
         # The Multi30k teacher's regularization (dropout 0.3 only): attention and activation
         # dropout cost a fifth of a CPU update (Bernoulli sampling) for no gain at this size.
@@ -393,7 +393,7 @@ _PRESETS = {
         latent_layers=1,
         encoder_attention_heads=4,
         codebook_size=64,
-        ema_decay=0.99,
+        codebook_decay=0.99,
         dead_code_threshold=0.05,
         dropout=0.1,
         attention_dropout=0.0,

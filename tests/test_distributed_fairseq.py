@@ -79,7 +79,7 @@ def test_two_workers_hold_identical_codebooks(tmp_path, data_bin, bottleneck):
             sys.executable, str(script), str(tmp_path / f"rank{rank}.pt"), str(data_bin),
             "--user-dir", str(REPO / "fairseq_vqvae"), "--task", "translation_vqvae",
             "--arch", "vqvae_nat_tiny", "--criterion", "vqvae_em", "--bottleneck", bottleneck,
-            "--num-samples", "3", "--ema-decay", "0.9", "--dead-code-threshold", "0.5",
+            "--num-samples", "3", "--codebook-decay", "0.9", "--dead-code-threshold", "0.5",
             "--share-all-embeddings", "--optimizer", "adam", "--lr", "1e-3",
             "--max-tokens", "120", "--update-freq", "2", "--max-update", "4",
             "--cpu", "--num-workers", "0", "--no-save", "--disable-validation", "--seed", "3",

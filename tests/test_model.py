@@ -322,7 +322,7 @@ def test_eval_leaves_bottleneck_buffers_bit_identical(
 def test_ignore_grad_batches_add_no_em_statistics_and_optimizer_step_applies_once(
     build_vqvae, make_sample
 ):
-    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.9", "--dead-code-threshold", "0")
+    built = build_vqvae("--bottleneck", "hard_em", "--codebook-decay", "0.9", "--dead-code-threshold", "0")
     model, task, criterion = built.model, built.task, built.criterion
     codebook = model.bottleneck.codebook
     optimizer = _adam(built)
@@ -374,7 +374,7 @@ def test_ignore_grad_batches_add_no_em_statistics_and_optimizer_step_applies_onc
 def test_gradient_accumulation_applies_summed_statistics_in_one_update(
     build_vqvae, make_sample
 ):
-    built = build_vqvae("--bottleneck", "hard_em", "--ema-decay", "0.5", "--dead-code-threshold", "0")
+    built = build_vqvae("--bottleneck", "hard_em", "--codebook-decay", "0.5", "--dead-code-threshold", "0")
     model, task = built.model, built.task
     reference = copy.deepcopy(model)
     first, second = make_sample(task, "train", range(0, 6)), make_sample(
@@ -496,7 +496,7 @@ def test_build_generator_refuses_a_non_vqvae_model(build_vqvae, tiny_transformer
 @pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
 def test_bf16_model_trains_with_fp32_em_state(bottleneck, build_vqvae, make_sample):
     """As under --bf16 (model.to(bfloat16)): the step runs, EM state stays fp32 and finite."""
-    built = build_vqvae("--bottleneck", bottleneck, "--ema-decay", "0.9")
+    built = build_vqvae("--bottleneck", bottleneck, "--codebook-decay", "0.9")
     model = built.model.to(torch.bfloat16)
     codebook = model.bottleneck.codebook
     sample = make_sample(built.task, "train", range(8))
@@ -552,7 +552,7 @@ def test_bf16_autocast_step_matches_fp32_em_bookkeeping(bottleneck, build_vqvae,
     results = []
     for autocast in (False, True):
         torch.manual_seed(0)
-        flags = ["--bottleneck", bottleneck, "--ema-decay", "0.9", "--dropout", "0"]
+        flags = ["--bottleneck", bottleneck, "--codebook-decay", "0.9", "--dropout", "0"]
         built = build_vqvae(*flags, *(["--bf16-autocast"] if autocast else []))
         model = built.model
         torch.manual_seed(1)
@@ -746,3 +746,28 @@ def test_dedup_drops_repeated_tokens_only(build_vqvae, make_sample, monkeypatch)
         assert d["tokens"][:-1].tolist() == expected and d["tokens"][-1] == p["tokens"][-1]
         assert d["positional_scores"].shape == d["tokens"].shape
     assert any(len(d["tokens"]) < len(p["tokens"]) for (p,), (d,) in zip(plain, dedup))
+
+
+@pytest.mark.parametrize("arch", ["vqvae_nat", "vqvae_nat_base", "vqvae_nat_small", "vqvae_nat_tiny"])
+def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, arch):
+    """Each architecture preset's values (and the config defaults it leaves alone) arrive in
+    the built model. Regression: the codebook decay was once named --ema-decay, fairseq's own
+    model-EMA option (default 0.9999); fairseq filled it in before the preset ran, so every
+    preset's codebook silently got decay 0.9999."""
+    from fairseq_vqvae.config import VQVAENATConfig
+    from fairseq_vqvae.model import _PRESETS
+
+    preset = _PRESETS["vqvae_nat" if arch == "vqvae_nat_base" else arch]
+    expected = {f: preset.get(f, getattr(VQVAENATConfig, f)) for f in VQVAENATConfig.__dataclass_fields__
+                if not str(getattr(VQVAENATConfig, f, "${")).startswith("${")}
+    expected["share_all_embeddings"] = True  # the one flag given below
+    built = build_fairseq(tiny_databin, "--share-all-embeddings", arch=arch)
+    model = built.model
+    assert {f: getattr(model.cfg, f) for f in expected} == expected
+    codebook = model.bottleneck.codebook
+    assert codebook.decay == expected["codebook_decay"]
+    assert codebook.epsilon == expected["codebook_epsilon"]
+    assert codebook.dead_code_threshold == expected["dead_code_threshold"]
+    assert codebook.codebook_size == expected["codebook_size"]
+    assert len(model.decoder_layers) == expected["decoder_layers"]
+    assert model.ratio == 2 ** expected["compress_steps"]

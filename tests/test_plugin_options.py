@@ -29,3 +29,27 @@ def test_only_one_group():
     assert "--task translation_vqvae" in result.stdout and "--bottleneck" not in result.stdout
     bad = _run("--only", "optimizer")
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
+
+
+def test_no_plugin_option_has_the_name_of_a_fairseq_option():
+    """fairseq fills its own options before a model's presets run, so a plugin option with a
+    fairseq name silently takes fairseq's default (this happened to --ema-decay). Names the
+    plugin shares with fairseq's Transformer on purpose (--encoder-layers, --dropout, ...)
+    are model options, which fairseq only adds for the chosen --arch, so they are allowed."""
+    import dataclasses
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from fairseq.dataclass.configs import FairseqConfig
+    from plugin_options import option_groups
+
+    per_arch = {"model", "task", "criterion", "optimizer", "lr_scheduler", "scoring", "bpe", "tokenizer"}
+    fairseq_names = set()
+    for group in dataclasses.fields(FairseqConfig):
+        if group.name in per_arch:
+            continue
+        if dataclasses.is_dataclass(group.type):
+            fairseq_names |= {f.name for f in dataclasses.fields(group.type)}
+    assert "ema_decay" in fairseq_names and "seed" in fairseq_names  # the check sees fairseq's groups
+    ours = {f.name for _, fields in option_groups().values() for f in fields if not f.name.startswith("_")}
+    assert "codebook_decay" in ours
+    assert not ours & fairseq_names, sorted(ours & fairseq_names)

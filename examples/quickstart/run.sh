@@ -34,7 +34,7 @@ rm -rf "$WORK/checkpoints"
 "$BIN/fairseq-train" "$WORK/data-bin" --user-dir "$ROOT/fairseq_vqvae" \
   --task translation_vqvae --arch vqvae_nat_tiny --criterion vqvae_em --bottleneck "$BOTTLENECK" \
   --share-all-embeddings --encoder-embed-dim 128 --encoder-ffn-embed-dim 256 --decoder-ffn-embed-dim 256 \
-  --ema-decay 0.99 --num-samples 5 --dead-code-threshold 0.05 \
+  --codebook-decay 0.99 --num-samples 5 --dead-code-threshold 0.05 \
   --optimizer adam --adam-betas '(0.9,0.98)' --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 \
   --max-tokens 4096 --max-update "$MAX_UPDATE" --validate-interval 5 --no-epoch-checkpoints \
   --save-dir "$WORK/checkpoints" --cpu --num-workers 0 --seed 1 \
