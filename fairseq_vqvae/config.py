@@ -170,3 +170,20 @@ class VQVAENATConfig(FairseqDataclass):
     latent_loss_factor: float = field(
         default=1.0, metadata={"help": "weight of the latent predictor's cross-entropy; paper: 1"}
     )
+    # Decoder curriculum (beyond the paper).
+    glance_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "glancing (GLAT, Qian et al. 2021) in [0, 1]: in training, ratio x (wrong tokens of a first, gradient-free decoder pass) random target positions get the reference token's embedding as decoder input and drop out of the loss; 0 = off (paper); GLAT: 0.5 annealed to 0.3"
+        },
+    )
+    glance_ratio_end: float = field(
+        default=0.3,
+        metadata={"help": "glancing ratio in [0, 1] reached after --glance-anneal-updates; GLAT: 0.3"},
+    )
+    glance_anneal_updates: int = field(
+        default=0,
+        metadata={
+            "help": "updates over which the glancing ratio goes linearly from --glance-ratio to --glance-ratio-end; 0 = constant --glance-ratio"
+        },
+    )

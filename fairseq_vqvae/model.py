@@ -123,7 +123,13 @@ class VQVAENATModel(BaseFairseqModel):
         target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
         target, latent_mask, z, vq = self.autoencode(tgt_tokens, src_lengths, encoder_out)
         latents = self._warmup_mix(vq.quantized, z)
-        word_logits = self.decode(latents, latent_mask, encoder_out)  # (B, L, V)
+        h, token_mask = self.decoder_inputs(latents, latent_mask)
+        glanced = self._glance(h, token_mask, target, encoder_out)  # (B, L) bool or None
+        if glanced is not None:
+            gold = self.embed_target(target) * self.scale
+            h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
+        word_logits = self.decode_inputs(h, token_mask, encoder_out)  # (B, L, V)
+        word_mask = target.ne(self.pad) if glanced is None else target.ne(self.pad) & ~glanced
         lp = self.latent_predictor
         latent_logits = lp(lp.embed(vq.codes), encoder_out, latent_mask)  # (B, N, S, K)
         self._em_stats = vq.em_stats
@@ -131,7 +137,7 @@ class VQVAENATModel(BaseFairseqModel):
             self.num_updates, self.cfg.latent_loss_start_update
         )
         terms = {
-            "word_ins": {"out": word_logits, "tgt": target, "mask": target.ne(self.pad)},
+            "word_ins": {"out": word_logits, "tgt": target, "mask": word_mask},
             "latent": {
                 "out": latent_logits,
                 "tgt": vq.soft_targets,
@@ -189,6 +195,32 @@ class VQVAENATModel(BaseFairseqModel):
             )
         return h.transpose(0, 1) * target.ne(self.pad).unsqueeze(-1)
 
+    def glance_ratio(self) -> float:
+        """GLAT's sampling ratio at this update: --glance-ratio annealed linearly to
+        --glance-ratio-end over --glance-anneal-updates (constant when that is 0)."""
+        start, end, span = self.cfg.glance_ratio, self.cfg.glance_ratio_end, self.cfg.glance_anneal_updates
+        if span <= 0:
+            return start
+        return start + (end - start) * min(1.0, self.num_updates / span)
+
+    def _glance(self, h, token_mask, target, encoder_out):
+        """Glancing (GLAT, Qian et al. 2021, beyond the paper): a first decoder pass without
+        gradient counts each sentence's wrong tokens; ratio x wrong of its real positions,
+        chosen at random, get the reference token's embedding as decoder input, and the loss
+        is taken on the other positions only. Returns the (B, L) glanced positions, or None
+        (off, or in evaluation)."""
+        ratio = self.glance_ratio() if self.training else 0.0
+        if ratio <= 0:
+            return None
+        real = target.ne(self.pad)
+        with torch.no_grad():
+            predicted = self.decode_inputs(h, token_mask, encoder_out).argmax(-1)
+            wrong = (predicted.ne(target) & real).sum(1)  # (B,)
+            count = (wrong.float() * ratio).long()  # GLAT rounds down
+            scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
+            rank = scores.argsort(1).argsort(1)  # a random order of the real positions first
+        return rank < count.unsqueeze(1)
+
     def _warmup_mix(self, quantized, continuous):
         """Bottleneck warm-up: per example, quantized with probability p(t), else continuous."""
         if not self.training or self.cfg.bottleneck_warmup_updates <= 0:
@@ -201,8 +233,15 @@ class VQVAENATModel(BaseFairseqModel):
 
     def decode(self, latents, latent_mask, encoder_out):
         """One parallel pass: latents (B, N, C) -> token logits (B, N * 2^n_c, V)."""
+        return self.decode_inputs(*self.decoder_inputs(latents, latent_mask), encoder_out)
+
+    def decoder_inputs(self, latents, latent_mask):
+        """Decompressed latents (B, L, C) and the token padding mask (B, L), True at padding."""
         h = self.decompressor(latents, latent_mask)  # (B, L, C)
-        token_mask = latent_mask.repeat_interleave(self.ratio, dim=1)  # (B, L)
+        return h, latent_mask.repeat_interleave(self.ratio, dim=1)
+
+    def decode_inputs(self, h, token_mask, encoder_out):
+        """The token decoder on its inputs (B, L, C) -> token logits (B, L, V)."""
         h = self.dropout(h + self.positions[: h.shape[1]].to(h.dtype)).transpose(0, 1)  # (L, B, C)
         enc, enc_mask = encoder_out["encoder_out"][0], _first(encoder_out["encoder_padding_mask"])
         for layer in self.decoder_layers:
@@ -288,6 +327,11 @@ def _validate(cfg, task):
         raise ValueError(
             "--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)"
         )
+    for name in ("glance_ratio", "glance_ratio_end"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
+    if cfg.glance_anneal_updates < 0:
+        raise ValueError(f"--glance-anneal-updates must be >= 0, got {cfg.glance_anneal_updates}")
     code_dim = cfg.code_dim or cfg.encoder_embed_dim
     if code_dim % cfg.num_slices:
         raise ValueError(

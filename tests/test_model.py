@@ -2,6 +2,7 @@
 
 import copy
 import math
+import re
 from collections import Counter
 
 import pytest
@@ -771,3 +772,73 @@ def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, a
     assert codebook.codebook_size == expected["codebook_size"]
     assert len(model.decoder_layers) == expected["decoder_layers"]
     assert model.ratio == 2 ** expected["compress_steps"]
+
+
+def test_glancing_is_off_by_default_and_in_evaluation(build_vqvae, make_sample):
+    built = build_vqvae()
+    model = built.model
+    sample = make_sample(built.task, "train", range(8))
+    model.train()
+    terms, _ = _forward(model, sample)
+    target = terms["word_ins"]["tgt"]
+    assert built.args.glance_ratio == 0.0 and model.glance_ratio() == 0.0
+    assert torch.equal(terms["word_ins"]["mask"], target.ne(model.pad))
+    glancing = build_vqvae("--glance-ratio", "1.0").model
+    glancing.eval()
+    terms, _ = _forward(glancing, sample)
+    assert torch.equal(terms["word_ins"]["mask"], terms["word_ins"]["tgt"].ne(glancing.pad))
+
+
+def test_glancing_feeds_reference_embeddings_where_it_drops_the_loss(build_vqvae, make_sample):
+    built = build_vqvae("--glance-ratio", "0.5", "--dropout", "0")
+    model = built.model
+    model.train()
+    sample = make_sample(built.task, "train", range(8))
+    seen = {}
+    original = model.decode_inputs
+
+    def spy(h, token_mask, encoder_out):
+        seen.setdefault("passes", []).append((h.detach().clone(), token_mask))
+        return original(h, token_mask, encoder_out)
+
+    model.decode_inputs = spy
+    torch.manual_seed(0)
+    terms, _ = _forward(model, sample)
+    (first, token_mask), (second, _) = seen["passes"]  # gradient-free pass, trained pass
+    target = terms["word_ins"]["tgt"]
+    real = target.ne(model.pad)
+    glanced = real & ~terms["word_ins"]["mask"]
+    assert glanced.any() and not (glanced & ~real).any()
+    # Per sentence: floor(0.5 x the first pass's wrong tokens) positions glanced.
+    with torch.no_grad():
+        logits = original(first, token_mask, _encoder_out(model, sample))
+    wrong = (logits.argmax(-1).ne(target) & real).sum(1)
+    assert torch.equal(glanced.sum(1), (wrong.float() * 0.5).long())
+    gold = model.embed_target(target) * model.scale
+    assert torch.allclose(second[glanced], gold[glanced].detach())
+    assert torch.equal(second[~glanced], first[~glanced])
+
+
+def _encoder_out(model, sample):
+    net_input = sample["net_input"]
+    return model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+
+
+def test_glancing_ratio_anneals_linearly(build_vqvae):
+    model = build_vqvae("--glance-ratio", "0.5", "--glance-ratio-end", "0.3", "--glance-anneal-updates", "100").model
+    for update, ratio in ((0, 0.5), (50, 0.4), (100, 0.3), (500, 0.3)):
+        model.set_num_updates(update)
+        assert model.glance_ratio() == pytest.approx(ratio)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (("--glance-ratio", "1.5"), "--glance-ratio must be in [0, 1]"),
+        (("--glance-ratio-end", "-0.1"), "--glance-ratio-end must be in [0, 1]"),
+        (("--glance-anneal-updates", "-1"), "--glance-anneal-updates must be >= 0"),
+    ],
+)
+def test_glancing_options_are_validated(build_vqvae, flags, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_vqvae(*flags)
