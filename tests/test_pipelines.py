@@ -528,7 +528,7 @@ def test_multi30k_train_wall_sums_resumed_segments(tmp_path):
     time sums each fairseq-train run's segment, not the hours the machine was down between them."""
     run_sh = (REPO / "examples" / "multi30k" / "run.sh").read_text()
     function = run_sh[run_sh.index("train_wall() {"):]
-    function = function[: function.index("\nPYEOF\n}\n") + 9]
+    function = function[: function.index("\n}\n") + 3]
     log = """2026-12-01 10:00:00 | INFO | fairseq.tasks.text_to_speech | Please install tensorboardX
 2026-12-01 10:00:01 | INFO | fairseq_cli.train | {'_name': None, 'common': {}}
 2026-12-01 10:05:00 | INFO | train | epoch 001 | loss 9.0 | wall 299
@@ -540,7 +540,7 @@ def test_multi30k_train_wall_sums_resumed_segments(tmp_path):
 2026-12-01 13:04:02 | INFO | train | epoch 002 | loss 8.0 | wall 0
 """
     (tmp_path / "train.log").write_text(log)
-    env = {"PY": sys.executable}
+    env = {"PY": sys.executable, "ROOT": str(REPO)}
     result = ok(sh("bash", "-c", function + 'train_wall "$1"', "_", tmp_path, env=env))
     assert result.stdout.strip() == str(600 + 240), result.log
     result = ok(sh("bash", "-c", function + 'train_wall "$1"', "_", tmp_path / "missing", env=env))

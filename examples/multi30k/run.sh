@@ -143,30 +143,10 @@ train_fairseq() {
   echo "$signature" > "$save_dir/train.done"
 }
 
-# train_wall DIR: training wall time (s) from the timestamps in DIR/train.log. A resumed run
-# appends to the same log, and fairseq's own `wall` meter restarts (or stays at 0) on resume, so
-# every fairseq-train start (its config line) opens a segment that ends at its last training
-# line (trainer, checkpoint, train/valid summaries; not the next start's import-time warnings),
-# and the segments are summed: the time a machine was down between two of them is not counted.
+# train_wall DIR: training wall time (s) from the timestamps in DIR/train.log, summed over resumed
+# segments (fairseq's own `wall` meter restarts on resume; see scripts/train_log.py).
 train_wall() {
-  [[ -f "$1/train.log" ]] || return 0
-  "$PY" - "$1/train.log" <<'PYEOF'
-import datetime, re, sys
-LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \| \w+ \| "
-                  r"(fairseq_cli\.train|fairseq\.trainer|fairseq\.checkpoint_utils|train_inner|train|valid) \| (.)")
-segments = []
-with open(sys.argv[1], encoding="utf-8", errors="replace") as log:
-    for line in log:
-        match = LINE.match(line)
-        if not match:
-            continue
-        stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
-        if (match.group(2) == "fairseq_cli.train" and match.group(3) == "{") or not segments:
-            segments.append([stamp, stamp])
-        segments[-1][1] = stamp
-if segments:
-    print(round(sum((end - start).total_seconds() for start, end in segments)))
-PYEOF
+  "$PY" "$ROOT/scripts/train_log.py" wall "$1/train.log"
 }
 
 # row_result JSON_NAME TRAIN_DIR SPEC...: benchmark these models alone -> RESULTS/rows/JSON_NAME.json

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The recipe ablation harness (issue 13): train one recipe variant of vqvae_nat_small on Multi30k
+# for a fixed budget and write its result row; `--table` rebuilds the table of every row.
+#
+#   bash examples/multi30k/ablate.sh VARIANT [SEED ...]     train + measure (default seeds: 1 2)
+#   bash examples/multi30k/ablate.sh --table                  rows -> ablations/README.md table
+#   bash examples/multi30k/ablate.sh --list                   the variants and their flags
+#
+# A variant is a line of examples/multi30k/ablations/variants.tsv: id, data (distill|raw), one
+# line of description, the fairseq-train flags it adds to the common student command below.
+# Every variant of one budget shares everything else: data, batch, optimizer, seeds, and the
+# benchmark (test_2016_flickr at batch 1, 1 thread, predicted and oracle latents).
+#
+# Data: `prepare_multi30k.sh` (about 1 min), and for `distill` the shared teacher's beam-4
+# targets (../shared/data/multi30k-distilled, 35.1 greedy / 36.2 beam 4) tokenised and BPE'd
+# like the raw data and binarised with its dictionary (about 1 min). The study's own teacher
+# (run.sh) is not needed, so a variant can be measured on a fresh machine in one command.
+#
+# A row: examples/multi30k/ablations/rows/VARIANT__seedN__uBUDGET.json with validation BLEU
+# (every epoch; decisions are taken on it), test BLEU, length ratio, oracle-latent BLEU, latent
+# accuracy and codes in use at the last validation, updates, training wall time, the commit and
+# the exact command. Training resumes from checkpoint_last.pt when rerun.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+source "$ROOT/scripts/lib.sh"  # PY, BIN, log, die
+LOG_NAME=ablate
+
+WORK="${WORK:-$ROOT/runs/multi30k}"
+ABL="${ABL:-$HERE/ablations}"
+SRC_DIR="${SRC_DIR:-$ROOT/../shared/data/multi30k}"
+DISTILLED="${DISTILLED:-$ROOT/../shared/data/multi30k-distilled/train.de.gz}"
+MAX_UPDATE="${MAX_UPDATE:-1000}"
+THREADS="${THREADS:-2}"
+BENCH_THREADS="${BENCH_THREADS:-1}"
+MAX_TOKENS="${MAX_TOKENS:-4096}"
+DRY_RUN="${DRY_RUN:-0}"
+export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
+
+usage() {
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  cat >&2 <<EOF
+
+Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
+  BENCH_THREADS=$BENCH_THREADS  MAX_TOKENS=$MAX_TOKENS  DRY_RUN=0 (1: print the commands)
+  SRC_DIR=$SRC_DIR  DISTILLED=$DISTILLED
+EOF
+}
+
+# variant ID -> "data|description|flags" (dies when unknown)
+variant() {
+  local line
+  line="$(awk -F'\t' -v id="$1" '$1 == id && !/^#/ {print $2 "|" $3 "|" $4; found = 1} END {exit !found}' "$ABL/variants.tsv")" \
+    || die "unknown variant '$1': one of $(awk -F'\t' '!/^#/ && NF {printf "%s ", $1}' "$ABL/variants.tsv")(see --list)"
+  echo "$line"
+}
+
+case "${1:-}" in
+  -h|--help|"") usage; [[ -n "${1:-}" ]]; exit $? ;;
+  --list) awk -F'\t' '!/^#/ && NF {printf "%-28s %-8s %s\n    flags: %s\n", $1, $2, $3, $4}' "$ABL/variants.tsv"; exit 0 ;;
+  --table) exec "$PY" "$ROOT/scripts/ablations.py" table "$ABL" ;;
+esac
+ID="$1"; shift
+SEEDS=("$@"); [[ ${#SEEDS[@]} -gt 0 ]] || SEEDS=(1 2)
+for seed in "${SEEDS[@]}"; do [[ "$seed" =~ ^[0-9]+$ ]] || die "seed must be a non-negative integer, got '$seed'"; done
+[[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
+IFS='|' read -r DATA_KIND DESCRIPTION FLAGS <<< "$(variant "$ID")"
+[[ "$DATA_KIND" == distill || "$DATA_KIND" == raw ]] || die "variant $ID: data must be 'distill' or 'raw', got '$DATA_KIND'"
+
+DATA="$WORK/data"
+SHARED_DISTILL="$WORK/distill_shared"
+run() { echo "+ $*" >&2; [[ $DRY_RUN == 1 ]] || "$@"; }
+
+# ---- data ------------------------------------------------------------------------------------
+run bash "$ROOT/scripts/prepare_multi30k.sh" --out "$DATA" --src-dir "$SRC_DIR" --workers "$THREADS"
+databin="$DATA/data-bin"
+if [[ "$DATA_KIND" == distill ]]; then
+  databin="$SHARED_DISTILL/data-bin"
+  if [[ $DRY_RUN == 0 && ! -f "$SHARED_DISTILL/.done" ]]; then
+    [[ -f "$DISTILLED" ]] || die "no distilled targets at $DISTILLED: set DISTILLED=path/to/train.de.gz"
+    log "binarising the shared distilled targets $DISTILLED with $DATA's tokenisation, BPE and dictionary"
+    rm -rf "$SHARED_DISTILL"; mkdir -p "$SHARED_DISTILL/text"
+    gzip -dc "$DISTILLED" | sed 's/\r$//' > "$SHARED_DISTILL/text/raw.de"
+    n="$(wc -l < "$SHARED_DISTILL/text/raw.de")"; expected="$(wc -l < "$DATA/raw/train.en")"
+    [[ "$n" == "$expected" ]] || die "$DISTILLED has $n lines, the Multi30k training set $expected"
+    "$PY" "$ROOT/scripts/moses.py" tokenize -l de -a -j "$THREADS" "$SHARED_DISTILL/text/raw.de" "$SHARED_DISTILL/text/tok.de"
+    "$BIN/subword-nmt" apply-bpe -c "$DATA/bpe/codes" --num-workers "$THREADS" \
+      --input "$SHARED_DISTILL/text/tok.de" --output "$SHARED_DISTILL/text/train.de"
+    cp "$DATA/bpe/train.en" "$SHARED_DISTILL/text/train.en"
+    "$BIN/fairseq-preprocess" --source-lang en --target-lang de --trainpref "$SHARED_DISTILL/text/train" \
+      --srcdict "$DATA/data-bin/dict.en.txt" --tgtdict "$DATA/data-bin/dict.de.txt" \
+      --destdir "$SHARED_DISTILL/data-bin" --workers "$THREADS" > "$SHARED_DISTILL/preprocess.log" 2>&1 \
+      || die "fairseq-preprocess failed: see $SHARED_DISTILL/preprocess.log"
+    cp "$DATA"/data-bin/valid.* "$DATA"/data-bin/test.* "$SHARED_DISTILL/data-bin/"
+    echo "$DISTILLED" > "$SHARED_DISTILL/.done"
+  fi
+fi
+
+# ---- train and measure, one seed at a time ---------------------------------------------------
+DEVICE_FLAGS=(--cpu)
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && DEVICE_FLAGS=()
+COMMON=(
+  "$databin" --user-dir "$ROOT/fairseq_vqvae" --task translation_vqvae --arch vqvae_nat_small
+  --criterion vqvae_em --share-all-embeddings --optimizer adam --adam-betas '(0.9,0.98)'
+  --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 --max-tokens "$MAX_TOKENS"
+  --max-update "$MAX_UPDATE" --no-epoch-checkpoints --eval-bleu --eval-bleu-remove-bpe
+  --eval-bleu-detok moses --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
+  --log-format simple --log-interval 50 --no-progress-bar --bf16-autocast "${DEVICE_FLAGS[@]}"
+)
+# The flags a variant does not set: the pre-issue-13 study's recipe (examples/multi30k/run.sh).
+DEFAULTS=(--lr 1e-3 --warmup-updates 500)
+mkdir -p "$ABL/rows"
+for seed in "${SEEDS[@]}"; do
+  save="$WORK/ablations/u$MAX_UPDATE/$ID/seed$seed"
+  row="$ABL/rows/${ID}__seed${seed}__u${MAX_UPDATE}.json"
+  if [[ -f "$row" ]]; then log "$ID seed $seed: row already in $row"; continue; fi
+  # shellcheck disable=SC2206
+  variant_flags=($FLAGS)
+  flags=()
+  for ((i = 0; i < ${#DEFAULTS[@]}; i += 2)); do  # a variant's own value wins
+    [[ " ${variant_flags[*]} " == *" ${DEFAULTS[i]} "* ]] || flags+=("${DEFAULTS[i]}" "${DEFAULTS[i + 1]}")
+  done
+  cmd=("$BIN/fairseq-train" "${COMMON[@]}" "${flags[@]}" "${variant_flags[@]}" --seed "$seed" --save-dir "$save")
+  log "$ID seed $seed: $DESCRIPTION ($MAX_UPDATE updates)"
+  if [[ ! -f "$save/train.done" ]]; then
+    [[ -f "$save/checkpoint_last.pt" ]] && log "  resuming from $save/checkpoint_last.pt"
+    echo "+ ${cmd[*]}" >&2
+    if [[ $DRY_RUN == 0 ]]; then
+      mkdir -p "$save"
+      printf '%q ' "${cmd[@]}" > "$save/command.txt"
+      "${cmd[@]}" >> "$save/train.log" 2>&1 || die "training failed: see $save/train.log (rerun to resume)"
+      touch "$save/train.done"
+    fi
+  fi
+  run "$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA/raw/test.de" \
+    --ref-tok "$DATA/tok/test.de" --threads "$BENCH_THREADS" --throughput-max-tokens 0 \
+    --model "$ID=translation_vqvae:$save/checkpoint_best.pt" \
+    --model "$ID, oracle latents=translation_vqvae:$save/checkpoint_best.pt:gen_oracle_latents=True" \
+    --json "$save/benchmark.json"
+  run "$PY" "$ROOT/scripts/ablations.py" row --variant "$ID" --data "$DATA_KIND" --description "$DESCRIPTION" \
+    --flags "$FLAGS" --seed "$seed" --max-update "$MAX_UPDATE" --train-dir "$save" \
+    --benchmark "$save/benchmark.json" --out "$row"
+done
+[[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$ABL"

@@ -1,0 +1,145 @@
+"""Result rows and the table of the recipe ablations (examples/multi30k/ablate.sh).
+
+  python scripts/ablations.py row --variant ID --seed N --train-dir DIR --benchmark JSON ... --out ROW
+  python scripts/ablations.py table ABLATIONS_DIR      (rows/*.json -> README.md, between markers)
+
+A row holds what a recipe decision needs: validation BLEU at every validation (decisions are
+taken on it, never on the test set), test BLEU, length ratio and oracle-latent BLEU from the
+benchmark, latent accuracy and codes in use at the last validation, training wall time, the
+commit and the exact command.
+"""
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from train_log import train_wall, validations
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE_BEGIN, TABLE_END = "<!-- ablation table: begin -->", "<!-- ablation table: end -->"
+
+
+def _length_ratio(detail: str) -> float | None:
+    match = re.search(r"ratio = ([0-9.]+)", detail or "")
+    return float(match.group(1)) if match else None
+
+
+def _commit() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def make_row(args) -> dict:
+    train_dir = Path(args.train_dir)
+    log_text = (train_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    valid = validations(log_text)
+    if not valid:
+        raise SystemExit(f"ablations.py: error: no validation in {train_dir / 'train.log'}")
+    bench = json.loads(Path(args.benchmark).read_text())
+    models = {m["name"]: m for m in bench["models"]}
+    model = models[args.variant]
+    oracle = models.get(f"{args.variant}, oracle latents", {})
+    last = valid[-1]
+    command = train_dir / "command.txt"
+    return {
+        "variant": args.variant,
+        "data": args.data,
+        "description": args.description,
+        "flags": args.flags,
+        "seed": args.seed,
+        "max_update": args.max_update,
+        "updates": int(last["num_updates"]),
+        "valid_bleu_best": max(v.get("bleu", 0.0) for v in valid),
+        "valid_bleu_last": last.get("bleu"),
+        "valid_bleu_curve": [[int(v["num_updates"]), v.get("bleu")] for v in valid],
+        "test_bleu": model.get("bleu"),
+        "test_length_ratio": _length_ratio(model.get("bleu_detail", "")),
+        "oracle_test_bleu": oracle.get("bleu"),
+        "latency_ms_median": (model.get("latency_ms") or {}).get("median"),
+        "latent_acc": last.get("latent_acc"),
+        "codes_in_use": last.get("code_usage"),
+        "code_perplexity": last.get("code_perplexity"),
+        "train_wall_s": train_wall(log_text),
+        "hardware": bench["benchmark"]["hardware"],
+        "commit": _commit(),
+        "command": command.read_text().strip() if command.exists() else None,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _mean_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {(max(values) - min(values)) / 2:.2f}"
+
+
+def render_table(rows: list[dict]) -> str:
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["max_update"], row["variant"])].append(row)
+    lines = [
+        "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | codes in use | train wall (min) | flags |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for (budget, variant), group in sorted(groups.items(), key=lambda kv: (kv[0][0], -statistics.mean(r["valid_bleu_best"] for r in kv[1]))):
+        group.sort(key=lambda r: r["seed"])
+        walls = [r["train_wall_s"] / 60 for r in group if r.get("train_wall_s")]
+        lines.append(
+            f"| {budget} | {variant} | {group[0]['data']} | {','.join(str(r['seed']) for r in group)} "
+            f"| {_mean_spread([r['valid_bleu_best'] for r in group])} "
+            f"| {_mean_spread([r['test_bleu'] for r in group])} "
+            f"| {_mean_spread([r['test_length_ratio'] for r in group])} "
+            f"| {_mean_spread([r['oracle_test_bleu'] for r in group])} "
+            f"| {_mean_spread([r['latent_acc'] for r in group])} "
+            f"| {_mean_spread([r['codes_in_use'] for r in group])} "
+            f"| {_mean_spread(walls)} | `{group[0]['flags'] or '(none)'}` |"
+        )
+    return "\n".join(lines)
+
+
+def write_table(ablations: Path) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted((ablations / "rows").glob("*.json"))]
+    table = render_table(rows)
+    readme = ablations / "README.md"
+    text = readme.read_text() if readme.exists() else f"# Recipe ablations\n\n{TABLE_BEGIN}\n{TABLE_END}\n"
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise SystemExit(f"ablations.py: error: {readme} lacks the table markers {TABLE_BEGIN} / {TABLE_END}")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    row = sub.add_parser("row", help="one run -> one row JSON")
+    for name in ("variant", "data", "description", "flags", "train-dir", "benchmark", "out"):
+        row.add_argument(f"--{name}", required=name not in ("description", "flags"), default="")
+    row.add_argument("--seed", type=int, required=True)
+    row.add_argument("--max-update", type=int, required=True)
+    table = sub.add_parser("table", help="rows/*.json -> the table in README.md")
+    table.add_argument("ablations", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "row":
+        result = make_row(args)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{args.variant} seed {args.seed}: valid BLEU {result['valid_bleu_best']}, test BLEU {result['test_bleu']}")
+    else:
+        print(write_table(args.ablations))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
