@@ -118,7 +118,10 @@ class VQVAENATModel(BaseFairseqModel):
     def forward(self, src_tokens, src_lengths, prev_output_tokens=None, tgt_tokens=None):
         """Named loss terms for the ``vqvae_em`` criterion (prev_output_tokens is unused)."""
         if tgt_tokens is None:
-            raise ValueError("vqvae_nat needs the target tokens in training (tgt_tokens=...)")
+            raise ValueError(
+                "vqvae_nat trains with --criterion vqvae_em, which passes it the target tokens "
+                "(tgt_tokens=...); other criteria cannot train it"
+            )
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
         target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
         target, latent_mask, z, vq = self.autoencode(tgt_tokens, src_lengths, encoder_out)
@@ -314,6 +317,15 @@ def _check_compatible(model, state_dict):
 
 
 def _validate(cfg, task):
+    from .task import TranslationVQVAENATTask
+
+    if not isinstance(task, TranslationVQVAENATTask):
+        # Another task would train an EM codebook that never updates (the M-step runs in this
+        # task's optimizer_step) and could not decode the codes.
+        raise ValueError(
+            f"--arch vqvae_nat needs --task translation_vqvae (it applies the codebook's EM "
+            f"updates and decodes the latent codes); got a {type(task).__name__}"
+        )
     ratio = 2**cfg.compress_steps
     if cfg.compress_steps < 1:
         raise ValueError("--compress-steps must be >= 1")

@@ -842,3 +842,15 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
 def test_glancing_options_are_validated(build_vqvae, flags, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build_vqvae(*flags)
+
+
+def test_another_task_or_criterion_is_refused_with_what_to_use(build_fairseq, tiny_databin, build_vqvae, make_sample):
+    """Under fairseq's default --task translation the EM codebook would never update (its M-step
+    runs in translation_vqvae's optimizer_step), silently; another criterion cannot train it."""
+    with pytest.raises(ValueError, match="needs --task translation_vqvae"):
+        build_fairseq(tiny_databin, "--share-all-embeddings", task="translation")
+    built = build_vqvae()
+    sample = make_sample(built.task, "train", range(4))
+    net_input = sample["net_input"]
+    with pytest.raises(ValueError, match="trains with --criterion vqvae_em"):
+        built.model(net_input["src_tokens"], net_input["src_lengths"], net_input["prev_output_tokens"])
