@@ -187,3 +187,60 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "updates over which the glancing ratio goes linearly from --glance-ratio to --glance-ratio-end; 0 = constant --glance-ratio"
         },
     )
+
+
+# Valid range of every numeric option: (low, high, high_inclusive); low is inclusive, None is
+# unbounded. validate() checks them all once, when the model is built.
+RANGES = {
+    "encoder_embed_dim": (1, None, False),
+    "encoder_ffn_embed_dim": (1, None, False),
+    "encoder_layers": (1, None, False),
+    "encoder_attention_heads": (1, None, False),
+    "decoder_ffn_embed_dim": (1, None, False),
+    "decoder_layers": (1, None, False),
+    "latent_layers": (1, None, False),
+    "ae_layers": (0, None, False),
+    "dropout": (0.0, 1.0, False),
+    "attention_dropout": (0.0, 1.0, False),
+    "activation_dropout": (0.0, 1.0, False),
+    "compress_steps": (1, None, False),
+    "length_loss_factor": (0.0, None, False),
+    "codebook_size": (1, None, False),
+    "code_dim": (0, None, False),
+    "num_slices": (1, None, False),
+    "codebook_decay": (0.0, 1.0, False),
+    "commitment_weight": (0.0, None, False),
+    "num_samples": (1, None, False),
+    "dead_code_threshold": (0.0, None, False),
+    "bottleneck_warmup_updates": (0, None, False),
+    "latent_loss_start_update": (0, None, False),
+    "latent_loss_factor": (0.0, None, False),
+    "glance_ratio": (0.0, 1.0, True),
+    "glance_ratio_end": (0.0, 1.0, True),
+    "glance_anneal_updates": (0, None, False),
+}
+POSITIVE = ("length_ratio", "codebook_epsilon", "soft_em_temperature")  # > 0
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate(cfg) -> None:
+    """Raise ValueError naming the first option outside its range, and what it must be."""
+    for name, (low, high, high_inclusive) in RANGES.items():
+        value = getattr(cfg, name)
+        if high is None:
+            if value < low:
+                raise ValueError(f"{_flag(name)} must be >= {low}, got {value}")
+        elif not (low <= value <= high if high_inclusive else low <= value < high):
+            bracket = "]" if high_inclusive else ")"
+            raise ValueError(f"{_flag(name)} must be in [{low}, {high}{bracket}, got {value}")
+    for name in POSITIVE:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")
+    if cfg.encoder_embed_dim % cfg.encoder_attention_heads:
+        raise ValueError(
+            f"--encoder-embed-dim ({cfg.encoder_embed_dim}) must be divisible by "
+            f"--encoder-attention-heads ({cfg.encoder_attention_heads})"
+        )

@@ -19,7 +19,7 @@ from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import nn
 
 from .bottleneck import BottleneckConfig, VQBottleneck, em
-from .config import VQVAENATConfig
+from .config import VQVAENATConfig, validate
 from .latent import Compressor, Decompressor, LatentPredictor, sinusoidal_table
 
 logger = logging.getLogger(__name__)
@@ -326,9 +326,8 @@ def _validate(cfg, task):
             f"--arch vqvae_nat needs --task translation_vqvae (it applies the codebook's EM "
             f"updates and decodes the latent codes); got a {type(task).__name__}"
         )
+    validate(cfg)
     ratio = 2**cfg.compress_steps
-    if cfg.compress_steps < 1:
-        raise ValueError("--compress-steps must be >= 1")
     if ratio > cfg.max_target_positions:
         raise ValueError(
             f"--compress-steps {cfg.compress_steps} compresses 2^{cfg.compress_steps} = {ratio} "
@@ -339,11 +338,6 @@ def _validate(cfg, task):
         raise ValueError(
             "--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)"
         )
-    for name in ("glance_ratio", "glance_ratio_end"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(cfg, name)}")
-    if cfg.glance_anneal_updates < 0:
-        raise ValueError(f"--glance-anneal-updates must be >= 0, got {cfg.glance_anneal_updates}")
     code_dim = cfg.code_dim or cfg.encoder_embed_dim
     if code_dim % cfg.num_slices:
         raise ValueError(

@@ -834,12 +834,20 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (("--glance-ratio", "1.5"), "--glance-ratio must be in [0, 1]"),
-        (("--glance-ratio-end", "-0.1"), "--glance-ratio-end must be in [0, 1]"),
+        (("--glance-ratio", "1.5"), "--glance-ratio must be in [0.0, 1.0], got 1.5"),
+        (("--glance-ratio-end", "-0.1"), "--glance-ratio-end must be in [0.0, 1.0]"),
         (("--glance-anneal-updates", "-1"), "--glance-anneal-updates must be >= 0"),
+        (("--dropout", "1.0"), "--dropout must be in [0.0, 1.0), got 1.0"),
+        (("--num-slices", "0"), "--num-slices must be >= 1, got 0"),
+        (("--code-dim", "-8"), "--code-dim must be >= 0, got -8"),
+        (("--codebook-decay", "1"), "--codebook-decay must be in [0.0, 1.0), got 1"),
+        (("--latent-length", "source", "--length-ratio", "0"), "--length-ratio must be > 0, got 0"),
+        (("--soft-em-temperature", "0"), "--soft-em-temperature must be > 0"),
+        (("--num-samples", "0"), "--num-samples must be >= 1"),
+        (("--encoder-attention-heads", "3"), "--encoder-embed-dim (16) must be divisible by --encoder-attention-heads (3)"),
     ],
 )
-def test_glancing_options_are_validated(build_vqvae, flags, message):
+def test_option_ranges_are_validated_with_the_flag_name(build_vqvae, flags, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build_vqvae(*flags)
 
@@ -854,3 +862,13 @@ def test_another_task_or_criterion_is_refused_with_what_to_use(build_fairseq, ti
     net_input = sample["net_input"]
     with pytest.raises(ValueError, match="trains with --criterion vqvae_em"):
         built.model(net_input["src_tokens"], net_input["src_lengths"], net_input["prev_output_tokens"])
+
+
+def test_every_numeric_option_has_a_validated_range():
+    from fairseq_vqvae import config
+
+    numeric = {
+        f.name for f in config.VQVAENATConfig.__dataclass_fields__.values()
+        if f.type in (int, float) and not str(f.default).startswith("${")
+    }
+    assert numeric == set(config.RANGES) | set(config.POSITIVE)
