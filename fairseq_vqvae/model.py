@@ -303,6 +303,12 @@ def _check_compatible(model, state_dict):
             "this checkpoint is not a vqvae_nat model (it has no bottleneck.codebook.weight); "
             "load it with the task and --arch it was trained with"
         )
+    for key in ("bottleneck.codebook.weight", "bottleneck.codebook.ema_counts", "bottleneck.codebook.ema_sums"):
+        if key in state_dict and not bool(torch.isfinite(state_dict[key]).all()):
+            raise ValueError(
+                f"this checkpoint's codebook is not finite ({key} holds NaN or inf): the run "
+                f"diverged before it was saved; load or resume from an earlier checkpoint"
+            )
     ours = model.state_dict()
     for key, what in (("encoder.embed_tokens.weight", "source"), ("embed_target.weight", "target")):
         if key not in state_dict or key not in ours:

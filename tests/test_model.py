@@ -872,3 +872,13 @@ def test_every_numeric_option_has_a_validated_range():
         if f.type in (int, float) and not str(f.default).startswith("${")
     }
     assert numeric == set(config.RANGES) | set(config.POSITIVE)
+
+
+@pytest.mark.parametrize("key", ["bottleneck.codebook.weight", "bottleneck.codebook.ema_sums"])
+def test_a_checkpoint_with_a_non_finite_codebook_is_refused(build_vqvae, key):
+    """It used to decode to empty hypotheses with score nan, exit 0."""
+    built = build_vqvae("--bottleneck", "hard_em")
+    state = {k: v.clone() for k, v in built.model.state_dict().items()}
+    state[key][0, 3] = float("nan")
+    with pytest.raises(ValueError, match=re.escape(f"codebook is not finite ({key} holds NaN or inf)")):
+        build_vqvae("--bottleneck", "hard_em").model.load_state_dict(state)
