@@ -93,7 +93,10 @@ class VQVAEEMLoss(FairseqCriterion):
             zero = term["out"].sum() * 0
             return zero, 0, 0
         loss = -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-        correct = (logits.argmax(-1) == targets.argmax(-1)).sum().item()
+        # Accuracy against the nearest code (what greedy decoding must find), not the most
+        # sampled one: under soft EM the two differ.
+        codes = term["codes"][mask] if "codes" in term else targets.argmax(-1)  # (M, S)
+        correct = (logits.argmax(-1) == codes).sum().item()
         return loss, correct, targets.shape[0] * targets.shape[1]
 
     @staticmethod

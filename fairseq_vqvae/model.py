@@ -144,6 +144,7 @@ class VQVAENATModel(BaseFairseqModel):
             "latent": {
                 "out": latent_logits,
                 "tgt": vq.soft_targets,
+                "codes": vq.codes,  # nearest codes, for latent_acc
                 "mask": ~latent_mask,
                 "factor": latent_factor,
             },

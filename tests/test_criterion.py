@@ -101,6 +101,7 @@ def test_total_loss_is_the_weighted_sum_of_its_parts(
     assert ("length" in terms) == (length_factor is not None)
     if length_factor is not None:
         assert terms["length"]["factor"] == length_factor
+    assert torch.equal(latent["codes"], extra["codes"])  # latent_acc against the nearest codes
     # The code histogram counts each real latent once per slice.
     codes = extra["codes"][~extra["latent_mask"]]  # (M, S)
     histogram = torch.zeros(codes.shape[1], k, dtype=torch.float64)
@@ -207,3 +208,14 @@ def test_reduce_metrics_of_summed_logging_outputs_is_the_same():
     assert values_summed.keys() == values_list.keys()
     for key in values_list:
         assert values_summed[key] == pytest.approx(values_list[key]), key
+
+
+def test_latent_accuracy_is_against_the_nearest_code_not_the_most_sampled_one():
+    logits = torch.tensor([[[[0.0, 5.0, 0.0]]]])  # (B=1, N=1, S=1, K=3): predicts code 1
+    samples = torch.tensor([[[[0.0, 0.3, 0.7]]]])  # soft EM drew code 2 most often
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    nearest = torch.tensor([[[1]]])  # ... but code 1 is the nearest
+    _, correct, total = VQVAEEMLoss.latent_loss({"out": logits, "tgt": samples, "mask": mask, "codes": nearest})
+    assert (correct, total) == (1, 1)
+    _, correct, _ = VQVAEEMLoss.latent_loss({"out": logits, "tgt": samples, "mask": mask, "codes": nearest + 1})
+    assert correct == 0
