@@ -55,6 +55,7 @@ class VQVAENATGenerator:
         self.pad = tgt_dict.pad()
         self.banned = [tgt_dict.pad(), tgt_dict.bos()]
         self.latent_beam = latent_beam
+        self._warned_greedy = False
 
     @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, **kwargs):
@@ -147,7 +148,8 @@ class VQVAENATGenerator:
         predictor = model.latent_predictor
         batch_size = num_latents.shape[0]
         if self.latent_beam == 1 or batch_size != 1:
-            if self.latent_beam > 1:
+            if self.latent_beam > 1 and not self._warned_greedy:
+                self._warned_greedy = True  # once per generator, not once per batch
                 logger.warning("latent beam search runs at --batch-size 1 only; using greedy")
             device = num_latents.device
             return predictor.greedy(encoder_out, int(num_latents.max()), batch_size, device)

@@ -882,3 +882,17 @@ def test_a_checkpoint_with_a_non_finite_codebook_is_refused(build_vqvae, key):
     state[key][0, 3] = float("nan")
     with pytest.raises(ValueError, match=re.escape(f"codebook is not finite ({key} holds NaN or inf)")):
         build_vqvae("--bottleneck", "hard_em").model.load_state_dict(state)
+
+
+def test_latent_beam_greedy_fallback_warns_once_per_generator(build_vqvae, make_sample, caplog):
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    built = build_vqvae()
+    model = built.model.eval()
+    generator = VQVAENATGenerator(built.task.target_dictionary, latent_beam=4)
+    with caplog.at_level("WARNING", logger="fairseq_vqvae.generator"):
+        for first in (0, 2, 4):
+            generator.generate([model], make_sample(built.task, "test", [first, first + 1]))
+    assert [r.getMessage() for r in caplog.records].count(
+        "latent beam search runs at --batch-size 1 only; using greedy"
+    ) == 1
