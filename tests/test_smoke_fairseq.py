@@ -256,6 +256,8 @@ def start(root):
             "4",
             "--save-dir",
             dirs.full,
+            "--tensorboard-logdir",
+            root / "tensorboard",
             cwd=root,
         )
         checkpoint = dirs.full / "checkpoint_last.pt"
@@ -411,6 +413,10 @@ def test_train_writes_checkpoints_and_logs_validation_bleu(runs, trained):
         re.search(r"\| bleu \d+(\.\d+)? \|", line) for line in valid_lines
     ), valid_lines
     assert "num_updates 4" in valid_lines[-1]
+    # fairseq's standard loggers work: tensorboardX is installed (no "Please install" line).
+    assert "Please install tensorboardX" not in trained.output
+    events = list((runs.dirs.root / "tensorboard").rglob("events.out.tfevents.*"))
+    assert {p.parent.name for p in events} >= {"train", "valid"}, events
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])
