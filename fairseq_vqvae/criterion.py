@@ -1,11 +1,20 @@
 """vqvae_em: the EM-bottleneck criterion of vqvae_nat.
 
-loss = CE(tokens) [label smoothing optional, real tokens + EOS only]
-     + commitment (+ codebook loss for bottleneck=vqvae)
-     + latent_factor * CE(latent predictor, codes)   [soft targets under soft EM]
-     + length_factor * CE(length classifier)         [latent_length=predict]
-Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 5.1. Each term is a mean over its
-own positions, so ``sample_size`` is 1 per batch, as in fairseq's ``nat_loss``.
+The model returns named loss terms (``VQVAENATModel.forward``), each with a ``factor``; the loss
+is their weighted sum, as in fairseq's ``nat_loss``, so a new term needs no change here:
+
+  word_ins   CE(tokens) [label smoothing optional, real tokens + EOS only; its NLL is nll_loss]
+  latent     CE(latent predictor, codes)  [soft targets under soft EM]
+  commit     commitment (+ codebook loss for bottleneck=vqvae), computed by the bottleneck
+  length     CE(length classifier)        [latent_length=predict]
+
+A term holds either ``loss`` (a scalar) or ``out`` and ``tgt`` (integer class targets, or
+per-class soft targets in the last dimension) with an optional ``mask`` of the positions that
+count; ``label_smoothing: True`` applies --label-smoothing to it. Logged: ``loss`` and every
+``<name>_loss`` are factor-weighted and in bits, so the parts add up to ``loss``; ``nll_loss``
+is the token NLL in bits, as in fairseq. Roy et al. 2018 (https://arxiv.org/abs/1805.11063),
+section 5.1. Each term is a mean over its own positions, so ``sample_size`` is 1 per batch, as
+in fairseq's ``nat_loss``.
 """
 
 import math
@@ -20,8 +29,8 @@ from fairseq.dataclass import FairseqDataclass
 
 from .bottleneck import em
 
-# Scalar logging keys, each a per-batch mean summed over batches (divide by sample_size).
-MEAN_KEYS = ("word_ins_loss", "latent_loss", "commit_loss", "length_loss", "ema_perplexity")
+# Scalar logging keys other than the loss terms, each a per-batch mean summed over batches.
+MEAN_KEYS = ("ema_perplexity",)
 
 
 @dataclass
@@ -47,57 +56,70 @@ class VQVAEEMLoss(FairseqCriterion):
         terms, extra = model(
             net_input["src_tokens"], net_input["src_lengths"], tgt_tokens=sample["target"]
         )
-        word = self.word_loss(terms["word_ins"])
-        latent, correct, total = self.latent_loss(terms["latent"])
-        commit = terms["commit"]["loss"].float()
-        loss = word[0] + terms["latent"]["factor"] * latent + commit
-        length = torch.zeros_like(loss)
-        if "length" in terms:
-            length = F.cross_entropy(terms["length"]["out"].float(), terms["length"]["tgt"])
-            loss = loss + terms["length"]["factor"] * length
-        logging_output = {
-            "loss": loss.detach(),
-            "nll_loss": word[1].detach(),
-            "word_ins_loss": word[0].detach(),
-            "latent_loss": latent.detach(),
-            "commit_loss": commit.detach(),
-            "length_loss": length.detach(),
-            "latent_correct": correct,
-            "latent_total": total,
-            "ema_perplexity": extra["vq_stats"]["ema_perplexity"].detach(),
-            "code_counts": _code_histogram(extra, model_codebook_size(terms)),
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": 1,
-        }
-        return loss, 1, logging_output
+        total = 0.0
+        logging_output = {}
+        for name, term in terms.items():
+            value = self.term_loss(term)  # unweighted, nats
+            weighted = term.get("factor", 1.0) * value
+            total = total + weighted
+            logging_output[f"{name}_loss"] = weighted.detach()
+        nll = self.nll(terms["word_ins"])
+        correct, count = self.latent_accuracy(terms["latent"])
+        logging_output.update(
+            {
+                "loss": total.detach(),
+                "nll_loss": nll.detach(),
+                "latent_correct": correct,
+                "latent_total": count,
+                "ema_perplexity": extra["vq_stats"]["ema_perplexity"].detach(),
+                "code_counts": _code_histogram(extra, model_codebook_size(terms)),
+                "ntokens": sample["ntokens"],
+                "nsentences": sample["nsentences"],
+                "sample_size": 1,
+            }
+        )
+        return total, 1, logging_output
 
-    def word_loss(self, term):
-        """(label-smoothed loss, nll) averaged over real target tokens + EOS."""
-        mask = term["mask"]
-        lprobs = F.log_softmax(term["out"][mask].float(), dim=-1)
-        target = term["tgt"][mask]
-        if target.numel() == 0:
-            zero = lprobs.sum() * 0
-            return zero, zero
-        loss, nll = label_smoothed_nll_loss(lprobs, target, self.label_smoothing, reduce=True)
-        return loss / target.numel(), nll / target.numel()
+    def term_loss(self, term):
+        """One term's unweighted loss (nats): its ``loss``, or the mean cross-entropy of ``out``
+        against ``tgt`` (class ids, or soft targets) over the positions in ``mask``."""
+        if "loss" in term:
+            return term["loss"].float()
+        out, target = term["out"], term["tgt"]
+        if "mask" in term:
+            out, target = out[term["mask"]], target[term["mask"]]
+        soft = target.is_floating_point()
+        lprobs = F.log_softmax(out.float(), dim=-1)
+        if soft:
+            lprobs, target = lprobs.reshape(-1, lprobs.shape[-1]), target.reshape(-1, target.shape[-1]).float()
+        else:
+            lprobs, target = lprobs.reshape(-1, lprobs.shape[-1]), target.reshape(-1)
+        if target.shape[0] == 0:
+            return term["out"].float().sum() * 0
+        if soft:
+            return -(target * lprobs).sum(-1).mean()
+        epsilon = self.label_smoothing if term.get("label_smoothing") else 0.0
+        loss, _ = label_smoothed_nll_loss(lprobs, target, epsilon, reduce=True)
+        return loss / target.numel()
 
     @staticmethod
-    def latent_loss(term):
-        """Soft-target cross-entropy over unmasked latents and slices; accuracy counts."""
+    def nll(term):
+        """Mean NLL (nats) of the term's class targets over its mask (fairseq's nll_loss)."""
+        mask = term["mask"]
+        target = term["tgt"][mask]
+        if target.numel() == 0:
+            return term["out"].float().sum() * 0
+        return F.cross_entropy(term["out"][mask].float(), target)
+
+    @staticmethod
+    def latent_accuracy(term):
+        """(predictions equal to the nearest code, latents x slices) over the mask."""
         mask = term["mask"]  # (B, N) True at real latents
-        logits = term["out"][mask].float()  # (M, S, K)
-        targets = term["tgt"][mask].float()  # (M, S, K)
-        if logits.numel() == 0:
-            zero = term["out"].sum() * 0
-            return zero, 0, 0
-        loss = -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-        # Accuracy against the nearest code (what greedy decoding must find), not the most
-        # sampled one: under soft EM the two differ.
-        codes = term["codes"][mask] if "codes" in term else targets.argmax(-1)  # (M, S)
-        correct = (logits.argmax(-1) == codes).sum().item()
-        return loss, correct, targets.shape[0] * targets.shape[1]
+        predicted = term["out"][mask].argmax(-1)  # (M, S)
+        # Against the nearest code (what greedy decoding must find), not the most sampled one:
+        # under soft EM the two differ.
+        codes = term["codes"][mask] if "codes" in term else term["tgt"][mask].argmax(-1)
+        return int((predicted == codes).sum()), predicted.numel()
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -112,6 +134,11 @@ class VQVAEEMLoss(FairseqCriterion):
             "nll_loss", _item(total("nll_loss")) / sample_size / math.log(2), sample_size, round=3
         )
         metrics.log_derived("ppl", lambda meters: _ppl(meters["nll_loss"].avg))
+        term_keys = sorted({k for log in logging_outputs for k in log if k.endswith("_loss")})
+        for key in term_keys:
+            if key not in ("loss", "nll_loss"):
+                value = _item(total(key)) / sample_size / math.log(2)  # bits, like loss
+                metrics.log_scalar(key, value, sample_size, round=3)
         for key in MEAN_KEYS:
             metrics.log_scalar(key, _item(total(key)) / sample_size, sample_size, round=3)
         latent_total = _item(total("latent_total"))

@@ -140,7 +140,13 @@ class VQVAENATModel(BaseFairseqModel):
             self.num_updates, self.cfg.latent_loss_start_update
         )
         terms = {
-            "word_ins": {"out": word_logits, "tgt": target, "mask": word_mask},
+            "word_ins": {
+                "out": word_logits,
+                "tgt": target,
+                "mask": word_mask,
+                "label_smoothing": True,
+                "factor": 1.0,
+            },
             "latent": {
                 "out": latent_logits,
                 "tgt": vq.soft_targets,

@@ -92,11 +92,17 @@ def test_total_loss_is_the_weighted_sum_of_its_parts(
     assert sample_size == 1
     assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
     assert torch.allclose(log["loss"], expected, atol=1e-5)
+    # Logged parts are factor-weighted, so that they add up to the loss.
     assert torch.allclose(log["word_ins_loss"], word_loss, atol=1e-5)
     assert torch.allclose(log["nll_loss"], nll, atol=1e-5)
-    assert torch.allclose(log["latent_loss"], latent_loss, atol=1e-5)
+    assert torch.allclose(log["latent_loss"], latent["factor"] * latent_loss, atol=1e-5)
     assert torch.allclose(log["commit_loss"], commit)
-    assert torch.allclose(log["length_loss"], length_loss, atol=1e-5)
+    if "length" in terms:
+        assert torch.allclose(log["length_loss"], terms["length"]["factor"] * length_loss, atol=1e-5)
+    else:
+        assert "length_loss" not in log
+    parts = sum(log[f"{name}_loss"] for name in terms)
+    assert torch.allclose(parts, log["loss"], atol=1e-5)
     assert latent["factor"] == latent_factor
     assert ("length" in terms) == (length_factor is not None)
     if length_factor is not None:
@@ -122,7 +128,8 @@ def test_latent_loss_is_off_before_its_start_update(build_vqvae, make_sample):
     loss_after, _, log_after, _, _ = _run_criterion(built, sample)
 
     assert terms["latent"]["factor"] == 0.0
-    assert log_before["latent_loss"] > 0  # still logged
+    assert log_before["latent_loss"] == 0  # weighted by its factor, 0 before the start
+    assert log_after["latent_loss"] > 0
     assert torch.allclose(loss_after - loss_before, log_after["latent_loss"], atol=1e-5)
 
 
@@ -134,7 +141,8 @@ def test_soft_target_latent_loss_equals_hard_cross_entropy_for_one_hot_targets()
     logits[~mask] = 1e4  # padding must not count
     term = {"out": logits, "tgt": F.one_hot(codes, 6).float(), "mask": mask}
 
-    loss, correct, total = VQVAEEMLoss.latent_loss(term)
+    loss = VQVAEEMLoss(None).term_loss(term)
+    correct, total = VQVAEEMLoss.latent_accuracy(term)
 
     expected = F.cross_entropy(logits[mask].reshape(-1, 6), codes[mask].reshape(-1))
     assert torch.allclose(loss, expected, atol=1e-6)
@@ -184,10 +192,11 @@ def test_reduce_metrics_matches_a_manual_aggregate():
     assert smoothed["ppl"] == pytest.approx(
         round(2 ** ((1.0 + 2.0) / 2 / math.log(2)), 2)
     )
-    assert values["word_ins_loss"] == pytest.approx(2.0)
-    assert values["latent_loss"] == pytest.approx(0.6)
-    assert values["commit_loss"] == pytest.approx(0.5)
-    assert values["length_loss"] == pytest.approx(2.0)
+    # Every logged loss is in bits, like loss and nll_loss.
+    assert values["word_ins_loss"] == pytest.approx(2.0 / math.log(2))
+    assert values["latent_loss"] == pytest.approx(0.6 / math.log(2))
+    assert values["commit_loss"] == pytest.approx(0.5 / math.log(2))
+    assert values["length_loss"] == pytest.approx(2.0 / math.log(2))
     assert values["ema_perplexity"] == pytest.approx(3.0)
     assert values["latent_acc"] == pytest.approx((3 + 1) / (4 + 6))
     assert values["code_perplexity"] == pytest.approx(
@@ -215,7 +224,29 @@ def test_latent_accuracy_is_against_the_nearest_code_not_the_most_sampled_one():
     samples = torch.tensor([[[[0.0, 0.3, 0.7]]]])  # soft EM drew code 2 most often
     mask = torch.ones(1, 1, dtype=torch.bool)
     nearest = torch.tensor([[[1]]])  # ... but code 1 is the nearest
-    _, correct, total = VQVAEEMLoss.latent_loss({"out": logits, "tgt": samples, "mask": mask, "codes": nearest})
+    correct, total = VQVAEEMLoss.latent_accuracy({"out": logits, "tgt": samples, "mask": mask, "codes": nearest})
     assert (correct, total) == (1, 1)
-    _, correct, _ = VQVAEEMLoss.latent_loss({"out": logits, "tgt": samples, "mask": mask, "codes": nearest + 1})
+    correct, _ = VQVAEEMLoss.latent_accuracy({"out": logits, "tgt": samples, "mask": mask, "codes": nearest + 1})
     assert correct == 0
+
+
+def test_a_term_counts_with_the_factor_the_model_gives_it(build_vqvae, make_sample):
+    """A new term, or another factor on an existing one, needs no criterion change."""
+    built = build_vqvae("--bottleneck", "hard_em")
+    built.model.eval()
+    sample = make_sample(built.task, "train", range(6))
+    base, _, base_log, _, _ = _run_criterion(built, sample)
+    original = built.model.forward
+
+    def forward(*args, **kwargs):
+        terms, extra = original(*args, **kwargs)
+        terms["commit"]["factor"] = 3.0
+        terms["extra"] = {"loss": torch.tensor(2.0), "factor": 0.5}
+        return terms, extra
+
+    built.model.forward = forward
+    loss, _, log, _, _ = _run_criterion(built, sample)
+    assert torch.allclose(loss, base + 2 * base_log["commit_loss"] + 1.0, atol=1e-5)
+    assert torch.allclose(log["extra_loss"], torch.tensor(1.0))
+    assert torch.allclose(log["commit_loss"], 3 * base_log["commit_loss"])
+
