@@ -327,8 +327,38 @@ def translate(task, generator, models, dataset, *, max_sentences, max_tokens, de
     return texts, seconds, sizes
 
 
-def apply_task_options(task, saved_cfg, overrides: dict) -> None:
-    """Set the spec's task options (e.g. ``gen_eos``) on the loaded task, and refuse unknown keys.
+def check_known_options(checkpoint: Path, task_name: str, overrides: dict) -> None:
+    """Refuse an override that is not an option of the checkpoint's model or task, nor of the
+    task's current configuration (an option added after the checkpoint was trained).
+
+    NB: read the checkpoint's configuration before fairseq merges the overrides into it: its
+    loader copies every override into a legacy (argparse) configuration, typos included.
+    """
+    from fairseq import checkpoint_utils
+    from fairseq.tasks import TASK_DATACLASS_REGISTRY
+
+    cfg = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))["cfg"]
+    known = _option_names(cfg.model) | _option_names(cfg.task) | {"data", "eval_bleu"}
+    task_dataclass = TASK_DATACLASS_REGISTRY.get(task_name)
+    if task_dataclass is not None:
+        known |= set(task_dataclass.__dataclass_fields__)
+    for key, value in overrides.items():
+        if key not in known:
+            raise ValueError(
+                f"unknown option {key}={value!r}: not a generation, task or model option of this checkpoint"
+            )
+
+
+def _option_names(section) -> set:
+    """Keys of a configuration section: an omegaconf node, or the argparse Namespace in which
+    fairseq keeps a legacy model's options."""
+    if section is None:
+        return set()
+    return set(vars(section)) if hasattr(section, "__dict__") and not hasattr(section, "keys") else set(section.keys())
+
+
+def apply_task_options(task, overrides: dict) -> None:
+    """Set the spec's task options (e.g. ``gen_eos``) on the loaded task.
 
     NB: fairseq applies ``arg_overrides`` only to the keys a checkpoint saved, so an option the
     task gained after the checkpoint was written would be dropped without a word.
@@ -339,10 +369,6 @@ def apply_task_options(task, saved_cfg, overrides: dict) -> None:
         if key in task.cfg:
             with open_dict(task.cfg):
                 task.cfg[key] = value
-        elif key not in saved_cfg.model and key not in saved_cfg.task:
-            raise ValueError(
-                f"unknown option {key}={value!r}: not a generation, task or model option of this checkpoint"
-            )
 
 
 def evaluate(spec: dict, args, context: dict) -> dict:
@@ -364,6 +390,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     record["generation"] = gen_settings
     record["data"] = data
     overrides = {"data": data, "eval_bleu": False, **overrides}
+    check_known_options(checkpoint, spec["task"], overrides)
     models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
     trained_task = saved_cfg.task._name
     if trained_task != spec["task"]:
@@ -371,7 +398,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
             f"{checkpoint} was trained with --task {trained_task}, but the spec says {spec['task']}: "
             f"use {spec['name']}={trained_task}:{checkpoint}"
         )
-    apply_task_options(task, saved_cfg, overrides)
+    apply_task_options(task, overrides)
     for model in models:
         model.eval()
         if context["device"] == "cuda":

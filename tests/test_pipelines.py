@@ -460,11 +460,36 @@ def test_benchmark_sets_task_options_the_checkpoint_never_saved():
         sys.path.remove(str(SCRIPTS))
     task = SimpleNamespace(cfg=OmegaConf.create({"gen_eos": "first", "gen_dedup": False}))
     OmegaConf.set_struct(task.cfg, True)
-    saved = OmegaConf.create({"model": {"dropout": 0.3}, "task": {"data": "old"}})
-    benchmark.apply_task_options(task, saved, {"gen_eos": "last-latent", "gen_dedup": True, "dropout": 0.3, "data": "d"})
+    benchmark.apply_task_options(task, {"gen_eos": "last-latent", "gen_dedup": True, "dropout": 0.3, "data": "d"})
     assert task.cfg.gen_eos == "last-latent" and task.cfg.gen_dedup is True
-    with pytest.raises(ValueError, match="unknown option gen_eoss='length'"):
-        benchmark.apply_task_options(task, saved, {"gen_eoss": "length"})
+
+
+def test_benchmark_refuses_a_misspelt_option_before_fairseq_saves_it(tmp_path):
+    """fairseq copies every override into a legacy (argparse) checkpoint configuration, so a
+    typo used to pass the check after loading and run with the default (status ok)."""
+    import argparse
+
+    import torch
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    import fairseq_vqvae.model  # noqa: F401  (registers translation_vqvae)
+
+    args = argparse.Namespace(
+        _name="vqvae_nat", arch="vqvae_nat_tiny", task="translation_vqvae", data="d", dropout=0.1,
+        criterion="vqvae_em", optimizer="adam", lr_scheduler="fixed", seed=1,
+    )
+    checkpoint = tmp_path / "checkpoint.pt"
+    history = [{"criterion_name": "VQVAEEMLoss", "optimizer_name": "Adam", "num_updates": 0,
+                "lr_scheduler_state": {"best": None}}]
+    extra = {"train_iterator": {"epoch": 1}, "val_loss": None}
+    torch.save({"args": args, "model": {}, "optimizer_history": history, "extra_state": extra}, checkpoint)
+    benchmark.check_known_options(checkpoint, "translation_vqvae", {"gen_eos": "length", "dropout": 0.2, "data": "x"})
+    with pytest.raises(ValueError, match="unknown option gen_eoss='first'"):
+        benchmark.check_known_options(checkpoint, "translation_vqvae", {"gen_eoss": "first"})
 
 
 def test_benchmark_spec_errors(tmp_path, capsys, monkeypatch):
