@@ -169,12 +169,35 @@ def _argument_type(annotation):
     return annotation
 
 
+# Integer options are counts: >= 0 (0 means "none" or "all" where the help says so), and >= 1
+# for these, where 0 has no meaning.
+_AT_LEAST_ONE = {
+    "codebook_size", "code_dim", "num_slices", "hidden_channels", "residual_channels",
+    "num_downsamples", "max_updates", "batch_size", "log_interval", "save_interval",
+    "eval_batch_size", "prior_layers", "prior_dim", "prior_heads", "prior_updates",
+    "prior_batch_size",
+}
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
     """Add one ``--kebab-case`` flag per field of ``config_class`` to ``parser``."""
     group = parser.add_argument_group(config_class.__name__)
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
         kind = _argument_type(f.type)
+        if kind is int:
+            kind = _at_least(1 if f.name in _AT_LEAST_ONE else 0)
         meta = dict(f.metadata)
         help_text = meta.pop("help", "")
         if kind is bool:
