@@ -10,6 +10,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from .bottleneck import BOTTLENECKS
+from .errors import OptionError
 
 BottleneckChoice = ChoiceEnum(list(BOTTLENECKS))
 LatentLengthChoice = ChoiceEnum(["predict", "source"])
@@ -232,15 +233,15 @@ def validate(cfg) -> None:
         value = getattr(cfg, name)
         if high is None:
             if value < low:
-                raise ValueError(f"{_flag(name)} must be >= {low}, got {value}")
+                raise OptionError(f"{_flag(name)} must be >= {low}, got {value}")
         elif not (low <= value <= high if high_inclusive else low <= value < high):
             bracket = "]" if high_inclusive else ")"
-            raise ValueError(f"{_flag(name)} must be in [{low}, {high}{bracket}, got {value}")
+            raise OptionError(f"{_flag(name)} must be in [{low}, {high}{bracket}, got {value}")
     for name in POSITIVE:
         if not getattr(cfg, name) > 0:
-            raise ValueError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")
+            raise OptionError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")
     if cfg.encoder_embed_dim % cfg.encoder_attention_heads:
-        raise ValueError(
+        raise OptionError(
             f"--encoder-embed-dim ({cfg.encoder_embed_dim}) must be divisible by "
             f"--encoder-attention-heads ({cfg.encoder_attention_heads})"
         )

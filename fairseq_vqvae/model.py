@@ -20,9 +20,11 @@ from torch import nn
 
 from .bottleneck import BottleneckConfig, VQBottleneck, em
 from .config import VQVAENATConfig, validate
+from .errors import OptionError, install_one_line_errors
 from .latent import Compressor, Decompressor, LatentPredictor, sinusoidal_table
 
 logger = logging.getLogger(__name__)
+install_one_line_errors()
 
 LENGTH_OFFSET = 128  # length classes predict T - |x| + 128, as fairseq's NAT models
 
@@ -306,13 +308,13 @@ class VQVAENATModel(BaseFairseqModel):
 
 def _check_compatible(model, state_dict):
     if "bottleneck.codebook.weight" not in state_dict:
-        raise ValueError(
+        raise OptionError(
             "this checkpoint is not a vqvae_nat model (it has no bottleneck.codebook.weight); "
             "load it with the task and --arch it was trained with"
         )
     for key in ("bottleneck.codebook.weight", "bottleneck.codebook.ema_counts", "bottleneck.codebook.ema_sums"):
         if key in state_dict and not bool(torch.isfinite(state_dict[key]).all()):
-            raise ValueError(
+            raise OptionError(
                 f"this checkpoint's codebook is not finite ({key} holds NaN or inf): the run "
                 f"diverged before it was saved; load or resume from an earlier checkpoint"
             )
@@ -322,7 +324,7 @@ def _check_compatible(model, state_dict):
             continue
         theirs = state_dict[key].shape
         if ours[key].shape != theirs:
-            raise ValueError(
+            raise OptionError(
                 f"dictionary mismatch: the checkpoint's {what} dictionary has {theirs[0]} "
                 f"symbols, the data's has {ours[key].shape[0]}; binarize the data with the checkpoint's "
                 f"dictionaries (fairseq-preprocess --srcdict/--tgtdict, or --joined-dictionary)"
@@ -335,25 +337,25 @@ def _validate(cfg, task):
     if not isinstance(task, TranslationVQVAENATTask):
         # Another task would train an EM codebook that never updates (the M-step runs in this
         # task's optimizer_step) and could not decode the codes.
-        raise ValueError(
+        raise OptionError(
             f"--arch vqvae_nat needs --task translation_vqvae (it applies the codebook's EM "
             f"updates and decodes the latent codes); got a {type(task).__name__}"
         )
     validate(cfg)
     ratio = 2**cfg.compress_steps
     if ratio > cfg.max_target_positions:
-        raise ValueError(
+        raise OptionError(
             f"--compress-steps {cfg.compress_steps} compresses 2^{cfg.compress_steps} = {ratio} "
             f"tokens into one latent, more than --max-target-positions {cfg.max_target_positions}; "
             f"lower --compress-steps or raise --max-target-positions"
         )
     if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
-        raise ValueError(
+        raise OptionError(
             "--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)"
         )
     code_dim = cfg.code_dim or cfg.encoder_embed_dim
     if code_dim % cfg.num_slices:
-        raise ValueError(
+        raise OptionError(
             f"--code-dim ({code_dim}) must be divisible by --num-slices ({cfg.num_slices})"
         )
 

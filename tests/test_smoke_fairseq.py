@@ -516,3 +516,15 @@ def test_generate_with_a_transformer_checkpoint_fails_clearly(runs):
         "--task translation_vqvae needs a vqvae_nat checkpoint, got a TransformerModel"
         in decode.output
     ), decode.log
+
+
+def test_a_bad_option_is_a_one_line_error_without_traceback(tiny_databin, tmp_path):
+    result = fairseq(
+        "train", tiny_databin, "--user-dir", USER_DIR, "--task", "translation_vqvae",
+        "--arch", "vqvae_nat_tiny", "--criterion", "vqvae_em", "--share-all-embeddings", "--cpu",
+        "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "500", "--max-update", "1", "--dropout", "1.0",
+        "--save-dir", tmp_path, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "fairseq-train: error: --dropout must be in [0.0, 1.0), got 1.0"
