@@ -49,6 +49,7 @@ def make_row(args) -> dict:
     oracle = models.get(f"{args.variant}, oracle latents", {})
     last = valid[-1]
     command = train_dir / "command.txt"
+    commits = train_dir / "train_commits.txt"
     return {
         "variant": args.variant,
         "data": args.data,
@@ -69,7 +70,8 @@ def make_row(args) -> dict:
         "code_perplexity": last.get("code_perplexity"),
         "train_wall_s": train_wall(log_text),
         "hardware": bench["benchmark"]["hardware"],
-        "commit": _commit(),
+        "commit": _commit(),  # of the measurement
+        "train_commits": commits.read_text().split("\n")[:-1] if commits.exists() else None,
         "command": command.read_text().strip() if command.exists() else None,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }

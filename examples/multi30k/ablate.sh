@@ -129,6 +129,8 @@ for seed in "${SEEDS[@]}"; do
     if [[ $DRY_RUN == 0 ]]; then
       mkdir -p "$save"
       printf '%q ' "${cmd[@]}" > "$save/command.txt"
+      # The code each training segment ran (a resumed run may continue on a later commit).
+      echo "$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')" >> "$save/train_commits.txt"
       "${cmd[@]}" >> "$save/train.log" 2>&1 || die "training failed: see $save/train.log (rerun to resume)"
       touch "$save/train.done"
     fi
