@@ -730,6 +730,7 @@ def build_parser():
     parser.add_argument("--md", type=Path, help="Markdown table path")
     parser.add_argument("--json", type=Path, help="JSON results path")
     parser.add_argument("--png", type=Path, help="BLEU-vs-latency plot path")
+    parser.add_argument("--replace-results", action="store_true", help="overwrite --json/--out-dir results even when they hold more measured models than this run")
     parser.add_argument("--save-hyps", type=Path, help="folder for each model's detokenized hypotheses")
     parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                         help="attach KEY=VALUE to every model record of this run (e.g. train_wall_s=1234)")
@@ -829,6 +830,7 @@ def _run(args, specs, meta, parser) -> int:
         "rows": aggregate(records, args.ar_beam_row, args.ar_greedy_row),
         "models": records,
     }
+    kept = _keep_richer_results(args, report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -844,7 +846,36 @@ def _run(args, specs, meta, parser) -> int:
     if failed:
         log(f"{len(failed)} model(s) failed: " + "; ".join(f"{r['name']}: {r['error']}" for r in failed))
         return 1
-    return 0
+    return 1 if kept else 0
+
+
+def _measured(report: dict) -> int:
+    """Models this report measured itself (not merged from earlier files, not missing)."""
+    return sum(1 for m in report.get("models", []) if m.get("status") == "ok" and "merged_from" not in m)
+
+
+def _keep_richer_results(args, report: dict) -> bool:
+    """A results file that holds measurements is never replaced by one with fewer (e.g. a rerun
+    on a machine without the checkpoints): the new files then go beside it as *.new.*.
+    Returns True when it redirected them."""
+    if not args.json or not args.json.exists() or args.replace_results:
+        return False
+    try:
+        old = json.loads(args.json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if _measured(report) >= _measured(old):
+        return False
+    log(
+        f"{args.json} holds {_measured(old)} measured models, this run measured {_measured(report)} "
+        f"(checkpoints missing?): kept it, and wrote the new results beside it as *.new.*; "
+        f"pass --replace-results to overwrite"
+    )
+    for name in ("json", "md", "png"):
+        path = getattr(args, name)
+        if path:
+            setattr(args, name, path.with_name(f"{path.stem}.new{path.suffix}"))
+    return True
 
 
 if __name__ == "__main__":

@@ -366,6 +366,30 @@ def test_benchmark_merges_earlier_results(pipeline, tmp_path, capsys):
     assert "†" in (tmp_path / "t.md").read_text()
 
 
+def test_benchmark_never_replaces_results_with_fewer_measurements(pipeline, tmp_path):
+    """A rerun on a machine without the checkpoints used to rewrite the committed table with
+    merged copies only (its commit, date and wall time lost)."""
+    import shutil
+
+    result_of(pipeline, "benchmark")
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    table = tmp_path / "benchmark.json"
+    shutil.copy(pipeline.dirs.bench / "benchmark.json", table)
+    before = table.read_text()
+    argv = ["--data", str(pipeline.dirs.data / "data-bin"), "--model", f"AR greedy=translation:{tmp_path / 'gone.pt'}",
+            "--merge-json", str(table), "--json", str(table)]
+    assert benchmark.main(argv) == 1
+    assert table.read_text() == before
+    redirected = json.loads((tmp_path / "benchmark.new.json").read_text())
+    assert all("merged_from" in m or m.get("status") == "missing" for m in redirected["models"])
+    assert benchmark.main([*argv, "--replace-results"]) == 0
+    assert table.read_text() != before
+
+
 def test_benchmark_merge_fills_missing_rows_in_place(tmp_path):
     """Earlier results replace this run's missing records where they stand (also for run.sh's
     CKPT.unfinished names); the first file with a checkpoint wins; the test set is kept."""
