@@ -82,7 +82,7 @@ def test_unknown_variant_and_bad_budget_get_one_line_errors():
 @pytest.mark.parametrize(
     "variant, present, absent",
     [
-        ("old_recipe", ["--lr 1e-3", "--warmup-updates 500"], ["--glance-ratio"]),
+        ("old_recipe", ["--lr 1e-3", "--warmup-updates 500", "--dropout 0.3 --glance-ratio 0"], ["--glance-ratio 0.5"]),
         ("fast_schedule_glance", ["--warmup-updates 200", "--glance-ratio 0.5"], ["--warmup-updates 500"]),
     ],
 )

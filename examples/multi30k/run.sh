@@ -45,7 +45,7 @@ Environment (default):
   DISTILL_SHARDS=8             NAT_MAX_UPDATE=1000           STUDENT_MAX_UPDATE=1000
   DISTILL_GENERATE_ARGS=""     (extra fairseq-generate flags for the distillation)
   STUDENT_ARCH=vqvae_nat_small STUDENT_MAX_TOKENS=4096       STUDENT_LR=1e-3
-  STUDENT_WARMUP=500           STUDENT_AUTOCAST=1 (train students with --bf16-autocast)
+  STUDENT_WARMUP=200           STUDENT_AUTOCAST=1 (train students with --bf16-autocast)
   STUDENT_EXTRA=""             (extra fairseq-train flags for every student)
   SEEDS_EM="1 2"               SEEDS_VQVAE="1"               SEEDS_NC4="1"
   SEEDS_AR_INIT="1"
@@ -78,7 +78,7 @@ STUDENT_MAX_UPDATE="${STUDENT_MAX_UPDATE:-1000}"
 STUDENT_ARCH="${STUDENT_ARCH:-vqvae_nat_small}"
 STUDENT_MAX_TOKENS="${STUDENT_MAX_TOKENS:-4096}"
 STUDENT_LR="${STUDENT_LR:-1e-3}"
-STUDENT_WARMUP="${STUDENT_WARMUP:-500}"
+STUDENT_WARMUP="${STUDENT_WARMUP:-200}"
 STUDENT_AUTOCAST="${STUDENT_AUTOCAST:-1}"
 STUDENT_EXTRA="${STUDENT_EXTRA:-}"
 SEEDS_EM="${SEEDS_EM:-1 2}"
