@@ -56,14 +56,15 @@ class VQVAEEMLoss(FairseqCriterion):
         terms, extra = model(
             net_input["src_tokens"], net_input["src_lengths"], tgt_tokens=sample["target"]
         )
-        total = 0.0
+        total, nll = 0.0, None
         logging_output = {}
         for name, term in terms.items():
-            value = self.term_loss(term)  # unweighted, nats
+            value, term_nll = self.term_loss(term)  # unweighted, nats
             weighted = term.get("factor", 1.0) * value
             total = total + weighted
             logging_output[f"{name}_loss"] = weighted.detach()
-        nll = self.nll(terms["word_ins"])
+            if name == "word_ins":
+                nll = term_nll
         correct, count = self.latent_accuracy(terms["latent"])
         logging_output.update(
             {
@@ -81,35 +82,25 @@ class VQVAEEMLoss(FairseqCriterion):
         return total, 1, logging_output
 
     def term_loss(self, term):
-        """One term's unweighted loss (nats): its ``loss``, or the mean cross-entropy of ``out``
-        against ``tgt`` (class ids, or soft targets) over the positions in ``mask``."""
+        """One term's unweighted loss and NLL (nats; the NLL is None without class targets): its
+        ``loss``, or the mean cross-entropy of ``out`` against ``tgt`` (class ids, or soft
+        targets) over the positions in ``mask``."""
         if "loss" in term:
-            return term["loss"].float()
+            return term["loss"].float(), None
         out, target = term["out"], term["tgt"]
         if "mask" in term:
             out, target = out[term["mask"]], target[term["mask"]]
-        soft = target.is_floating_point()
         lprobs = F.log_softmax(out.float(), dim=-1)
-        if soft:
-            lprobs, target = lprobs.reshape(-1, lprobs.shape[-1]), target.reshape(-1, target.shape[-1]).float()
-        else:
-            lprobs, target = lprobs.reshape(-1, lprobs.shape[-1]), target.reshape(-1)
-        if target.shape[0] == 0:
-            return term["out"].float().sum() * 0
-        if soft:
-            return -(target * lprobs).sum(-1).mean()
-        epsilon = self.label_smoothing if term.get("label_smoothing") else 0.0
-        loss, _ = label_smoothed_nll_loss(lprobs, target, epsilon, reduce=True)
-        return loss / target.numel()
-
-    @staticmethod
-    def nll(term):
-        """Mean NLL (nats) of the term's class targets over its mask (fairseq's nll_loss)."""
-        mask = term["mask"]
-        target = term["tgt"][mask]
+        lprobs = lprobs.reshape(-1, lprobs.shape[-1])
         if target.numel() == 0:
-            return term["out"].float().sum() * 0
-        return F.cross_entropy(term["out"][mask].float(), target)
+            zero = term["out"].float().sum() * 0
+            return zero, zero
+        if target.is_floating_point():  # soft targets (..., K)
+            return -(target.reshape(-1, target.shape[-1]).float() * lprobs).sum(-1).mean(), None
+        target = target.reshape(-1)
+        epsilon = self.label_smoothing if term.get("label_smoothing") else 0.0
+        loss, nll = label_smoothed_nll_loss(lprobs, target, epsilon, reduce=True)
+        return loss / target.numel(), nll / target.numel()
 
     @staticmethod
     def latent_accuracy(term):

@@ -141,7 +141,7 @@ def test_soft_target_latent_loss_equals_hard_cross_entropy_for_one_hot_targets()
     logits[~mask] = 1e4  # padding must not count
     term = {"out": logits, "tgt": F.one_hot(codes, 6).float(), "mask": mask}
 
-    loss = VQVAEEMLoss(None).term_loss(term)
+    loss, _ = VQVAEEMLoss(None).term_loss(term)
     correct, total = VQVAEEMLoss.latent_accuracy(term)
 
     expected = F.cross_entropy(logits[mask].reshape(-1, 6), codes[mask].reshape(-1))
