@@ -188,6 +188,12 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "updates over which the glancing ratio goes linearly from --glance-ratio to --glance-ratio-end; 0 = constant --glance-ratio"
         },
     )
+    predicted_latent_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "scheduled sampling of codes (CNAT, latent-GLAT: 0.5) in [0, 1]: in training, each latent position feeds the decoder, with this probability, the latent predictor's teacher-forced best code instead of the target's, so that the decoder learns to read predicted codes; 0 = off (paper)"
+        },
+    )
 
 
 # Valid range of every numeric option: (low, high, high_inclusive); low is inclusive, None is
@@ -219,6 +225,7 @@ RANGES = {
     "glance_ratio": (0.0, 1.0, True),
     "glance_ratio_end": (0.0, 1.0, True),
     "glance_anneal_updates": (0, None, False),
+    "predicted_latent_ratio": (0.0, 1.0, True),
 }
 POSITIVE = ("length_ratio", "codebook_epsilon", "soft_em_temperature")  # > 0
 

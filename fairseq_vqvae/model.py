@@ -127,7 +127,10 @@ class VQVAENATModel(BaseFairseqModel):
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
         target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
         target, latent_mask, z, vq = self.autoencode(tgt_tokens, src_lengths, encoder_out)
+        lp = self.latent_predictor
+        latent_logits = lp(lp.embed(vq.codes), encoder_out, latent_mask)  # (B, N, S, K)
         latents = self._warmup_mix(vq.quantized, z)
+        latents = self._mix_predicted(latents, latent_logits, latent_mask)
         h, token_mask = self.decoder_inputs(latents, latent_mask)
         glanced = self._glance(h, token_mask, target, encoder_out)  # (B, L) bool or None
         if glanced is not None:
@@ -135,8 +138,6 @@ class VQVAENATModel(BaseFairseqModel):
             h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
         word_logits = self.decode_inputs(h, token_mask, encoder_out)  # (B, L, V)
         word_mask = target.ne(self.pad) if glanced is None else target.ne(self.pad) & ~glanced
-        lp = self.latent_predictor
-        latent_logits = lp(lp.embed(vq.codes), encoder_out, latent_mask)  # (B, N, S, K)
         self._em_stats = vq.em_stats
         latent_factor = self.cfg.latent_loss_factor * em.step_on(
             self.num_updates, self.cfg.latent_loss_start_update
@@ -232,6 +233,19 @@ class VQVAENATModel(BaseFairseqModel):
             scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
             rank = scores.argsort(1).argsort(1)  # a random order of the real positions first
         return rank < count.unsqueeze(1)
+
+    def _mix_predicted(self, latents, latent_logits, latent_mask):
+        """Scheduled sampling of codes (CNAT / latent-GLAT, beyond the paper): in training,
+        each real latent position takes, with probability --predicted-latent-ratio, the
+        vector of the latent predictor's teacher-forced best code instead of the target's,
+        so that the decoder learns to translate from predicted codes as at inference."""
+        ratio = self.cfg.predicted_latent_ratio if self.training else 0.0
+        if ratio <= 0:
+            return latents
+        predicted = self.bottleneck.lookup(latent_logits.detach().argmax(-1))  # (B, N, C)
+        chosen = torch.rand(latent_mask.shape, device=latents.device) < ratio
+        chosen = (chosen & ~latent_mask).unsqueeze(-1)
+        return torch.where(chosen, predicted.to(latents.dtype), latents)
 
     def _warmup_mix(self, quantized, continuous):
         """Bottleneck warm-up: per example, quantized with probability p(t), else continuous."""

@@ -819,6 +819,68 @@ def test_glancing_feeds_reference_embeddings_where_it_drops_the_loss(build_vqvae
     assert torch.equal(second[~glanced], first[~glanced])
 
 
+def _decoder_latents(model, sample):
+    """The latents the decoder read in one training forward (spied on decoder_inputs)."""
+    seen = {}
+    original = model.decoder_inputs
+
+    def spy(latents, latent_mask):
+        seen["latents"] = latents.detach().clone()
+        return original(latents, latent_mask)
+
+    model.decoder_inputs = spy
+    terms, extra = _forward(model, sample)
+    model.decoder_inputs = original
+    return seen["latents"], terms, extra
+
+
+def test_predicted_latents_are_off_by_default_and_in_evaluation(build_vqvae, make_sample):
+    built = build_vqvae("--bottleneck", "hard_em", "--dropout", "0")
+    model = built.model
+    assert built.args.predicted_latent_ratio == 0.0
+    model.train()
+    sample = make_sample(built.task, "train", range(8))
+    latents, _, extra = _decoder_latents(model, sample)
+    real = ~extra["latent_mask"]
+    # The decoder reads the target's own codes (the untrained predictor's are mostly others).
+    target_vectors = model.bottleneck.lookup(extra["codes"])
+    assert torch.allclose(latents[real], target_vectors[real], atol=1e-5)
+    mixing = build_vqvae("--predicted-latent-ratio", "1.0", "--bottleneck", "hard_em", "--dropout", "0").model
+    mixing.eval()
+    latents, _, extra = _decoder_latents(mixing, sample)
+    real = ~extra["latent_mask"]
+    assert torch.allclose(latents[real], mixing.bottleneck.lookup(extra["codes"])[real], atol=1e-5)
+
+
+def test_predicted_latents_replace_the_target_codes_at_the_ratio(build_vqvae, make_sample):
+    built = build_vqvae("--predicted-latent-ratio", "1.0", "--bottleneck", "hard_em", "--dropout", "0")
+    model = built.model
+    model.train()
+    sample = make_sample(built.task, "train", range(8))
+    torch.manual_seed(0)
+    latents, terms, extra = _decoder_latents(model, sample)
+    real = ~extra["latent_mask"]
+    best = terms["latent"]["out"].argmax(-1)  # the predictor's teacher-forced best codes
+    predicted = model.bottleneck.lookup(best)
+    assert torch.allclose(latents[real], predicted[real], atol=1e-5)
+    # Where the predictor is wrong, the decoder read another code than the target's.
+    wrong = (best.ne(extra["codes"]).any(-1)) & real
+    assert wrong.any()
+    target_vectors = model.bottleneck.lookup(extra["codes"])
+    assert not torch.allclose(latents[wrong], target_vectors[wrong])
+    half = build_vqvae("--predicted-latent-ratio", "0.5", "--bottleneck", "hard_em", "--dropout", "0").model
+    half.train()
+    torch.manual_seed(0)
+    latents, terms, extra = _decoder_latents(half, sample)
+    real = ~extra["latent_mask"]
+    predicted = half.bottleneck.lookup(terms["latent"]["out"].argmax(-1))
+    target_vectors = half.bottleneck.lookup(extra["codes"])
+    from_predicted = (latents - predicted).abs().amax(-1).lt(1e-5) & real
+    from_target = (latents - target_vectors).abs().amax(-1).lt(1e-5) & real
+    assert bool((from_predicted | from_target)[real].all())
+    assert from_predicted.any() and (from_target & ~from_predicted).any()
+
+
 def _encoder_out(model, sample):
     net_input = sample["net_input"]
     return model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
@@ -837,6 +899,7 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
         (("--glance-ratio", "1.5"), "--glance-ratio must be in [0.0, 1.0], got 1.5"),
         (("--glance-ratio-end", "-0.1"), "--glance-ratio-end must be in [0.0, 1.0]"),
         (("--glance-anneal-updates", "-1"), "--glance-anneal-updates must be >= 0"),
+        (("--predicted-latent-ratio", "1.5"), "--predicted-latent-ratio must be in [0.0, 1.0], got 1.5"),
         (("--dropout", "1.0"), "--dropout must be in [0.0, 1.0), got 1.0"),
         (("--num-slices", "0"), "--num-slices must be >= 1, got 0"),
         (("--code-dim", "-8"), "--code-dim must be >= 0, got -8"),
