@@ -4,11 +4,17 @@ Roy et al. 2018 (https://arxiv.org/abs/1805.11063), section 5.1: greedy decoding
 ceil(T / 2^n_c) latent codes (T from the length classifier, or the paper's 2|x|), codebook
 look-up, one decoder pass, then the end of the sentence (``--gen-eos``, below). No reference
 length is ever used (except by the ``--gen-oracle-latents`` diagnostic).
-Returns fairseq's hypothesis format, so fairseq-generate, fairseq-interactive, the hub
-interface and --eval-bleu all work unchanged.
+
+Beyond the paper, a search over latents (noisy parallel decoding, Gu et al. 2018; LaNMT's
+latent search): candidates from several lengths (``--gen-length-beam``), a beam over codes
+(``--gen-latent-beam``) and codes sampled from the predictor (``--gen-latent-samples``) are all
+decoded in one batched pass, then ranked (``--gen-rescore``, ``RESCORERS``).
+Returns fairseq's hypothesis format, best first, so fairseq-generate (``--nbest``),
+fairseq-interactive, the hub interface and --eval-bleu all work unchanged.
 """
 
 import logging
+from typing import NamedTuple
 
 import torch
 
@@ -24,12 +30,34 @@ EOS_POLICIES = {
 }
 
 
+# How candidates are ranked (--gen-rescore); a hypothesis' "score" stays the decoder's mean
+# token log-probability, its "rank_score" is the ranking's.
+RESCORERS = {
+    "latent": "the latent predictor's log-probability of the codes, plus the length classifier's of the length",
+    "model": "the model's joint log-probability of codes and translation, (log p(T, z | x) + log p(y | z, x)) / |y|",
+    "teacher": "an autoregressive model's mean token log-probability of the translation, one teacher-forced pass over all candidates; the AR model is the second checkpoint: --path student.pt:teacher.pt",
+}
+
+
+class Candidates(NamedTuple):
+    """Every sentence's candidate latent sequences, flattened and grouped by sentence."""
+
+    sentence: torch.Tensor  # (C,) the source sentence of each candidate
+    codes: torch.Tensor  # (C, N, S)
+    latent_mask: torch.Tensor  # (C, N) True at padding
+    target_lengths: torch.Tensor | None  # (C,) T, EOS included, or None without a length head
+    log_prior: torch.Tensor  # (C,) log p(T | x) + log p(z | x, T); 0 for oracle latents
+
+
 class VQVAENATGenerator:
     """Generator for ``vqvae_nat`` models.
 
     Args:
         tgt_dict: target dictionary (for EOS/PAD and the symbols never to emit).
         latent_beam: beam size over latent codes (1 = greedy, the paper's choice).
+        latent_samples: further candidates sampled from the latent predictor.
+        length_beam: the most likely target lengths tried (needs ``--latent-length predict``).
+        rescore: how candidates are ranked, one of ``RESCORERS``.
         oracle_latents: diagnostic; decode the references' own codes and lengths.
         eos: where the sentence ends, one of ``EOS_POLICIES``.
         dedup: drop a token equal to the one before it (a one-pass decoder's typical error).
@@ -42,11 +70,21 @@ class VQVAENATGenerator:
         oracle_latents: bool = False,
         eos: str = "first",
         dedup: bool = False,
+        latent_samples: int = 0,
+        length_beam: int = 1,
+        rescore: str = "latent",
     ):
-        if latent_beam < 1:
-            raise ValueError(f"--gen-latent-beam must be >= 1, got {latent_beam}")
+        for flag, value, low in (
+            ("--gen-latent-beam", latent_beam, 1),
+            ("--gen-latent-samples", latent_samples, 0),
+            ("--gen-length-beam", length_beam, 1),
+        ):
+            if value < low:
+                raise ValueError(f"{flag} must be >= {low}, got {value}")
         if eos not in EOS_POLICIES:
             raise ValueError(f"--gen-eos must be one of {', '.join(EOS_POLICIES)}, got {eos!r}")
+        if rescore not in RESCORERS:
+            raise ValueError(f"--gen-rescore must be one of {', '.join(RESCORERS)}, got {rescore!r}")
         self.eos_policy = eos
         self.dedup = dedup
         self.oracle_latents = oracle_latents
@@ -55,67 +93,156 @@ class VQVAENATGenerator:
         self.pad = tgt_dict.pad()
         self.banned = [tgt_dict.pad(), tgt_dict.bos()]
         self.latent_beam = latent_beam
-        self._warned_greedy = False
+        self.latent_samples = latent_samples
+        self.length_beam = length_beam
+        self.rescore = rescore
 
-    @torch.no_grad()
     def generate(self, models, sample, prefix_tokens=None, constraints=None, **kwargs):
-        """One hypothesis per sentence: ``[[{"tokens", "score", "positional_scores", ...}]]``."""
-        if len(models) != 1:
-            raise ValueError("vqvae_nat does not support ensembles yet: pass one --path")
+        """Every sentence's hypotheses, best first: ``[[{"tokens", "score", ...}, ...]]``."""
+        with torch.inference_mode():
+            results = self._generate(models, sample, prefix_tokens, constraints)
+        # Plain tensors out (inference-mode ones cannot enter a caller's autograd graph).
+        return [
+            [{k: v.clone() if torch.is_tensor(v) else v for k, v in hypo.items()} for hypo in hypos]
+            for hypos in results
+        ]
+
+    def _generate(self, models, sample, prefix_tokens, constraints):
+        model, teacher = self._models(models)
         if prefix_tokens is not None or constraints is not None:
             raise ValueError(
                 "vqvae_nat decodes all tokens at once: --prefix-size and constraints are not supported"
             )
-        model = models[0]
         src_lengths = sample["net_input"]["src_lengths"]
         encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
-        codes, latent_mask, target_lengths = self.latent_codes(model, sample, encoder_out)
-        latents = model.bottleneck.lookup(codes).to(encoder_out["encoder_out"][0].dtype)
-        logits = model.decode(latents, latent_mask, encoder_out)  # (B, L, V)
+        cand = self.candidates(model, sample, encoder_out)
+        if cand.sentence.shape[0] != src_lengths.shape[0]:
+            encoder_out = model.encoder.reorder_encoder_out(encoder_out, cand.sentence)
+        latents = model.bottleneck.lookup(cand.codes).to(encoder_out["encoder_out"][0].dtype)
+        logits = model.decode(latents, cand.latent_mask, encoder_out).float()  # (C, L, V)
+        # The best token and the EOS score per position, from one max and one logsumexp
+        # (no (C, L, V) log-softmax): EOS goes at the end only.
         logits[..., self.banned] = float("-inf")
-        lprobs = logits.float().log_softmax(-1)  # (B, L, V)
-        eos_scores = lprobs[..., self.eos].clone()  # (B, L)
-        lengths = (~latent_mask).sum(1) * model.ratio  # decoded positions per sentence
-        ends = self.sentence_ends(lprobs, lengths, model.ratio, target_lengths)  # (B,)
-        lprobs[..., self.eos] = float("-inf")  # EOS goes at the end only
-        scores, tokens = lprobs.max(-1)  # (B, L)
-        empty = src_lengths <= 1  # only EOS: an empty input line
+        eos_logits = logits[..., self.eos].clone()  # (C, L)
+        logits[..., self.eos] = float("-inf")
+        best, tokens = logits.max(-1)  # (C, L)
+        normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
+        scores, eos_scores = best - normalizer, eos_logits - normalizer
+        lengths = (~cand.latent_mask).sum(1) * model.ratio  # decoded positions per candidate
+        ends = self.sentence_ends(eos_scores, eos_logits >= best, lengths, model.ratio, cand.target_lengths)
+        empty = (src_lengths <= 1)[cand.sentence]  # only EOS: an empty input line
         if bool(empty.any()):
             logger.warning(
-                "%d input sentence(s) are empty; their translations are empty", int(empty.sum())
+                "%d input sentence(s) are empty; their translations are empty", int((src_lengths <= 1).sum())
             )
             ends = ends.masked_fill(empty, 0)
-        return [
-            [self._hypothesis(tokens[i], scores[i], eos_scores[i], int(ends[i]), int(lengths[i]))]
+        hypos = [
+            self._hypothesis(tokens[i], scores[i], eos_scores[i], int(ends[i]), int(lengths[i]))
             for i in range(tokens.shape[0])
         ]
+        ranks = self.rank_scores(hypos, cand, teacher, sample)
+        results = [[] for _ in range(src_lengths.shape[0])]
+        for i, (hypo, sentence) in enumerate(zip(hypos, cand.sentence.tolist())):
+            hypo["rank_score"] = float(ranks[i])
+            hypo["latent_codes"] = cand.codes[i][~cand.latent_mask[i]]  # (N, S) decoded codes
+            results[sentence].append(hypo)
+        for hyps in results:
+            hyps.sort(key=lambda h: -h["rank_score"])  # stable: ties keep the beam's order
+        return results
 
-    def latent_codes(self, model, sample, encoder_out):
-        """(codes (B, N, S), latent padding mask (B, N), target lengths T (B,) or None):
-        predicted, or the references' own with --gen-oracle-latents."""
-        if self.oracle_latents:
-            return self.oracle_codes(model, sample, encoder_out)
+    def _models(self, models):
+        """(the vqvae_nat model, the AR teacher or None)."""
+        if self.rescore == "teacher":
+            if len(models) != 2:
+                raise ValueError(
+                    "--gen-rescore teacher needs the autoregressive teacher as a second checkpoint: "
+                    "--path student.pt:teacher.pt"
+                )
+            return models[0], models[1]
+        if len(models) != 1:
+            raise ValueError(
+                "vqvae_nat does not support ensembles: pass one --path (a second checkpoint is "
+                "read only as the --gen-rescore teacher)"
+            )
+        return models[0], None
+
+    def candidates(self, model, sample, encoder_out) -> Candidates:
+        """Every sentence's candidates: --gen-length-beam lengths x (--gen-latent-beam beams
+        + --gen-latent-samples samples), or the references' own codes with --gen-oracle-latents."""
         src_lengths = sample["net_input"]["src_lengths"]
-        target_lengths = model.inference_lengths(encoder_out, src_lengths)  # (B,) or None
-        num_latents = model.inference_latent_counts(encoder_out, src_lengths, target_lengths)
-        codes = self.predict_codes(model, encoder_out, num_latents)  # (B, N, S)
-        positions = torch.arange(codes.shape[1], device=codes.device)[None]  # (1, N)
-        return codes, positions >= num_latents[:, None], target_lengths
+        batch, device = src_lengths.shape[0], src_lengths.device
+        if self.oracle_latents:
+            codes, latent_mask, target_lengths = self.oracle_codes(model, sample, encoder_out)
+            prior = torch.zeros(batch, device=device)
+            return Candidates(torch.arange(batch, device=device), codes, latent_mask, target_lengths, prior)
+        lengths, length_prior = self.length_candidates(model, encoder_out, src_lengths)  # (B, Lb)
+        per_length = lengths.shape[1] if lengths is not None else 1
+        width = self.latent_beam + self.latent_samples
+        if per_length > 1:
+            encoder_out = model.encoder.reorder_encoder_out(
+                encoder_out, torch.arange(batch, device=device).repeat_interleave(per_length)
+            )
+            src_lengths = src_lengths.repeat_interleave(per_length)
+        flat_lengths = lengths.reshape(-1) if lengths is not None else None
+        num_latents = model.inference_latent_counts(encoder_out, src_lengths, flat_lengths)  # (B * Lb,)
+        if width > 1:
+            order = torch.arange(num_latents.shape[0], device=device).repeat_interleave(width)
+            encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
+        codes, code_prior = model.latent_predictor.search(
+            encoder_out, num_latents, self.latent_beam, self.latent_samples
+        )  # (B * Lb, W, N, S), (B * Lb, W)
+        num_latents = num_latents.repeat_interleave(width)
+        positions = torch.arange(codes.shape[2], device=device)[None]
+        return Candidates(
+            sentence=torch.arange(batch, device=device).repeat_interleave(per_length * width),
+            codes=codes.flatten(0, 1),
+            latent_mask=positions >= num_latents[:, None],
+            target_lengths=flat_lengths.repeat_interleave(width) if lengths is not None else None,
+            log_prior=(code_prior + length_prior.reshape(-1, 1)).reshape(-1),
+        )
 
-    def sentence_ends(self, lprobs, lengths, ratio, target_lengths):
+    def length_candidates(self, model, encoder_out, src_lengths):
+        """(lengths T (B, Lb), their log-probabilities (B, Lb)): the length classifier's
+        --gen-length-beam best, or (None, zeros (B, 1)) without a length head."""
+        if model.length_head is None:
+            if self.length_beam > 1:
+                raise ValueError(
+                    "--gen-length-beam needs a model trained with --latent-length predict (this "
+                    "one decodes the paper's fixed ratio x source length)"
+                )
+            return None, torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
+        if self.length_beam == 1:
+            return model.inference_lengths(encoder_out, src_lengths)[:, None], torch.zeros(
+                src_lengths.shape[0], 1, device=src_lengths.device
+            )
+        logp = model.length_logits(encoder_out).float().log_softmax(-1)
+        prior, classes = logp.topk(self.length_beam, dim=-1)
+        return model.class_lengths(classes, src_lengths[:, None]), prior
+
+    def rank_scores(self, hypos, cand, teacher, sample) -> torch.Tensor:
+        """(C,) the --gen-rescore score of every candidate (higher is better)."""
+        if self.rescore == "latent":
+            return cand.log_prior.float().cpu()
+        if self.rescore == "model":
+            totals = torch.stack([h["positional_scores"].sum() for h in hypos]).cpu()
+            counts = torch.tensor([h["positional_scores"].numel() for h in hypos])
+            return (cand.log_prior.float().cpu() + totals) / counts
+        return teacher_scores(teacher, sample, cand.sentence, [h["tokens"] for h in hypos], self.pad, self.eos)
+
+    def sentence_ends(self, eos_scores, eos_best, lengths, ratio, target_lengths):
         """Index of each sentence's EOS among its decoded positions (== length: none found).
 
         Args:
-            lprobs: (B, L, V) log-probabilities of the one decoder pass.
+            eos_scores: (B, L) log-probability of EOS at each position.
+            eos_best: (B, L) True where EOS is the position's best token.
             lengths: (B,) decoded positions (latents * 2^n_c) per sentence.
             ratio: 2^n_c, positions per latent.
             target_lengths: (B,) predicted (or oracle) lengths T, EOS included, or None.
         """
-        positions = torch.arange(lprobs.shape[1], device=lprobs.device)[None]  # (1, L)
+        positions = torch.arange(eos_scores.shape[1], device=eos_scores.device)[None]  # (1, L)
         inside = positions < lengths[:, None]  # (B, L)
         if self.eos_policy == "first":
-            is_eos = lprobs.argmax(-1).eq(self.eos) & inside
-            return torch.where(is_eos, positions, lengths[:, None]).min(1).values
+            return torch.where(eos_best & inside, positions, lengths[:, None]).min(1).values
         if self.eos_policy == "length":
             if target_lengths is None:
                 raise ValueError(
@@ -124,7 +251,7 @@ class VQVAENATGenerator:
                 )
             return torch.minimum(target_lengths, lengths).clamp_min(1) - 1
         window = inside & (positions >= lengths[:, None] - ratio)  # the last latent's positions
-        return lprobs[..., self.eos].masked_fill(~window, float("-inf")).argmax(1)
+        return eos_scores.masked_fill(~window, float("-inf")).argmax(1)
 
     @staticmethod
     def oracle_codes(model, sample, encoder_out):
@@ -143,17 +270,6 @@ class VQVAENATGenerator:
             target, sample["net_input"]["src_lengths"], encoder_out
         )
         return vq.codes, latent_mask, target.ne(model.pad).sum(1)
-
-    def predict_codes(self, model, encoder_out, num_latents):
-        predictor = model.latent_predictor
-        batch_size = num_latents.shape[0]
-        if self.latent_beam == 1 or batch_size != 1:
-            if self.latent_beam > 1 and not self._warned_greedy:
-                self._warned_greedy = True  # once per generator, not once per batch
-                logger.warning("latent beam search runs at --batch-size 1 only; using greedy")
-            device = num_latents.device
-            return predictor.greedy(encoder_out, int(num_latents.max()), batch_size, device)
-        return predictor.beam(encoder_out, int(num_latents.max()), self.latent_beam)
 
     def _hypothesis(self, tokens, scores, eos_scores, end, length):
         """Tokens before ``end``, then EOS (fairseq hypotheses end with EOS).
@@ -179,3 +295,18 @@ class VQVAENATGenerator:
             "alignment": None,
             "steps": 0,
         }
+
+
+def teacher_scores(teacher, sample, sentence, candidates, pad: int, eos: int) -> torch.Tensor:
+    """(C,) an autoregressive fairseq model's mean token log-probability of each candidate
+    translation (EOS included) of source ``sentence[c]``: one teacher-forced pass over all."""
+    net_input = sample["net_input"]
+    encoder_out = teacher.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    encoder_out = teacher.encoder.reorder_encoder_out(encoder_out, sentence)
+    tokens = torch.nn.utils.rnn.pad_sequence(list(candidates), batch_first=True, padding_value=pad)
+    previous = torch.cat([tokens.new_full((tokens.shape[0], 1), eos), tokens[:, :-1]], dim=1)
+    output = teacher.decoder(previous, encoder_out=encoder_out)
+    logp = teacher.get_normalized_probs(output, log_probs=True).float()
+    real = tokens.ne(pad)
+    token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).masked_fill(~real, 0.0)
+    return (token_logp.sum(1) / real.sum(1)).cpu()

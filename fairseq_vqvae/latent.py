@@ -135,7 +135,7 @@ class LatentPredictor(nn.Module):
     def forward(self, x, encoder_out, padding_mask=None, incremental_state=None) -> torch.Tensor:
         """Embedded inputs (B, N, C) -> logits (B, N, S, K)."""
         enc = encoder_out["encoder_out"][0]  # (S_src, B, C)
-        enc_mask = _first(encoder_out["encoder_padding_mask"])
+        enc_mask = source_padding_mask(encoder_out)
         length = x.shape[1]
         h = x.transpose(0, 1)  # (N, B, C)
         causal = None
@@ -156,51 +156,68 @@ class LatentPredictor(nn.Module):
         return logits.reshape(*logits.shape[:2], self.num_slices, self.codebook_size)
 
     @torch.no_grad()
-    def greedy(self, encoder_out, num_latents: int, batch_size: int, device) -> torch.Tensor:
-        """Greedy decoding of ``num_latents`` codes with cached self-attention -> (B, N, S)."""
-        codes = torch.zeros(batch_size, 0, self.num_slices, dtype=torch.long, device=device)
-        incremental_state: dict = {}
-        for step in range(num_latents):
-            if step == 0:
-                dummy = torch.zeros(batch_size, 1, self.num_slices, dtype=torch.long, device=device)
-                x = self.embed(dummy)
-            else:
-                x = self.embed(codes, offset=step)
-            logits = self.forward(x, encoder_out, incremental_state=incremental_state)
-            codes = torch.cat([codes, logits[:, -1:].argmax(-1)], dim=1)
-        return codes
+    def search(self, encoder_out, num_latents: torch.Tensor, beam_size: int = 1, samples: int = 0):
+        """Candidate code sequences per sentence, with cached self-attention.
 
-    @torch.no_grad()
-    def beam(self, encoder_out, num_latents: int, beam_size: int) -> torch.Tensor:
-        """Beam search over codes (num_slices == 1, batch of 1), no cache -> (1, N, 1).
+        Args:
+            encoder_out: the source encoding with each of the B sentences repeated
+                ``beam_size + samples`` times in a row (``encoder.reorder_encoder_out``).
+            num_latents: (B,) latents per sentence; a sentence's codes after its own count
+                are 0 and cost nothing.
+            beam_size: the best code sequences by beam search (1 = greedy, the paper's
+                choice); beam search over several slices is not supported.
+            samples: further sequences drawn ancestrally from the predictor.
 
-        Latent sequences are short (L / 2^n_c), so recomputing the prefix is cheap.
+        Returns:
+            codes (B, C, N, S) and their log-probabilities (B, C), C = beam_size + samples;
+            the beams first, best first.
         """
-        if self.num_slices != 1:
-            raise ValueError("latent beam search needs --num-slices 1; use greedy decoding")
-        device = encoder_out["encoder_out"][0].device
-        hyps = torch.zeros(1, 0, 1, dtype=torch.long, device=device)
-        scores = torch.zeros(1, device=device)
-        for _ in range(num_latents):
-            n = hyps.shape[0]
-            padded = torch.cat([hyps, hyps.new_zeros(n, 1, 1)], dim=1)
-            enc = _expand_encoder_out(encoder_out, n)
-            logp = self.forward(self.embed(padded), enc)[:, -1, 0].float().log_softmax(-1)
-            total = (scores[:, None] + logp).reshape(-1)
-            scores, flat = total.topk(min(beam_size, total.numel()))
-            parent, code = flat // self.codebook_size, flat % self.codebook_size
-            hyps = torch.cat([hyps[parent], code.view(-1, 1, 1)], dim=1)
-        return hyps[:1]
+        batch, beams, slices, size = num_latents.shape[0], beam_size, self.num_slices, self.codebook_size
+        width = beams + samples
+        if beams > 1 and slices != 1:
+            raise ValueError("latent beam search needs --num-slices 1; use --gen-latent-beam 1")
+        if beams > size:
+            raise ValueError(f"--gen-latent-beam {beams} is more than the {size} codes per slice")
+        device = num_latents.device
+        codes = torch.zeros(batch * width, 0, slices, dtype=torch.long, device=device)
+        scores = torch.zeros(batch, width, device=device)
+        scores[:, 1:beams] = float("-inf")  # the beams start identical: extend only the first
+        rows = (torch.arange(batch, device=device) * width)[:, None]  # (B, 1) first row of each
+        keep_samples = torch.arange(beams, width, device=device).expand(batch, samples)
+        incremental_state: dict = {}
+        finished = torch.full((slices, size), float("-inf"), device=device)
+        finished[:, 0] = 0.0  # a finished sentence goes on with code 0 at no cost
+        for step in range(int(num_latents.max())):
+            previous = codes.new_zeros(batch * width, 1, slices) if step == 0 else codes
+            x = self.embed(previous, offset=step)
+            logits = self.forward(x, encoder_out, incremental_state=incremental_state)[:, -1]
+            logp = logits.float().log_softmax(-1).view(batch, width, slices, size)
+            active = (step < num_latents).view(batch, 1, 1, 1)
+            logp = torch.where(active, logp, finished)
+            if beams == 1:  # greedy: the best code of every slice
+                best, beam_codes = logp[:, :1].max(-1)  # (B, 1, S)
+                scores[:, :1] += best.sum(-1)
+                parents = torch.zeros(batch, 1, dtype=torch.long, device=device)
+            else:
+                total = (scores[:, :beams, None] + logp[:, :beams, 0]).view(batch, -1)
+                scores[:, :beams], flat = total.topk(beams, dim=1)
+                parents, beam_codes = flat // size, (flat % size).unsqueeze(-1)
+            step_codes = [beam_codes]
+            if samples:
+                drawn = torch.multinomial(logp[:, beams:].exp().reshape(-1, size), 1)
+                drawn = drawn.view(batch, samples, slices)
+                scores[:, beams:] += logp[:, beams:].gather(-1, drawn.unsqueeze(-1)).squeeze(-1).sum(-1)
+                step_codes.append(drawn)
+            order = (rows + torch.cat([parents, keep_samples], dim=1)).view(-1)  # (B * C,)
+            if beams > 1:
+                codes = codes[order]
+                for layer in self.layers:
+                    layer.self_attn.reorder_incremental_state(incremental_state, order)
+            codes = torch.cat([codes, torch.cat(step_codes, dim=1).view(-1, 1, slices)], dim=1)
+        return codes.view(batch, width, -1, slices), scores
 
 
-def _first(items):
-    return items[0] if items else None
-
-
-def _expand_encoder_out(encoder_out, n: int):
-    enc = encoder_out["encoder_out"][0]
-    mask = _first(encoder_out["encoder_padding_mask"])
-    return {
-        "encoder_out": [enc.expand(-1, n, -1)],
-        "encoder_padding_mask": [mask.expand(n, -1)] if mask is not None else [],
-    }
+def source_padding_mask(encoder_out):
+    """The source padding mask (B, S) of a fairseq encoder output, or None (no padding)."""
+    masks = encoder_out["encoder_padding_mask"]
+    return masks[0] if masks else None

@@ -21,7 +21,7 @@ from torch import nn
 from .bottleneck import BottleneckConfig, VQBottleneck, em
 from .config import VQVAENATConfig, validate
 from .errors import OptionError, install_one_line_errors
-from .latent import Compressor, Decompressor, LatentPredictor, sinusoidal_table
+from .latent import Compressor, Decompressor, LatentPredictor, sinusoidal_table, source_padding_mask
 
 logger = logging.getLogger(__name__)
 install_one_line_errors()
@@ -203,7 +203,7 @@ class VQVAENATModel(BaseFairseqModel):
             h, _, _ = layer(
                 h,
                 encoder_out["encoder_out"][0],
-                _first(encoder_out["encoder_padding_mask"]),
+                source_padding_mask(encoder_out),
                 self_attn_padding_mask=mask,
             )
         return h.transpose(0, 1) * target.ne(self.pad).unsqueeze(-1)
@@ -269,7 +269,7 @@ class VQVAENATModel(BaseFairseqModel):
     def decode_inputs(self, h, token_mask, encoder_out):
         """The token decoder on its inputs (B, L, C) -> token logits (B, L, V)."""
         h = self.dropout(h + self.positions[: h.shape[1]].to(h.dtype)).transpose(0, 1)  # (L, B, C)
-        enc, enc_mask = encoder_out["encoder_out"][0], _first(encoder_out["encoder_padding_mask"])
+        enc, enc_mask = encoder_out["encoder_out"][0], source_padding_mask(encoder_out)
         for layer in self.decoder_layers:
             h, _, _ = layer(h, enc, enc_mask, self_attn_padding_mask=token_mask)
         if self.decoder_norm is not None:
@@ -279,7 +279,7 @@ class VQVAENATModel(BaseFairseqModel):
     def length_logits(self, encoder_out):
         """(B, 256) logits over T - |x| + 128 from the mean-pooled source encoding."""
         enc = encoder_out["encoder_out"][0].transpose(0, 1)  # (B, S, C)
-        mask = _first(encoder_out["encoder_padding_mask"])
+        mask = source_padding_mask(encoder_out)
         keep = torch.ones_like(enc[..., 0]) if mask is None else (~mask).to(enc.dtype)
         pooled = (enc * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
         return self.length_head(pooled)
@@ -291,7 +291,10 @@ class VQVAENATModel(BaseFairseqModel):
         """(B,) predicted target lengths T (EOS included), or None without a length head."""
         if self.length_head is None:
             return None
-        classes = self.length_logits(encoder_out).argmax(-1)
+        return self.class_lengths(self.length_logits(encoder_out).argmax(-1), src_lengths)
+
+    def class_lengths(self, classes, src_lengths):
+        """Target lengths T of length classes (inverse of ``length_classes``)."""
         return (src_lengths + classes - LENGTH_OFFSET).clamp_min(1)
 
     def inference_latent_counts(self, encoder_out, src_lengths, lengths=None):
@@ -435,10 +438,6 @@ def _pad_to(tokens, length, pad):
     if tokens.shape[1] >= length:
         return tokens[:, :length]
     return F.pad(tokens, (0, length - tokens.shape[1]), value=pad)
-
-
-def _first(items):
-    return items[0] if items else None
 
 
 # Architecture presets. Each fills only what the user did not set on the command line.

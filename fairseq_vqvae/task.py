@@ -17,7 +17,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .bottleneck import VQBottleneck
-from .generator import EOS_POLICIES, VQVAENATGenerator
+from .generator import EOS_POLICIES, RESCORERS, VQVAENATGenerator
 from .warm_start import init_from_autoregressive
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,26 @@ class TranslationVQVAENATConfig(TranslationConfig):
     gen_latent_beam: int = field(
         default=1,
         metadata={
-            "help": "beam size over latent codes at inference (1 = greedy, the paper's choice; >1 needs --batch-size 1 and --num-slices 1)"
+            "help": "beam size over latent codes at inference (1 = greedy, the paper's choice; >1 needs --num-slices 1); every beam is a candidate (--gen-rescore ranks them)"
+        },
+    )
+    gen_latent_samples: int = field(
+        default=0,
+        metadata={
+            "help": "further candidates per length with codes sampled from the latent predictor (noisy parallel decoding); 0 = none"
+        },
+    )
+    gen_length_beam: int = field(
+        default=1,
+        metadata={
+            "help": "candidate target lengths per sentence: the length classifier's best ones (needs --latent-length predict); 1 = the best only"
+        },
+    )
+    gen_rescore: ChoiceEnum(list(RESCORERS)) = field(
+        default="latent",
+        metadata={
+            "help": "how candidates are ranked: "
+            + "; ".join(f"'{name}' = {text}" for name, text in RESCORERS.items())
         },
     )
     gen_oracle_latents: bool = field(
@@ -72,19 +91,31 @@ class TranslationVQVAENATTask(TranslationTask):
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
         from .model import VQVAENATModel
 
-        for model in models:
-            if not isinstance(model, VQVAENATModel):
-                raise ValueError(
-                    f"--task translation_vqvae needs a vqvae_nat checkpoint, got a "
-                    f"{type(model).__name__}; decode that one with the task it was trained with "
-                    f"(e.g. --task translation)"
-                )
+        if not models or not isinstance(models[0], VQVAENATModel):
+            name = type(models[0]).__name__ if models else "nothing"
+            raise ValueError(
+                f"--task translation_vqvae needs a vqvae_nat checkpoint, got a {name}; decode that "
+                f"one with the task it was trained with (e.g. --task translation)"
+            )
+        if self.cfg.gen_rescore == "teacher" and len(models) == 2 and isinstance(models[1], VQVAENATModel):
+            raise ValueError(
+                "--gen-rescore teacher: the second checkpoint must be an autoregressive model "
+                "(e.g. the distillation teacher, --arch transformer), got a vqvae_nat one"
+            )
+        if getattr(args, "score_reference", False):
+            raise ValueError(
+                "--score-reference is not supported by vqvae_nat (its score of a given "
+                "translation needs the latents of that translation); drop it"
+            )
         return VQVAENATGenerator(
             self.target_dictionary,
             latent_beam=self.cfg.gen_latent_beam,
             oracle_latents=self.cfg.gen_oracle_latents,
             eos=self.cfg.gen_eos,
             dedup=self.cfg.gen_dedup,
+            latent_samples=self.cfg.gen_latent_samples,
+            length_beam=self.cfg.gen_length_beam,
+            rescore=self.cfg.gen_rescore,
         )
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):

@@ -24,7 +24,8 @@ TASK is the fairseq task the checkpoint was trained with: ``translation`` (autor
 default ``beam=4``), ``translation_lev`` (fairseq NAT; default ``iter_decode_max_iter=0``: one
 parallel pass) or ``translation_vqvae`` (this plugin). KEY=VALUE pairs are generation options
 (``beam=1``, ``lenpen=0.6``, ``iter_decode_with_beam=3``, ...), task/model overrides
-(``gen_latent_beam=4``), or ``data=DIR`` (this model's data-bin; default ``--data``).
+(``gen_latent_beam=4``), ``data=DIR`` (this model's data-bin; default ``--data``), or
+``teacher=CHECKPOINT`` (an autoregressive model loaded beside it, for ``gen_rescore=teacher``).
 Or a JSON file (``--models-json``): ``[{"name": ..., "task": ..., "checkpoint": ...,
 "args": {...}}, ...]``. A checkpoint that does not exist is reported as missing, not an error.
 
@@ -386,12 +387,14 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     started = time.perf_counter()
     model_args = dict(spec["args"])
     data = str(model_args.pop("data", args.data))
+    teacher = model_args.pop("teacher", None)  # a second checkpoint: the --gen-rescore teacher
     gen_cfg, gen_settings, overrides = build_generation_config(spec["task"], model_args)
     record["generation"] = gen_settings
     record["data"] = data
     overrides = {"data": data, "eval_bleu": False, **overrides}
     check_known_options(checkpoint, spec["task"], overrides)
-    models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], arg_overrides=overrides)
+    paths = [str(checkpoint)] + ([str(teacher)] if teacher else [])
+    models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(paths, arg_overrides=overrides)
     trained_task = saved_cfg.task._name
     if trained_task != spec["task"]:
         raise ValueError(

@@ -194,6 +194,14 @@ def collate(task, split, indices):
     return dataset.collater([dataset[i] for i in indices])
 
 
+def ids_by_target_length(task, split="train"):
+    """Sentence ids of ``split`` from the shortest target to the longest."""
+    if split not in task.datasets:
+        task.load_dataset(split)
+    sizes = task.dataset(split).tgt_sizes
+    return sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
+
+
 @pytest.fixture
 def make_sample():
     """``make_sample(task, split, indices)``: a collated batch of those sentences."""
@@ -222,3 +230,30 @@ def pytest_collection_finish(session):
             module.STARTED = module.start(
                 session.config._tmp_path_factory.mktemp("multi30k_smoke")
             )
+
+
+@pytest.fixture
+def tiny_transformer(build_fairseq, tiny_databin):
+    """A 1-layer fairseq Transformer (AR) on the tiny data: a non-vqvae model, a tiny teacher."""
+    return build_fairseq(
+        tiny_databin,
+        "--encoder-layers",
+        "1",
+        "--decoder-layers",
+        "1",
+        "--encoder-embed-dim",
+        "16",
+        "--decoder-embed-dim",
+        "16",
+        "--encoder-ffn-embed-dim",
+        "16",
+        "--decoder-ffn-embed-dim",
+        "16",
+        "--encoder-attention-heads",
+        "2",
+        "--decoder-attention-heads",
+        "2",
+        arch="transformer",
+        task="translation",
+        criterion="cross_entropy",
+    )

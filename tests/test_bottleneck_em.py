@@ -185,14 +185,6 @@ def test_perplexity_is_per_row():
     _close(result, [2.0, 1.0, 0.0], atol=1e-5)
 
 
-def test_linear_warmup_schedule():
-    assert em.linear_warmup(0, 10) == 0.0
-    assert em.linear_warmup(5, 10) == 0.5
-    assert em.linear_warmup(10, 10) == 1.0  # warm-up edge
-    assert em.linear_warmup(1000, 10) == 1.0  # end
-    assert em.linear_warmup(0, 0) == 1.0  # no warm-up
-
-
 def test_step_on_schedule():
     assert em.step_on(0, 5) == 0.0
     assert em.step_on(4, 5) == 0.0

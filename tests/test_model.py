@@ -1,15 +1,15 @@
-"""In-process tests of the vqvae_nat model, translation_vqvae task and generator."""
+"""In-process tests of the vqvae_nat model and the translation_vqvae task (the generator:
+test_generator.py)."""
 
 import copy
-import math
 import re
-from collections import Counter
 
 import pytest
 import torch
-from fairseq import optim, utils
+from fairseq import optim
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from conftest import ids_by_target_length
 from fairseq_vqvae.bottleneck import EMStatistics
 
 RATIO = 4  # TINY_FLAGS use --compress-steps 2
@@ -45,13 +45,6 @@ def _target_lengths(sample, pad):
     return sample["target"].ne(pad).sum(1)  # tokens + EOS
 
 
-def _ids_by_target_length(task, split="train"):
-    if split not in task.datasets:
-        task.load_dataset(split)
-    sizes = task.dataset(split).tgt_sizes
-    return sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
-
-
 def _bottleneck_buffers(model):
     return {name: buf.clone() for name, buf in model.bottleneck.named_buffers()}
 
@@ -65,28 +58,6 @@ def _adam(built):
     )
 
 
-def _translate(task, model, generator, split, batch_size=None, max_tokens=None):
-    """{sentence id: hypotheses}, batched as fairseq-generate does (multiple of 8)."""
-    if split not in task.datasets:
-        task.load_dataset(split)
-    itr = task.get_batch_iterator(
-        dataset=task.dataset(split),
-        max_sentences=batch_size,
-        max_tokens=max_tokens,
-        max_positions=utils.resolve_max_positions(
-            task.max_positions(), model.max_positions()
-        ),
-        required_batch_size_multiple=8,
-        disable_iterator_cache=True,
-    ).next_epoch_itr(shuffle=False)
-    out = {}
-    for sample in itr:
-        hypos = task.inference_step(generator, [model], sample)
-        assert len(hypos) == len(sample["id"])
-        out.update(zip(sample["id"].tolist(), hypos, strict=True))
-    return out
-
-
 # Forward contract ---------------------------------------------------------------------
 
 
@@ -95,7 +66,7 @@ def test_forward_returns_named_loss_terms_with_shapes_and_masks(
 ):
     built = build_vqvae("--num-slices", "2")
     model, task = built.model, built.task
-    order = _ids_by_target_length(task)
+    order = ids_by_target_length(task)
     sample = make_sample(task, "train", [order[0], order[len(order) // 2], order[-1]])
     pad, vocab = task.target_dictionary.pad(), len(task.target_dictionary)
     lengths = _target_lengths(sample, pad)
@@ -131,7 +102,7 @@ def test_eval_loss_terms_of_a_sentence_do_not_depend_on_padding(
 ):
     built = build_vqvae()
     model, task = built.model.eval(), built.task
-    order = _ids_by_target_length(task)
+    order = ids_by_target_length(task)
     short, long = order[len(order) // 4], order[-1]
     alone = make_sample(task, "train", [short])
     padded = make_sample(task, "train", [short, long])
@@ -199,82 +170,6 @@ def test_every_variant_trains_forward_backward_and_generates(
 
 
 # Generation ---------------------------------------------------------------------------
-
-
-def test_decoder_runs_once_and_latent_predictor_once_per_latent(
-    build_vqvae, make_sample
-):
-    built = build_vqvae("--latent-length", "source", "--length-ratio", "2")
-    model, task = built.model.eval(), built.task
-    generator = task.build_generator([model], built.args)
-    calls = Counter()
-    for name, layers in (
-        ("decoder", model.decoder_layers),
-        ("latent", model.latent_predictor.layers),
-    ):
-        for i, layer in enumerate(layers):
-            layer.register_forward_hook(lambda *_, key=(name, i): calls.update([key]))
-    order = _ids_by_target_length(task, "test")
-
-    seen_latents = set()
-    for ids in ([order[0], order[1]], order[-3:]):
-        calls.clear()
-        sample = make_sample(task, "test", ids)
-        src_lengths = sample["net_input"]["src_lengths"]
-        expected_latents = max(
-            math.ceil(math.ceil(2 * int(n)) / RATIO) for n in src_lengths
-        )
-        generator.generate([model], sample)
-        assert all(
-            calls["decoder", i] == 1 for i in range(len(model.decoder_layers))
-        ), calls
-        assert all(
-            calls["latent", i] == expected_latents
-            for i in range(len(model.latent_predictor.layers))
-        ), calls
-        seen_latents.add(expected_latents)
-    assert (
-        len(seen_latents) == 2
-    )  # the decoder count did not depend on the output length
-
-
-def test_generation_returns_one_hypothesis_per_sentence_at_any_batch_size(build_vqvae):
-    built = build_vqvae()
-    model, task = built.model.eval(), built.task
-    generator = task.build_generator([model], built.args)
-    dictionary = task.target_dictionary
-    results = {
-        bs: _translate(task, model, generator, "test", batch_size=bs) for bs in (1, 8)
-    }
-    results["max_tokens"] = _translate(task, model, generator, "test", max_tokens=40)
-
-    for batching, hypos in results.items():
-        assert sorted(hypos) == list(range(13)), f"batching {batching} lost sentences"
-        for hypo in hypos.values():
-            assert len(hypo) == 1
-            tokens = hypo[0]["tokens"]
-            assert (
-                tokens[-1] == dictionary.eos()
-                and not tokens[:-1].eq(dictionary.eos()).any()
-            )
-            assert not tokens.eq(dictionary.pad()).any()
-            assert hypo[0]["positional_scores"].shape == tokens.shape
-            assert torch.isfinite(hypo[0]["score"])
-    # A translation must not depend on which sentences share its batch.
-    for i in range(13):
-        for other in (8, "max_tokens"):
-            assert torch.equal(
-                results[1][i][0]["tokens"], results[other][i][0]["tokens"]
-            ), (i, other)
-
-
-def test_generator_refuses_ensembles(build_vqvae, make_sample):
-    built = build_vqvae()
-    generator = built.task.build_generator([built.model], built.args)
-    with pytest.raises(ValueError, match="ensembles"):
-        generator.generate(
-            [built.model, built.model], make_sample(built.task, "test", [0])
-        )
 
 
 # Codebook state -----------------------------------------------------------------------
@@ -436,32 +331,6 @@ def test_share_all_embeddings_needs_a_joined_dictionary(
         )  # build_vqvae passes --share-all-embeddings
 
 
-@pytest.fixture
-def tiny_transformer(build_fairseq, tiny_databin):
-    return build_fairseq(
-        tiny_databin,
-        "--encoder-layers",
-        "1",
-        "--decoder-layers",
-        "1",
-        "--encoder-embed-dim",
-        "16",
-        "--decoder-embed-dim",
-        "16",
-        "--encoder-ffn-embed-dim",
-        "16",
-        "--decoder-ffn-embed-dim",
-        "16",
-        "--encoder-attention-heads",
-        "2",
-        "--decoder-attention-heads",
-        "2",
-        arch="transformer",
-        task="translation",
-        criterion="cross_entropy",
-    )
-
-
 def test_loading_another_architecture_state_dict_is_refused(
     build_vqvae, tiny_transformer
 ):
@@ -482,16 +351,6 @@ def test_loading_with_another_dictionary_size_is_refused(build_vqvae):
         r"symbols, the data's has 25",
     ):
         model.load_state_dict(trained.state_dict())
-
-
-def test_build_generator_refuses_a_non_vqvae_model(build_vqvae, tiny_transformer):
-    built = build_vqvae()
-    with pytest.raises(
-        ValueError,
-        match="--task translation_vqvae needs a vqvae_nat checkpoint, "
-        "got a TransformerModel",
-    ):
-        built.task.build_generator([tiny_transformer.model], built.args)
 
 
 @pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
@@ -518,31 +377,6 @@ def test_bf16_model_trains_with_fp32_em_state(bottleneck, build_vqvae, make_samp
         assert getattr(codebook, name).dtype == torch.float32, name
     assert int(codebook.num_updates) == 1
     assert codebook.weight.isfinite().all() and codebook.ema_sums.isfinite().all()
-
-
-def test_latent_beam_search_keeps_the_best_scoring_code_sequence(build_vqvae, make_sample):
-    from fairseq_vqvae.generator import VQVAENATGenerator
-
-    built = build_vqvae("--bottleneck", "hard_em")
-    model = built.model.eval()
-    sample = make_sample(built.task, "test", [0])
-    encoder_out = model.encoder(
-        sample["net_input"]["src_tokens"], src_lengths=sample["net_input"]["src_lengths"]
-    )
-    predictor = model.latent_predictor
-
-    def log_prob(codes):  # teacher-forced log-probability of a code sequence
-        logits = predictor(predictor.embed(codes), encoder_out).float().log_softmax(-1)
-        return logits.gather(-1, codes.unsqueeze(-1)).sum().item()
-
-    greedy = predictor.greedy(encoder_out, 3, 1, torch.device("cpu"))
-    beam = predictor.beam(encoder_out, 3, beam_size=4)
-    assert beam.shape == greedy.shape == (1, 3, 1)
-    assert log_prob(beam) >= log_prob(greedy) - 1e-4  # beam never scores below greedy
-    hypos = VQVAENATGenerator(built.task.target_dictionary, latent_beam=4).generate(
-        [model], sample
-    )
-    assert len(hypos) == 1 and hypos[0][0]["tokens"][-1] == built.task.target_dictionary.eos()
 
 
 @pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
@@ -587,166 +421,6 @@ def test_bottleneck_under_autocast_computes_fp32_distances():
         out = vq(x)
     assert torch.equal(out.codes, expected)
     assert out.quantized.dtype == torch.float32
-
-
-def test_oracle_latents_decode_the_references_own_codes(build_vqvae, make_sample, monkeypatch):
-    """--gen-oracle-latents: the decoder gets lookup(codes of the autoencoded reference), and
-    the latent predictor and length classifier are never asked."""
-    from fairseq_vqvae.generator import VQVAENATGenerator
-
-    built = build_vqvae("--bottleneck", "hard_em")
-    model = built.model.eval()
-    sample = make_sample(built.task, "test", range(4))
-    src_lengths = sample["net_input"]["src_lengths"]
-    encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
-    _, expected_mask, _, vq = model.autoencode(sample["target"], src_lengths, encoder_out)
-    seen = {}
-
-    def decode(latents, latent_mask, encoder_out):
-        seen["latents"], seen["mask"] = latents, latent_mask
-        return original_decode(latents, latent_mask, encoder_out)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the oracle must not predict codes or lengths")
-
-    original_decode = model.decode
-    monkeypatch.setattr(model, "decode", decode)
-    monkeypatch.setattr(model.latent_predictor, "greedy", refuse)
-    monkeypatch.setattr(model, "inference_latent_counts", refuse)
-    hypos = VQVAENATGenerator(built.task.target_dictionary, oracle_latents=True).generate(
-        [model], sample
-    )
-    assert len(hypos) == 4
-    assert torch.equal(seen["mask"], expected_mask)
-    torch.testing.assert_close(seen["latents"], model.bottleneck.lookup(vq.codes))
-
-
-def test_oracle_latents_need_references(build_vqvae, make_sample):
-    from fairseq_vqvae.generator import VQVAENATGenerator
-
-    built = build_vqvae()
-    sample = make_sample(built.task, "test", range(2))
-    del sample["target"]
-    generator = VQVAENATGenerator(built.task.target_dictionary, oracle_latents=True)
-    with pytest.raises(ValueError, match="needs a test set with targets"):
-        generator.generate([built.model.eval()], sample)
-
-
-def _eos_lprobs(eos, rows, length, vocab=6):
-    """(B, L, V) log-probabilities whose best token is EOS exactly at the given positions,
-    and whose EOS log-probability elsewhere is ``rows[i][1][position]`` (default -5)."""
-    lprobs = torch.full((len(rows), length, vocab), -5.0)
-    lprobs[..., eos + 1] = -0.5  # a word wins wherever EOS does not
-    for i, (best_eos, eos_scores) in enumerate(rows):
-        for position, score in eos_scores.items():
-            lprobs[i, position, eos] = score
-        for position in best_eos:
-            lprobs[i, position, eos] = -0.1
-    return lprobs
-
-
-@pytest.mark.parametrize(
-    "policy, expected",
-    [
-        ("first", [1, 8]),  # row 0: EOS wins at 1 and 6; row 1: nowhere -> no EOS (length)
-        ("last-latent", [6, 7]),  # best EOS inside positions 4..7 of 2 latents x 4
-        ("length", [4, 2]),  # predicted T = 5 and 3 (EOS included)
-    ],
-)
-def test_sentence_ends_follow_the_eos_policy(policy, expected):
-    from fairseq.data import Dictionary
-
-    from fairseq_vqvae.generator import VQVAENATGenerator
-
-    dictionary = Dictionary()
-    eos = dictionary.eos()
-    lprobs = _eos_lprobs(eos, [([1, 6], {}), ([], {3: -1.0, 7: -0.9})], length=8)
-    generator = VQVAENATGenerator(dictionary, eos=policy)
-    ends = generator.sentence_ends(
-        lprobs, torch.tensor([8, 8]), ratio=4, target_lengths=torch.tensor([5, 3])
-    )
-    assert ends.tolist() == expected
-
-
-@pytest.mark.parametrize("policy", ["first", "last-latent", "length"])
-def test_every_eos_policy_gives_one_final_eos_where_it_says(policy, build_vqvae):
-    built = build_vqvae("--gen-eos", policy)
-    model, task = built.model.eval(), built.task
-    generator = task.build_generator([model], built.args)
-    assert generator.eos_policy == policy
-    hypos = _translate(task, model, generator, "test", batch_size=4)
-    sample_ids = sorted(hypos)
-    assert sample_ids == list(range(13))
-    eos = task.target_dictionary.eos()
-    for i in sample_ids:
-        tokens = hypos[i][0]["tokens"]
-        assert tokens[-1] == eos and not tokens[:-1].eq(eos).any()
-        assert torch.isfinite(hypos[i][0]["score"])
-    if policy == "first":
-        return
-    # Re-derive the predicted lengths: the hypothesis ends where the policy says.
-    for i in sample_ids:
-        sample = _collate_one(task, i)
-        src_lengths = sample["net_input"]["src_lengths"]
-        encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
-        length = int(model.inference_lengths(encoder_out, src_lengths)[0])
-        latents = int(model.inference_latent_counts(encoder_out, src_lengths)[0])
-        produced = hypos[i][0]["tokens"].numel()  # tokens + EOS
-        if policy == "length":
-            assert produced == min(length, latents * RATIO)
-        else:
-            assert (latents - 1) * RATIO < produced <= latents * RATIO
-
-
-def _collate_one(task, index):
-    dataset = task.dataset("test")
-    return dataset.collater([dataset[index]])
-
-
-def test_eos_policy_length_needs_a_length_head(build_vqvae, make_sample):
-    built = build_vqvae("--latent-length", "source", "--gen-eos", "length")
-    generator = built.task.build_generator([built.model], built.args)
-    with pytest.raises(ValueError, match="--gen-eos length needs a model trained with --latent-length predict"):
-        generator.generate([built.model.eval()], make_sample(built.task, "test", [0, 1]))
-
-
-def test_unknown_eos_policy_is_refused():
-    from fairseq.data import Dictionary
-
-    from fairseq_vqvae.generator import VQVAENATGenerator
-
-    with pytest.raises(ValueError, match="--gen-eos must be one of first, last-latent, length"):
-        VQVAENATGenerator(Dictionary(), eos="last")
-
-
-def test_dedup_drops_repeated_tokens_only(build_vqvae, make_sample, monkeypatch):
-    """--gen-dedup: the same hypothesis minus every token equal to the one before it."""
-    from fairseq_vqvae.generator import VQVAENATGenerator
-
-    built = build_vqvae()
-    model = built.model.eval()
-    sample = make_sample(built.task, "test", range(6))
-    words = list(range(built.task.target_dictionary.nspecial, built.task.target_dictionary.nspecial + 3))
-    original_decode = model.decode
-
-    def stuttering_decode(latents, latent_mask, encoder_out):  # words a a b b b c a ...
-        logits = original_decode(latents, latent_mask, encoder_out)
-        pattern = [words[0], words[0], words[1], words[1], words[1], words[2], words[0]]
-        for position in range(logits.shape[1]):
-            logits[:, position, pattern[position % len(pattern)]] = 1e4
-        return logits
-
-    monkeypatch.setattr(model, "decode", stuttering_decode)
-    plain = VQVAENATGenerator(built.task.target_dictionary, eos="last-latent").generate([model], sample)
-    dedup = VQVAENATGenerator(built.task.target_dictionary, eos="last-latent", dedup=True).generate(
-        [model], sample
-    )
-    for (p,), (d,) in zip(plain, dedup):
-        body = p["tokens"][:-1].tolist()
-        expected = [t for i, t in enumerate(body) if i == 0 or t != body[i - 1]]
-        assert d["tokens"][:-1].tolist() == expected and d["tokens"][-1] == p["tokens"][-1]
-        assert d["positional_scores"].shape == d["tokens"].shape
-    assert any(len(d["tokens"]) < len(p["tokens"]) for (p,), (d,) in zip(plain, dedup))
 
 
 @pytest.mark.parametrize("arch", ["vqvae_nat", "vqvae_nat_base", "vqvae_nat_small", "vqvae_nat_tiny"])
@@ -947,15 +621,3 @@ def test_a_checkpoint_with_a_non_finite_codebook_is_refused(build_vqvae, key):
         build_vqvae("--bottleneck", "hard_em").model.load_state_dict(state)
 
 
-def test_latent_beam_greedy_fallback_warns_once_per_generator(build_vqvae, make_sample, caplog):
-    from fairseq_vqvae.generator import VQVAENATGenerator
-
-    built = build_vqvae()
-    model = built.model.eval()
-    generator = VQVAENATGenerator(built.task.target_dictionary, latent_beam=4)
-    with caplog.at_level("WARNING", logger="fairseq_vqvae.generator"):
-        for first in (0, 2, 4):
-            generator.generate([model], make_sample(built.task, "test", [first, first + 1]))
-    assert [r.getMessage() for r in caplog.records].count(
-        "latent beam search runs at --batch-size 1 only; using greedy"
-    ) == 1

@@ -128,6 +128,8 @@ def pipeline(tmp_path_factory):
             "--model", f"NAT one pass + distill=translation_lev:{d.nat / 'checkpoint_last.pt'}",
             "--model", f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}",
             "--model", f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}:gen_latent_beam=1",
+            "--model", f"Hard EM, 4 candidates, teacher rescoring=translation_vqvae:{d.vq / 'checkpoint_last.pt'}:"
+            f"gen_latent_beam=2,gen_latent_samples=2,gen_rescore=teacher,teacher={d.teacher / 'checkpoint_last.pt'}",
             "--model", f"Soft EM m=10 n_c=3 + distill=translation_vqvae:{root / 'never_trained' / 'checkpoint_best.pt'}",
             "--out-dir", d.bench, "--save-hyps", d.bench / "hyps", "--meta", "note=test",
         )
@@ -321,8 +323,8 @@ def test_benchmark_outputs(pipeline):
     md = (bench / "benchmark.md").read_text()
     assert (bench / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     models = report["models"]
-    assert [m["status"] for m in models] == ["ok"] * 5 + ["missing"], run.log
-    for m in models[:5]:
+    assert [m["status"] for m in models] == ["ok"] * 6 + ["missing"], run.log
+    for m in models[:6]:
         assert m["sentences_translated"] == 20 and m["latency_ms"]["sentences"] == 20
         assert m["throughput"]["sentences"] == 20 and m["params"] > 0 and m["meta"] == {"note": "test"}
         assert 0 <= m["bleu"] <= 100 and 0 <= m["bleu_tok"] <= 100
@@ -336,7 +338,13 @@ def test_benchmark_outputs(pipeline):
     assert "tok:none" in bench_info["bleu_tok_signature"]
     assert bench_info["commit"]["commit"] and bench_info["hardware"]["platform"]
     rows = {row["name"]: row for row in report["rows"]}
-    assert list(rows) == ["AR beam 4", "AR greedy", "NAT one pass + distill", "Hard EM n_c=3", "Soft EM m=10 n_c=3 + distill"]
+    assert list(rows) == [
+        "AR beam 4", "AR greedy", "NAT one pass + distill", "Hard EM n_c=3", "Hard EM, 4 candidates, teacher rescoring",
+        "Soft EM m=10 n_c=3 + distill",
+    ]
+    rescored = models[5]
+    assert rescored["args"]["gen_rescore"] == "teacher" and rescored["args"]["gen_latent_samples"] == 2
+    assert rescored["params"] == models[3]["params"]  # the student's own parameters, not the teacher's
     assert rows["Hard EM n_c=3"]["measured"] == 2 and len(rows["Hard EM n_c=3"]["bleu_values"]) == 2
     assert rows["AR beam 4"]["speedup_vs_ar_beam"] == 1.0 and "speedup_vs_ar_greedy" in rows["Hard EM n_c=3"]
     assert rows["Soft EM m=10 n_c=3 + distill"]["measured"] == 0 and rows["Soft EM m=10 n_c=3 + distill"]["missing"]
@@ -362,7 +370,7 @@ def test_benchmark_merges_earlier_results(pipeline, tmp_path, capsys):
     names = [m["name"] for m in report["models"]]
     assert names.count("AR greedy") == 2  # the missing one, and the earlier measurement of the other checkpoint
     merged = [m for m in report["models"] if "merged_from" in m]
-    assert len(merged) == 5 and all(m["merged_from"] == str(earlier) for m in merged)
+    assert len(merged) == 6 and all(m["merged_from"] == str(earlier) for m in merged)
     assert "†" in (tmp_path / "t.md").read_text()
 
 

@@ -42,7 +42,6 @@ __all__ = [
     "laplace_smoothing",
     "codebook_from_ema",
     "perplexity",
-    "linear_warmup",
     "step_on",
     "inverse_exp_decay",
 ]
@@ -184,13 +183,6 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
 
 
 # Schedules, f(num_updates) -> float. They reach modules through fairseq's set_num_updates.
-
-
-def linear_warmup(num_updates: int, warmup_updates: int) -> float:
-    """0 at update 0 rising linearly to 1 at ``warmup_updates`` (1 throughout if that is 0)."""
-    if warmup_updates <= 0:
-        return 1.0
-    return min(1.0, max(0.0, num_updates / warmup_updates))
 
 
 def step_on(num_updates: int, start_update: int) -> float:
