@@ -5,6 +5,7 @@ installed on Python 3.11, and the 3.11-compatible ``fairseq-fixed==0.12.3.1`` de
 torchaudio (which pulls a CUDA torch). Install it with ``--no-deps --no-build-isolation``
 after the requirements, as ``scripts/setup_env.sh`` does; see the README.
 """
+
 from setuptools import find_packages, setup
 
 setup(

@@ -7,6 +7,7 @@ components (model, criterion, task) are registered when fairseq is already impor
 is whenever fairseq loads the plugin (``--user-dir``); importing them directly
 (``from fairseq_vqvae.model import VQVAENATModel``) registers them too.
 """
+
 import sys
 
 from . import compat  # noqa: F401  (fairseq checkpoints must load under torch >= 2.6)

@@ -28,7 +28,9 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "FFN inner dimension of the source encoder; paper (t2t filter_size): 4096"
         },
     )
-    encoder_layers: int = field(default=6, metadata={"help": "source encoder layers; paper: 6"})
+    encoder_layers: int = field(
+        default=6, metadata={"help": "source encoder layers; paper: 6"}
+    )
     encoder_attention_heads: int = field(
         default=4,
         metadata={
@@ -42,11 +44,14 @@ class VQVAENATConfig(FairseqDataclass):
         },
     )
     decoder_layers: int = field(
-        default=6, metadata={"help": "token decoder layers (one parallel pass); paper: 6"}
+        default=6,
+        metadata={"help": "token decoder layers (one parallel pass); paper: 6"},
     )
     latent_layers: int = field(
         default=6,
-        metadata={"help": "latent predictor layers (autoregressive over codes); paper: 6"},
+        metadata={
+            "help": "latent predictor layers (autoregressive over codes); paper: 6"
+        },
     )
     ae_layers: int = field(
         default=0,
@@ -67,14 +72,17 @@ class VQVAENATConfig(FairseqDataclass):
         },
     )
     dropout: float = field(
-        default=0.1, metadata={"help": "dropout in [0, 1) on residuals and embeddings; paper: 0.1"}
+        default=0.1,
+        metadata={"help": "dropout in [0, 1) on residuals and embeddings; paper: 0.1"},
     )
     attention_dropout: float = field(
         default=0.1, metadata={"help": "dropout on attention weights; paper: 0.1"}
     )
     activation_dropout: float = field(
         default=0.1,
-        metadata={"help": "dropout after the FFN activation; paper (t2t relu_dropout): 0.1"},
+        metadata={
+            "help": "dropout after the FFN activation; paper (t2t relu_dropout): 0.1"
+        },
     )
     share_all_embeddings: bool = field(
         default=False,
@@ -116,7 +124,9 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "vqvae = straight-through with a gradient-trained codebook; hard_em = EMA K-means; soft_em = Monte-Carlo EM (paper's best)"
         },
     )
-    codebook_size: int = field(default=4096, metadata={"help": "K codes per slice; paper: 2^12"})
+    codebook_size: int = field(
+        default=4096, metadata={"help": "K codes per slice; paper: 2^12"}
+    )
     code_dim: int = field(
         default=0,
         metadata={
@@ -131,7 +141,9 @@ class VQVAENATConfig(FairseqDataclass):
     )
     codebook_decay: float = field(
         default=0.999,
-        metadata={"help": "EMA decay in [0, 1) of hard_em/soft_em codebooks; paper: 0.999"},
+        metadata={
+            "help": "EMA decay in [0, 1) of hard_em/soft_em codebooks; paper: 0.999"
+        },
     )
     codebook_epsilon: float = field(
         default=1e-5, metadata={"help": "Laplace smoothing of EMA counts; t2t: 1e-5"}
@@ -147,7 +159,9 @@ class VQVAENATConfig(FairseqDataclass):
     )
     soft_em_temperature: float = field(
         default=1.0,
-        metadata={"help": "soft_em only: temperature of softmax(-||z - e||^2 / T); paper: 1"},
+        metadata={
+            "help": "soft_em only: temperature of softmax(-||z - e||^2 / T); paper: 1"
+        },
     )
     dead_code_threshold: float = field(
         default=0.0,
@@ -169,7 +183,8 @@ class VQVAENATConfig(FairseqDataclass):
         },
     )
     latent_loss_factor: float = field(
-        default=1.0, metadata={"help": "weight of the latent predictor's cross-entropy; paper: 1"}
+        default=1.0,
+        metadata={"help": "weight of the latent predictor's cross-entropy; paper: 1"},
     )
     # Decoder curriculum (beyond the paper).
     glance_ratio: float = field(
@@ -180,7 +195,9 @@ class VQVAENATConfig(FairseqDataclass):
     )
     glance_ratio_end: float = field(
         default=0.3,
-        metadata={"help": "glancing ratio in [0, 1] reached after --glance-anneal-updates; GLAT: 0.3"},
+        metadata={
+            "help": "glancing ratio in [0, 1] reached after --glance-anneal-updates; GLAT: 0.3"
+        },
     )
     glance_anneal_updates: int = field(
         default=0,
@@ -243,7 +260,9 @@ def validate(cfg) -> None:
                 raise OptionError(f"{_flag(name)} must be >= {low}, got {value}")
         elif not (low <= value <= high if high_inclusive else low <= value < high):
             bracket = "]" if high_inclusive else ")"
-            raise OptionError(f"{_flag(name)} must be in [{low}, {high}{bracket}, got {value}")
+            raise OptionError(
+                f"{_flag(name)} must be in [{low}, {high}{bracket}, got {value}"
+            )
     for name in POSITIVE:
         if not getattr(cfg, name) > 0:
             raise OptionError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")

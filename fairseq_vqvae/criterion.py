@@ -48,13 +48,17 @@ class VQVAEEMLoss(FairseqCriterion):
     def __init__(self, task, label_smoothing=0.0):
         super().__init__(task)
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
+            raise ValueError(
+                f"--label-smoothing must be in [0, 1), got {label_smoothing}"
+            )
         self.label_smoothing = label_smoothing
 
     def forward(self, model, sample, reduce=True):
         net_input = sample["net_input"]
         terms, extra = model(
-            net_input["src_tokens"], net_input["src_lengths"], tgt_tokens=sample["target"]
+            net_input["src_tokens"],
+            net_input["src_lengths"],
+            tgt_tokens=sample["target"],
         )
         total, nll = 0.0, None
         logging_output = {}
@@ -96,7 +100,9 @@ class VQVAEEMLoss(FairseqCriterion):
             zero = term["out"].float().sum() * 0
             return zero, zero
         if target.is_floating_point():  # soft targets (..., K)
-            return -(target.reshape(-1, target.shape[-1]).float() * lprobs).sum(-1).mean(), None
+            return -(target.reshape(-1, target.shape[-1]).float() * lprobs).sum(
+                -1
+            ).mean(), None
         target = target.reshape(-1)
         epsilon = self.label_smoothing if term.get("label_smoothing") else 0.0
         loss, nll = label_smoothed_nll_loss(lprobs, target, epsilon, reduce=True)
@@ -119,29 +125,50 @@ class VQVAEEMLoss(FairseqCriterion):
 
         sample_size = _item(total("sample_size")) or 1.0
         metrics.log_scalar(
-            "loss", _item(total("loss")) / sample_size / math.log(2), sample_size, round=3
+            "loss",
+            _item(total("loss")) / sample_size / math.log(2),
+            sample_size,
+            round=3,
         )
         metrics.log_scalar(
-            "nll_loss", _item(total("nll_loss")) / sample_size / math.log(2), sample_size, round=3
+            "nll_loss",
+            _item(total("nll_loss")) / sample_size / math.log(2),
+            sample_size,
+            round=3,
         )
         metrics.log_derived("ppl", lambda meters: _ppl(meters["nll_loss"].avg))
-        term_keys = sorted({k for log in logging_outputs for k in log if k.endswith("_loss")})
+        term_keys = sorted(
+            {k for log in logging_outputs for k in log if k.endswith("_loss")}
+        )
         for key in term_keys:
             if key not in ("loss", "nll_loss"):
                 value = _item(total(key)) / sample_size / math.log(2)  # bits, like loss
                 metrics.log_scalar(key, value, sample_size, round=3)
         for key in MEAN_KEYS:
-            metrics.log_scalar(key, _item(total(key)) / sample_size, sample_size, round=3)
+            metrics.log_scalar(
+                key, _item(total(key)) / sample_size, sample_size, round=3
+            )
         latent_total = _item(total("latent_total"))
         if latent_total > 0:
             metrics.log_scalar(
-                "latent_acc", _item(total("latent_correct")) / latent_total, latent_total, round=4
+                "latent_acc",
+                _item(total("latent_correct")) / latent_total,
+                latent_total,
+                round=4,
             )
         counts = total("code_counts")
         if torch.is_tensor(counts):
-            counts = counts.reshape(-1, counts.shape[-1]) if counts.dim() > 1 else counts[None]
-            metrics.log_scalar("code_perplexity", em.perplexity(counts).mean().item(), 1, round=1)
-            metrics.log_scalar("code_usage", (counts > 0).float().sum(-1).mean().item(), 1, round=1)
+            counts = (
+                counts.reshape(-1, counts.shape[-1])
+                if counts.dim() > 1
+                else counts[None]
+            )
+            metrics.log_scalar(
+                "code_perplexity", em.perplexity(counts).mean().item(), 1, round=1
+            )
+            metrics.log_scalar(
+                "code_usage", (counts > 0).float().sum(-1).mean().item(), 1, round=1
+            )
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

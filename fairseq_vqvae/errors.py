@@ -22,12 +22,18 @@ def _hook(previous):
     def hook(kind, value, traceback):
         error = value
         while error is not None and not isinstance(error, OptionError):
-            error = error.__cause__ or error.__context__  # fairseq re-raises some as Exception
+            error = (
+                error.__cause__ or error.__context__
+            )  # fairseq re-raises some as Exception
         if error is None:
             return previous(kind, value, traceback)
-        sys.stderr.write(f"{os.path.basename(sys.argv[0]) or 'python'}: error: {error}\n")
+        sys.stderr.write(
+            f"{os.path.basename(sys.argv[0]) or 'python'}: error: {error}\n"
+        )
         sys.stderr.flush()
-        os._exit(2)  # like argparse; skips fairseq's distributed tear-down, which has nothing to do
+        os._exit(
+            2
+        )  # like argparse; skips fairseq's distributed tear-down, which has nothing to do
 
     hook.one_line_errors = True
     return hook
@@ -35,7 +41,10 @@ def _hook(previous):
 
 def install_one_line_errors() -> None:
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
-    if not (program.startswith("fairseq-") or "fairseq_cli" in (sys.argv[0] if sys.argv else "")):
+    if not (
+        program.startswith("fairseq-")
+        or "fairseq_cli" in (sys.argv[0] if sys.argv else "")
+    ):
         return
     if not getattr(sys.excepthook, "one_line_errors", False):
         sys.excepthook = _hook(sys.excepthook)

@@ -45,7 +45,9 @@ class Candidates(NamedTuple):
     sentence: torch.Tensor  # (C,) the source sentence of each candidate
     codes: torch.Tensor  # (C, N, S)
     latent_mask: torch.Tensor  # (C, N) True at padding
-    target_lengths: torch.Tensor | None  # (C,) T, EOS included, or None without a length head
+    target_lengths: (
+        torch.Tensor | None
+    )  # (C,) T, EOS included, or None without a length head
     log_prior: torch.Tensor  # (C,) log p(T | x) + log p(z | x, T); 0 for oracle latents
 
 
@@ -72,7 +74,7 @@ class VQVAENATGenerator:
         dedup: bool = False,
         latent_samples: int = 0,
         length_beam: int = 1,
-        rescore: str = "latent",
+        rescore: str = "model",
     ):
         for flag, value, low in (
             ("--gen-latent-beam", latent_beam, 1),
@@ -82,9 +84,13 @@ class VQVAENATGenerator:
             if value < low:
                 raise ValueError(f"{flag} must be >= {low}, got {value}")
         if eos not in EOS_POLICIES:
-            raise ValueError(f"--gen-eos must be one of {', '.join(EOS_POLICIES)}, got {eos!r}")
+            raise ValueError(
+                f"--gen-eos must be one of {', '.join(EOS_POLICIES)}, got {eos!r}"
+            )
         if rescore not in RESCORERS:
-            raise ValueError(f"--gen-rescore must be one of {', '.join(RESCORERS)}, got {rescore!r}")
+            raise ValueError(
+                f"--gen-rescore must be one of {', '.join(RESCORERS)}, got {rescore!r}"
+            )
         self.eos_policy = eos
         self.dedup = dedup
         self.oracle_latents = oracle_latents
@@ -103,7 +109,10 @@ class VQVAENATGenerator:
             results = self._generate(models, sample, prefix_tokens, constraints)
         # Plain tensors out (inference-mode ones cannot enter a caller's autograd graph).
         return [
-            [{k: v.clone() if torch.is_tensor(v) else v for k, v in hypo.items()} for hypo in hypos]
+            [
+                {k: v.clone() if torch.is_tensor(v) else v for k, v in hypo.items()}
+                for hypo in hypos
+            ]
             for hypos in results
         ]
 
@@ -114,12 +123,18 @@ class VQVAENATGenerator:
                 "vqvae_nat decodes all tokens at once: --prefix-size and constraints are not supported"
             )
         src_lengths = sample["net_input"]["src_lengths"]
-        encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
+        encoder_out = model.encoder(
+            sample["net_input"]["src_tokens"], src_lengths=src_lengths
+        )
         cand = self.candidates(model, sample, encoder_out)
         if cand.sentence.shape[0] != src_lengths.shape[0]:
             encoder_out = model.encoder.reorder_encoder_out(encoder_out, cand.sentence)
-        latents = model.bottleneck.lookup(cand.codes).to(encoder_out["encoder_out"][0].dtype)
-        logits = model.decode(latents, cand.latent_mask, encoder_out).float()  # (C, L, V)
+        latents = model.bottleneck.lookup(cand.codes).to(
+            encoder_out["encoder_out"][0].dtype
+        )
+        logits = model.decode(
+            latents, cand.latent_mask, encoder_out
+        ).float()  # (C, L, V)
         # The best token and the EOS score per position, from one max and one logsumexp
         # (no (C, L, V) log-softmax): EOS goes at the end only.
         logits[..., self.banned] = float("-inf")
@@ -128,26 +143,37 @@ class VQVAENATGenerator:
         best, tokens = logits.max(-1)  # (C, L)
         normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
         scores, eos_scores = best - normalizer, eos_logits - normalizer
-        lengths = (~cand.latent_mask).sum(1) * model.ratio  # decoded positions per candidate
-        ends = self.sentence_ends(eos_scores, eos_logits >= best, lengths, model.ratio, cand.target_lengths)
+        lengths = (~cand.latent_mask).sum(
+            1
+        ) * model.ratio  # decoded positions per candidate
+        ends = self.sentence_ends(
+            eos_scores, eos_logits >= best, lengths, model.ratio, cand.target_lengths
+        )
         empty = (src_lengths <= 1)[cand.sentence]  # only EOS: an empty input line
         if bool(empty.any()):
             logger.warning(
-                "%d input sentence(s) are empty; their translations are empty", int((src_lengths <= 1).sum())
+                "%d input sentence(s) are empty; their translations are empty",
+                int((src_lengths <= 1).sum()),
             )
             ends = ends.masked_fill(empty, 0)
         hypos = [
-            self._hypothesis(tokens[i], scores[i], eos_scores[i], int(ends[i]), int(lengths[i]))
+            self._hypothesis(
+                tokens[i], scores[i], eos_scores[i], int(ends[i]), int(lengths[i])
+            )
             for i in range(tokens.shape[0])
         ]
         ranks = self.rank_scores(hypos, cand, teacher, sample)
         results = [[] for _ in range(src_lengths.shape[0])]
         for i, (hypo, sentence) in enumerate(zip(hypos, cand.sentence.tolist())):
             hypo["rank_score"] = float(ranks[i])
-            hypo["latent_codes"] = cand.codes[i][~cand.latent_mask[i]]  # (N, S) decoded codes
+            hypo["latent_codes"] = cand.codes[i][
+                ~cand.latent_mask[i]
+            ]  # (N, S) decoded codes
             results[sentence].append(hypo)
         for hyps in results:
-            hyps.sort(key=lambda h: -h["rank_score"])  # stable: ties keep the beam's order
+            hyps.sort(
+                key=lambda h: -h["rank_score"]
+            )  # stable: ties keep the beam's order
         return results
 
     def _models(self, models):
@@ -172,21 +198,36 @@ class VQVAENATGenerator:
         src_lengths = sample["net_input"]["src_lengths"]
         batch, device = src_lengths.shape[0], src_lengths.device
         if self.oracle_latents:
-            codes, latent_mask, target_lengths = self.oracle_codes(model, sample, encoder_out)
+            codes, latent_mask, target_lengths = self.oracle_codes(
+                model, sample, encoder_out
+            )
             prior = torch.zeros(batch, device=device)
-            return Candidates(torch.arange(batch, device=device), codes, latent_mask, target_lengths, prior)
-        lengths, length_prior = self.length_candidates(model, encoder_out, src_lengths)  # (B, Lb)
+            return Candidates(
+                torch.arange(batch, device=device),
+                codes,
+                latent_mask,
+                target_lengths,
+                prior,
+            )
+        lengths, length_prior = self.length_candidates(
+            model, encoder_out, src_lengths
+        )  # (B, Lb)
         per_length = lengths.shape[1] if lengths is not None else 1
         width = self.latent_beam + self.latent_samples
         if per_length > 1:
             encoder_out = model.encoder.reorder_encoder_out(
-                encoder_out, torch.arange(batch, device=device).repeat_interleave(per_length)
+                encoder_out,
+                torch.arange(batch, device=device).repeat_interleave(per_length),
             )
             src_lengths = src_lengths.repeat_interleave(per_length)
         flat_lengths = lengths.reshape(-1) if lengths is not None else None
-        num_latents = model.inference_latent_counts(encoder_out, src_lengths, flat_lengths)  # (B * Lb,)
+        num_latents = model.inference_latent_counts(
+            encoder_out, src_lengths, flat_lengths
+        )  # (B * Lb,)
         if width > 1:
-            order = torch.arange(num_latents.shape[0], device=device).repeat_interleave(width)
+            order = torch.arange(num_latents.shape[0], device=device).repeat_interleave(
+                width
+            )
             encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
         codes, code_prior = model.latent_predictor.search(
             encoder_out, num_latents, self.latent_beam, self.latent_samples
@@ -194,10 +235,14 @@ class VQVAENATGenerator:
         num_latents = num_latents.repeat_interleave(width)
         positions = torch.arange(codes.shape[2], device=device)[None]
         return Candidates(
-            sentence=torch.arange(batch, device=device).repeat_interleave(per_length * width),
+            sentence=torch.arange(batch, device=device).repeat_interleave(
+                per_length * width
+            ),
             codes=codes.flatten(0, 1),
             latent_mask=positions >= num_latents[:, None],
-            target_lengths=flat_lengths.repeat_interleave(width) if lengths is not None else None,
+            target_lengths=flat_lengths.repeat_interleave(width)
+            if lengths is not None
+            else None,
             log_prior=(code_prior + length_prior.reshape(-1, 1)).reshape(-1),
         )
 
@@ -212,9 +257,9 @@ class VQVAENATGenerator:
                 )
             return None, torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
         if self.length_beam == 1:
-            return model.inference_lengths(encoder_out, src_lengths)[:, None], torch.zeros(
-                src_lengths.shape[0], 1, device=src_lengths.device
-            )
+            return model.inference_lengths(encoder_out, src_lengths)[
+                :, None
+            ], torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
         logp = model.length_logits(encoder_out).float().log_softmax(-1)
         prior, classes = logp.topk(self.length_beam, dim=-1)
         return model.class_lengths(classes, src_lengths[:, None]), prior
@@ -227,7 +272,14 @@ class VQVAENATGenerator:
             totals = torch.stack([h["positional_scores"].sum() for h in hypos]).cpu()
             counts = torch.tensor([h["positional_scores"].numel() for h in hypos])
             return (cand.log_prior.float().cpu() + totals) / counts
-        return teacher_scores(teacher, sample, cand.sentence, [h["tokens"] for h in hypos], self.pad, self.eos)
+        return teacher_scores(
+            teacher,
+            sample,
+            cand.sentence,
+            [h["tokens"] for h in hypos],
+            self.pad,
+            self.eos,
+        )
 
     def sentence_ends(self, eos_scores, eos_best, lengths, ratio, target_lengths):
         """Index of each sentence's EOS among its decoded positions (== length: none found).
@@ -239,10 +291,16 @@ class VQVAENATGenerator:
             ratio: 2^n_c, positions per latent.
             target_lengths: (B,) predicted (or oracle) lengths T, EOS included, or None.
         """
-        positions = torch.arange(eos_scores.shape[1], device=eos_scores.device)[None]  # (1, L)
+        positions = torch.arange(eos_scores.shape[1], device=eos_scores.device)[
+            None
+        ]  # (1, L)
         inside = positions < lengths[:, None]  # (B, L)
         if self.eos_policy == "first":
-            return torch.where(eos_best & inside, positions, lengths[:, None]).min(1).values
+            return (
+                torch.where(eos_best & inside, positions, lengths[:, None])
+                .min(1)
+                .values
+            )
         if self.eos_policy == "length":
             if target_lengths is None:
                 raise ValueError(
@@ -250,7 +308,9 @@ class VQVAENATGenerator:
                     "--gen-eos last-latent or first"
                 )
             return torch.minimum(target_lengths, lengths).clamp_min(1) - 1
-        window = inside & (positions >= lengths[:, None] - ratio)  # the last latent's positions
+        window = inside & (
+            positions >= lengths[:, None] - ratio
+        )  # the last latent's positions
         return eos_scores.masked_fill(~window, float("-inf")).argmax(1)
 
     @staticmethod
@@ -282,7 +342,9 @@ class VQVAENATGenerator:
         """
         tokens, scores = tokens[:end], scores[:end]
         if self.dedup and end > 1:
-            keep = torch.cat([tokens.new_ones(1, dtype=torch.bool), tokens[1:] != tokens[:-1]])
+            keep = torch.cat(
+                [tokens.new_ones(1, dtype=torch.bool), tokens[1:] != tokens[:-1]]
+            )
             tokens, scores = tokens[keep], scores[keep]
         eos_score = eos_scores[end : end + 1] if end < length else scores.new_zeros(1)
         positional = torch.cat([scores, eos_score])
@@ -297,16 +359,26 @@ class VQVAENATGenerator:
         }
 
 
-def teacher_scores(teacher, sample, sentence, candidates, pad: int, eos: int) -> torch.Tensor:
+def teacher_scores(
+    teacher, sample, sentence, candidates, pad: int, eos: int
+) -> torch.Tensor:
     """(C,) an autoregressive fairseq model's mean token log-probability of each candidate
     translation (EOS included) of source ``sentence[c]``: one teacher-forced pass over all."""
     net_input = sample["net_input"]
-    encoder_out = teacher.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+    encoder_out = teacher.encoder(
+        net_input["src_tokens"], src_lengths=net_input["src_lengths"]
+    )
     encoder_out = teacher.encoder.reorder_encoder_out(encoder_out, sentence)
-    tokens = torch.nn.utils.rnn.pad_sequence(list(candidates), batch_first=True, padding_value=pad)
-    previous = torch.cat([tokens.new_full((tokens.shape[0], 1), eos), tokens[:, :-1]], dim=1)
+    tokens = torch.nn.utils.rnn.pad_sequence(
+        list(candidates), batch_first=True, padding_value=pad
+    )
+    previous = torch.cat(
+        [tokens.new_full((tokens.shape[0], 1), eos), tokens[:, :-1]], dim=1
+    )
     output = teacher.decoder(previous, encoder_out=encoder_out)
     logp = teacher.get_normalized_probs(output, log_probs=True).float()
     real = tokens.ne(pad)
-    token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).masked_fill(~real, 0.0)
+    token_logp = (
+        logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).masked_fill(~real, 0.0)
+    )
     return (token_logp.sum(1) / real.sum(1)).cpu()

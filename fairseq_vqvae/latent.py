@@ -10,8 +10,10 @@ Shapes are batch-first (B, T, C) unless noted; fairseq layers take (T, B, C).
 import torch
 import torch.nn.functional as F
 from fairseq.modules import LayerNorm
+from fairseq.modules.sinusoidal_positional_embedding import (
+    SinusoidalPositionalEmbedding,
+)
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
-from fairseq.modules.sinusoidal_positional_embedding import SinusoidalPositionalEmbedding
 from torch import nn
 
 __all__ = ["Compressor", "Decompressor", "LatentPredictor", "sinusoidal_table"]
@@ -33,11 +35,15 @@ class ResidualConv(nn.Module):
     def __init__(self, dim: int, dropout: float):
         super().__init__()
         self.norm = LayerNorm(dim)
-        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, 3, padding=1, bias=False) for _ in range(3))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(dim, dim, 3, padding=1, bias=False) for _ in range(3)
+        )
         self.norms = nn.ModuleList(LayerNorm(dim) for _ in range(3))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+    def forward(
+        self, x: torch.Tensor, padding_mask=None
+    ) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         h = self.norm(x)
         for conv, norm in zip(self.convs, self.norms):
             h = F.relu(h)
@@ -55,7 +61,9 @@ class Compressor(nn.Module):
 
     def __init__(self, dim: int, compress_steps: int, dropout: float):
         super().__init__()
-        self.residual = nn.Sequential(*(ResidualConv(dim, dropout) for _ in range(compress_steps)))
+        self.residual = nn.Sequential(
+            *(ResidualConv(dim, dropout) for _ in range(compress_steps))
+        )
         self.downsample = nn.ModuleList(
             nn.Conv1d(dim, dim, 2, stride=2) for _ in range(compress_steps)
         )
@@ -74,8 +82,12 @@ class Decompressor(nn.Module):
 
     def __init__(self, dim: int, compress_steps: int, dropout: float):
         super().__init__()
-        self.residual = nn.ModuleList(ResidualConv(dim, dropout) for _ in range(compress_steps))
-        self.expand = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(compress_steps))
+        self.residual = nn.ModuleList(
+            ResidualConv(dim, dropout) for _ in range(compress_steps)
+        )
+        self.expand = nn.ModuleList(
+            nn.Linear(dim, 2 * dim) for _ in range(compress_steps)
+        )
 
     def forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:
         for residual, expand in zip(self.residual, self.expand):
@@ -101,15 +113,26 @@ class LatentPredictor(nn.Module):
         max_latents: longest latent sequence (for the position table).
     """
 
-    def __init__(self, cfg, num_layers: int, num_slices: int, codebook_size: int, max_latents: int):
+    def __init__(
+        self,
+        cfg,
+        num_layers: int,
+        num_slices: int,
+        codebook_size: int,
+        max_latents: int,
+    ):
         super().__init__()
         dim = cfg.decoder.embed_dim
         self.num_slices, self.codebook_size = num_slices, codebook_size
         # Row S*K is the start symbol; slice s uses rows [s*K, (s+1)*K).
         self.embed_codes = nn.Embedding(num_slices * codebook_size + 1, dim)
         nn.init.normal_(self.embed_codes.weight, std=dim**-0.5)
-        self.register_buffer("positions", sinusoidal_table(max_latents + 1, dim), persistent=False)
-        self.layers = nn.ModuleList(TransformerDecoderLayerBase(cfg) for _ in range(num_layers))
+        self.register_buffer(
+            "positions", sinusoidal_table(max_latents + 1, dim), persistent=False
+        )
+        self.layers = nn.ModuleList(
+            TransformerDecoderLayerBase(cfg) for _ in range(num_layers)
+        )
         self.final_norm = LayerNorm(dim) if cfg.decoder.normalize_before else None
         self.output = nn.Linear(dim, num_slices * codebook_size)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -122,17 +145,25 @@ class LatentPredictor(nn.Module):
         ``offset > 0``: one incremental step, the input at position ``offset`` is the
         embedding of the last code so far, ``codes[:, -1]``.
         """
-        slice_offsets = torch.arange(self.num_slices, device=codes.device) * self.codebook_size
+        slice_offsets = (
+            torch.arange(self.num_slices, device=codes.device) * self.codebook_size
+        )
         ids = (codes + slice_offsets).clamp_min(0)  # (B, N, S) rows of embed_codes
         if offset > 0:
             x = self.embed_codes(ids[:, -1:]).sum(2)  # (B, 1, C)
         else:
-            start = codes.new_full((codes.shape[0], 1), self.num_slices * self.codebook_size)
-            x = torch.cat([self.embed_codes(start), self.embed_codes(ids[:, :-1]).sum(2)], dim=1)
+            start = codes.new_full(
+                (codes.shape[0], 1), self.num_slices * self.codebook_size
+            )
+            x = torch.cat(
+                [self.embed_codes(start), self.embed_codes(ids[:, :-1]).sum(2)], dim=1
+            )
         x = x * self.scale + self.positions[offset : offset + x.shape[1]].to(x.dtype)
         return self.dropout(x)
 
-    def forward(self, x, encoder_out, padding_mask=None, incremental_state=None) -> torch.Tensor:
+    def forward(
+        self, x, encoder_out, padding_mask=None, incremental_state=None
+    ) -> torch.Tensor:
         """Embedded inputs (B, N, C) -> logits (B, N, S, K)."""
         enc = encoder_out["encoder_out"][0]  # (S_src, B, C)
         enc_mask = source_padding_mask(encoder_out)
@@ -148,7 +179,9 @@ class LatentPredictor(nn.Module):
                 enc_mask,
                 incremental_state=incremental_state,
                 self_attn_mask=causal,
-                self_attn_padding_mask=padding_mask if incremental_state is None else None,
+                self_attn_padding_mask=padding_mask
+                if incremental_state is None
+                else None,
             )
         if self.final_norm is not None:
             h = self.final_norm(h)
@@ -156,7 +189,13 @@ class LatentPredictor(nn.Module):
         return logits.reshape(*logits.shape[:2], self.num_slices, self.codebook_size)
 
     @torch.no_grad()
-    def search(self, encoder_out, num_latents: torch.Tensor, beam_size: int = 1, samples: int = 0):
+    def search(
+        self,
+        encoder_out,
+        num_latents: torch.Tensor,
+        beam_size: int = 1,
+        samples: int = 0,
+    ):
         """Candidate code sequences per sentence, with cached self-attention.
 
         Args:
@@ -172,17 +211,30 @@ class LatentPredictor(nn.Module):
             codes (B, C, N, S) and their log-probabilities (B, C), C = beam_size + samples;
             the beams first, best first.
         """
-        batch, beams, slices, size = num_latents.shape[0], beam_size, self.num_slices, self.codebook_size
+        batch, beams, slices, size = (
+            num_latents.shape[0],
+            beam_size,
+            self.num_slices,
+            self.codebook_size,
+        )
         width = beams + samples
         if beams > 1 and slices != 1:
-            raise ValueError("latent beam search needs --num-slices 1; use --gen-latent-beam 1")
+            raise ValueError(
+                "latent beam search needs --num-slices 1; use --gen-latent-beam 1"
+            )
         if beams > size:
-            raise ValueError(f"--gen-latent-beam {beams} is more than the {size} codes per slice")
+            raise ValueError(
+                f"--gen-latent-beam {beams} is more than the {size} codes per slice"
+            )
         device = num_latents.device
         codes = torch.zeros(batch * width, 0, slices, dtype=torch.long, device=device)
         scores = torch.zeros(batch, width, device=device)
-        scores[:, 1:beams] = float("-inf")  # the beams start identical: extend only the first
-        rows = (torch.arange(batch, device=device) * width)[:, None]  # (B, 1) first row of each
+        scores[:, 1:beams] = float(
+            "-inf"
+        )  # the beams start identical: extend only the first
+        rows = (torch.arange(batch, device=device) * width)[
+            :, None
+        ]  # (B, 1) first row of each
         keep_samples = torch.arange(beams, width, device=device).expand(batch, samples)
         incremental_state: dict = {}
         finished = torch.full((slices, size), float("-inf"), device=device)
@@ -190,7 +242,9 @@ class LatentPredictor(nn.Module):
         for step in range(int(num_latents.max())):
             previous = codes.new_zeros(batch * width, 1, slices) if step == 0 else codes
             x = self.embed(previous, offset=step)
-            logits = self.forward(x, encoder_out, incremental_state=incremental_state)[:, -1]
+            logits = self.forward(x, encoder_out, incremental_state=incremental_state)[
+                :, -1
+            ]
             logp = logits.float().log_softmax(-1).view(batch, width, slices, size)
             active = (step < num_latents).view(batch, 1, 1, 1)
             logp = torch.where(active, logp, finished)
@@ -206,14 +260,20 @@ class LatentPredictor(nn.Module):
             if samples:
                 drawn = torch.multinomial(logp[:, beams:].exp().reshape(-1, size), 1)
                 drawn = drawn.view(batch, samples, slices)
-                scores[:, beams:] += logp[:, beams:].gather(-1, drawn.unsqueeze(-1)).squeeze(-1).sum(-1)
+                scores[:, beams:] += (
+                    logp[:, beams:].gather(-1, drawn.unsqueeze(-1)).squeeze(-1).sum(-1)
+                )
                 step_codes.append(drawn)
-            order = (rows + torch.cat([parents, keep_samples], dim=1)).view(-1)  # (B * C,)
+            order = (rows + torch.cat([parents, keep_samples], dim=1)).view(
+                -1
+            )  # (B * C,)
             if beams > 1:
                 codes = codes[order]
                 for layer in self.layers:
                     layer.self_attn.reorder_incremental_state(incremental_state, order)
-            codes = torch.cat([codes, torch.cat(step_codes, dim=1).view(-1, 1, slices)], dim=1)
+            codes = torch.cat(
+                [codes, torch.cat(step_codes, dim=1).view(-1, 1, slices)], dim=1
+            )
         return codes.view(batch, width, -1, slices), scores
 
 

@@ -21,7 +21,13 @@ from torch import nn
 from .bottleneck import BottleneckConfig, VQBottleneck, em
 from .config import VQVAENATConfig, validate
 from .errors import OptionError, install_one_line_errors
-from .latent import Compressor, Decompressor, LatentPredictor, sinusoidal_table, source_padding_mask
+from .latent import (
+    Compressor,
+    Decompressor,
+    LatentPredictor,
+    sinusoidal_table,
+    source_padding_mask,
+)
 
 logger = logging.getLogger(__name__)
 install_one_line_errors()
@@ -56,13 +62,21 @@ class VQVAENATModel(BaseFairseqModel):
         )
         self.decoder_norm = None if cfg.post_norm else LayerNorm(dim)
         self.latent_predictor = LatentPredictor(
-            layers_cfg, cfg.latent_layers, cfg.num_slices, cfg.codebook_size, self.max_latents
+            layers_cfg,
+            cfg.latent_layers,
+            cfg.num_slices,
+            cfg.codebook_size,
+            self.max_latents,
         )
         self.length_head = (
-            nn.Linear(dim, 2 * LENGTH_OFFSET) if cfg.latent_length == "predict" else None
+            nn.Linear(dim, 2 * LENGTH_OFFSET)
+            if cfg.latent_length == "predict"
+            else None
         )
         self.register_buffer(
-            "positions", sinusoidal_table(cfg.max_target_positions + 1, dim), persistent=False
+            "positions",
+            sinusoidal_table(cfg.max_target_positions + 1, dim),
+            persistent=False,
         )
         self.dropout = nn.Dropout(cfg.dropout)
         self.num_updates = 0
@@ -70,11 +84,14 @@ class VQVAENATModel(BaseFairseqModel):
     @classmethod
     def add_args(cls, parser):
         # No argparse defaults, so that the architecture presets can fill them in.
-        gen_parser_from_dataclass(parser, VQVAENATConfig(), delete_default=True, with_prefix="")
+        gen_parser_from_dataclass(
+            parser, VQVAENATConfig(), delete_default=True, with_prefix=""
+        )
 
     @classmethod
     def build_model(cls, args, task):
         vqvae_nat(args)
+        _check_precision(args)
         cfg = VQVAENATConfig.from_namespace(args)
         _validate(cfg, task)
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
@@ -84,11 +101,19 @@ class VQVAENATModel(BaseFairseqModel):
             if cfg.share_all_embeddings
             else _embedding(len(tgt_dict), cfg.encoder_embed_dim, tgt_dict.pad())
         )
-        encoder = TransformerEncoderBase(_transformer_config(cfg), src_dict, embed_source)
+        encoder = TransformerEncoderBase(
+            _transformer_config(cfg), src_dict, embed_source
+        )
         return cls(cfg, encoder, embed_target, tgt_dict)
 
     @classmethod
-    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+    def from_pretrained(
+        cls,
+        model_name_or_path,
+        checkpoint_file="model.pt",
+        data_name_or_path=".",
+        **kwargs,
+    ):
         """fairseq's hub loader, plus: keyword options of the ``translation_vqvae`` task (e.g.
         ``gen_dedup=True``) take effect on checkpoints trained before the task had them.
 
@@ -100,7 +125,9 @@ class VQVAENATModel(BaseFairseqModel):
 
         from .task import TranslationVQVAENATConfig
 
-        hub = super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+        hub = super().from_pretrained(
+            model_name_or_path, checkpoint_file, data_name_or_path, **kwargs
+        )
         task_options = TranslationVQVAENATConfig.__dataclass_fields__
         with open_dict(hub.task.cfg):
             for key, value in kwargs.items():
@@ -117,7 +144,9 @@ class VQVAENATModel(BaseFairseqModel):
 
     # Training -------------------------------------------------------------------------------
 
-    def forward(self, src_tokens, src_lengths, prev_output_tokens=None, tgt_tokens=None):
+    def forward(
+        self, src_tokens, src_lengths, prev_output_tokens=None, tgt_tokens=None
+    ):
         """Named loss terms for the ``vqvae_em`` criterion (prev_output_tokens is unused)."""
         if tgt_tokens is None:
             raise ValueError(
@@ -126,18 +155,24 @@ class VQVAENATModel(BaseFairseqModel):
             )
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
         target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
-        target, latent_mask, z, vq = self.autoencode(tgt_tokens, src_lengths, encoder_out)
+        target, latent_mask, z, vq = self.autoencode(
+            tgt_tokens, src_lengths, encoder_out
+        )
         lp = self.latent_predictor
         latent_logits = lp(lp.embed(vq.codes), encoder_out, latent_mask)  # (B, N, S, K)
         latents = self._warmup_mix(vq.quantized, z)
         latents = self._mix_predicted(latents, latent_logits, latent_mask)
         h, token_mask = self.decoder_inputs(latents, latent_mask)
-        glanced = self._glance(h, token_mask, target, encoder_out)  # (B, L) bool or None
+        glanced = self._glance(
+            h, token_mask, target, encoder_out
+        )  # (B, L) bool or None
         if glanced is not None:
             gold = self.embed_target(target) * self.scale
             h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
         word_logits = self.decode_inputs(h, token_mask, encoder_out)  # (B, L, V)
-        word_mask = target.ne(self.pad) if glanced is None else target.ne(self.pad) & ~glanced
+        word_mask = (
+            target.ne(self.pad) if glanced is None else target.ne(self.pad) & ~glanced
+        )
         self._em_stats = vq.em_stats
         latent_factor = self.cfg.latent_loss_factor * em.step_on(
             self.num_updates, self.cfg.latent_loss_start_update
@@ -173,7 +208,9 @@ class VQVAENATModel(BaseFairseqModel):
         (B, N), continuous latents z (B, N, C), the bottleneck's VQOutput)."""
         target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
         num_latents = self.training_latent_counts(target_lengths, src_lengths)  # (B,)
-        target = _pad_to(tgt_tokens, int(num_latents.max()) * self.ratio, self.pad)  # (B, L)
+        target = _pad_to(
+            tgt_tokens, int(num_latents.max()) * self.ratio, self.pad
+        )  # (B, L)
         latent_mask = _length_mask(num_latents)  # (B, N) True at padding
         z = self.compressor(
             self.embed_for_compression(target, encoder_out), target.eq(self.pad)
@@ -211,7 +248,11 @@ class VQVAENATModel(BaseFairseqModel):
     def glance_ratio(self) -> float:
         """GLAT's sampling ratio at this update: --glance-ratio annealed linearly to
         --glance-ratio-end over --glance-anneal-updates (constant when that is 0)."""
-        start, end, span = self.cfg.glance_ratio, self.cfg.glance_ratio_end, self.cfg.glance_anneal_updates
+        start, end, span = (
+            self.cfg.glance_ratio,
+            self.cfg.glance_ratio_end,
+            self.cfg.glance_anneal_updates,
+        )
         if span <= 0:
             return start
         return start + (end - start) * min(1.0, self.num_updates / span)
@@ -230,8 +271,12 @@ class VQVAENATModel(BaseFairseqModel):
             predicted = self.decode_inputs(h, token_mask, encoder_out).argmax(-1)
             wrong = (predicted.ne(target) & real).sum(1)  # (B,)
             count = (wrong.float() * ratio).long()  # GLAT rounds down
-            scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
-            rank = scores.argsort(1).argsort(1)  # a random order of the real positions first
+            scores = torch.rand(target.shape, device=target.device).masked_fill(
+                ~real, 2.0
+            )
+            rank = scores.argsort(1).argsort(
+                1
+            )  # a random order of the real positions first
         return rank < count.unsqueeze(1)
 
     def _mix_predicted(self, latents, latent_logits, latent_mask):
@@ -242,7 +287,9 @@ class VQVAENATModel(BaseFairseqModel):
         ratio = self.cfg.predicted_latent_ratio if self.training else 0.0
         if ratio <= 0:
             return latents
-        predicted = self.bottleneck.lookup(latent_logits.detach().argmax(-1))  # (B, N, C)
+        predicted = self.bottleneck.lookup(
+            latent_logits.detach().argmax(-1)
+        )  # (B, N, C)
         chosen = torch.rand(latent_mask.shape, device=latents.device) < ratio
         chosen = (chosen & ~latent_mask).unsqueeze(-1)
         return torch.where(chosen, predicted.to(latents.dtype), latents)
@@ -252,14 +299,18 @@ class VQVAENATModel(BaseFairseqModel):
         if not self.training or self.cfg.bottleneck_warmup_updates <= 0:
             return quantized
         p = em.inverse_exp_decay(self.num_updates, self.cfg.bottleneck_warmup_updates)
-        use_quantized = torch.rand(quantized.shape[0], 1, 1, device=quantized.device) < p
+        use_quantized = (
+            torch.rand(quantized.shape[0], 1, 1, device=quantized.device) < p
+        )
         return torch.where(use_quantized, quantized, continuous)
 
     # Shared by training and inference ------------------------------------------------------
 
     def decode(self, latents, latent_mask, encoder_out):
         """One parallel pass: latents (B, N, C) -> token logits (B, N * 2^n_c, V)."""
-        return self.decode_inputs(*self.decoder_inputs(latents, latent_mask), encoder_out)
+        return self.decode_inputs(
+            *self.decoder_inputs(latents, latent_mask), encoder_out
+        )
 
     def decoder_inputs(self, latents, latent_mask):
         """Decompressed latents (B, L, C) and the token padding mask (B, L), True at padding."""
@@ -268,7 +319,9 @@ class VQVAENATModel(BaseFairseqModel):
 
     def decode_inputs(self, h, token_mask, encoder_out):
         """The token decoder on its inputs (B, L, C) -> token logits (B, L, V)."""
-        h = self.dropout(h + self.positions[: h.shape[1]].to(h.dtype)).transpose(0, 1)  # (L, B, C)
+        h = self.dropout(h + self.positions[: h.shape[1]].to(h.dtype)).transpose(
+            0, 1
+        )  # (L, B, C)
         enc, enc_mask = encoder_out["encoder_out"][0], source_padding_mask(encoder_out)
         for layer in self.decoder_layers:
             h, _, _ = layer(h, enc, enc_mask, self_attn_padding_mask=token_mask)
@@ -281,17 +334,23 @@ class VQVAENATModel(BaseFairseqModel):
         enc = encoder_out["encoder_out"][0].transpose(0, 1)  # (B, S, C)
         mask = source_padding_mask(encoder_out)
         keep = torch.ones_like(enc[..., 0]) if mask is None else (~mask).to(enc.dtype)
-        pooled = (enc * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+        pooled = (enc * keep.unsqueeze(-1)).sum(1) / keep.sum(
+            1, keepdim=True
+        ).clamp_min(1)
         return self.length_head(pooled)
 
     def length_classes(self, target_lengths, src_lengths):
-        return (target_lengths - src_lengths + LENGTH_OFFSET).clamp(0, 2 * LENGTH_OFFSET - 1)
+        return (target_lengths - src_lengths + LENGTH_OFFSET).clamp(
+            0, 2 * LENGTH_OFFSET - 1
+        )
 
     def inference_lengths(self, encoder_out, src_lengths):
         """(B,) predicted target lengths T (EOS included), or None without a length head."""
         if self.length_head is None:
             return None
-        return self.class_lengths(self.length_logits(encoder_out).argmax(-1), src_lengths)
+        return self.class_lengths(
+            self.length_logits(encoder_out).argmax(-1), src_lengths
+        )
 
     def class_lengths(self, classes, src_lengths):
         """Target lengths T of length classes (inverse of ``length_classes``)."""
@@ -320,7 +379,9 @@ class VQVAENATModel(BaseFairseqModel):
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         _check_compatible(self, state_dict)
-        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        return super().load_state_dict(
+            state_dict, strict=strict, model_cfg=model_cfg, args=args
+        )
 
 
 def _check_compatible(model, state_dict):
@@ -329,14 +390,21 @@ def _check_compatible(model, state_dict):
             "this checkpoint is not a vqvae_nat model (it has no bottleneck.codebook.weight); "
             "load it with the task and --arch it was trained with"
         )
-    for key in ("bottleneck.codebook.weight", "bottleneck.codebook.ema_counts", "bottleneck.codebook.ema_sums"):
+    for key in (
+        "bottleneck.codebook.weight",
+        "bottleneck.codebook.ema_counts",
+        "bottleneck.codebook.ema_sums",
+    ):
         if key in state_dict and not bool(torch.isfinite(state_dict[key]).all()):
             raise OptionError(
                 f"this checkpoint's codebook is not finite ({key} holds NaN or inf): the run "
                 f"diverged before it was saved; load or resume from an earlier checkpoint"
             )
     ours = model.state_dict()
-    for key, what in (("encoder.embed_tokens.weight", "source"), ("embed_target.weight", "target")):
+    for key, what in (
+        ("encoder.embed_tokens.weight", "source"),
+        ("embed_target.weight", "target"),
+    ):
         if key not in state_dict or key not in ours:
             continue
         theirs = state_dict[key].shape
@@ -345,6 +413,20 @@ def _check_compatible(model, state_dict):
                 f"dictionary mismatch: the checkpoint's {what} dictionary has {theirs[0]} "
                 f"symbols, the data's has {ours[key].shape[0]}; binarize the data with the checkpoint's "
                 f"dictionaries (fairseq-preprocess --srcdict/--tgtdict, or --joined-dictionary)"
+            )
+
+
+def _check_precision(args):
+    """fairseq's --fp16 and --bf16 fail deep inside fairseq under --cpu (a CUDA assertion, an
+    XLA attribute error); say what works instead, before they are reached."""
+    if not getattr(args, "cpu", False):
+        return
+    for name in ("fp16", "memory_efficient_fp16", "bf16", "memory_efficient_bf16"):
+        if getattr(args, name, False):
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(
+                f"{flag} needs a GPU ({flag} with --cpu fails inside fairseq); on a CPU, "
+                f"drop {flag} and train in mixed precision with --bf16-autocast"
             )
 
 
@@ -431,7 +513,10 @@ def _ceil_div(x, d):
 
 def _length_mask(lengths):
     """(B,) lengths -> (B, max) bool, True at padding."""
-    return torch.arange(int(lengths.max()), device=lengths.device)[None, :] >= lengths[:, None]
+    return (
+        torch.arange(int(lengths.max()), device=lengths.device)[None, :]
+        >= lengths[:, None]
+    )
 
 
 def _pad_to(tokens, length, pad):
@@ -488,7 +573,9 @@ _PRESETS = {
 
 def _apply_preset(args, name):
     preset = _PRESETS[name]
-    legacy = getattr(args, "normalize_before", None)  # checkpoints from before --post-norm
+    legacy = getattr(
+        args, "normalize_before", None
+    )  # checkpoints from before --post-norm
     if getattr(args, "post_norm", None) is None and legacy is not None:
         args.post_norm = not legacy
     for fld in VQVAENATConfig.__dataclass_fields__.values():
@@ -522,4 +609,5 @@ def vqvae_nat_tiny(args):
 # Importing the model alone (``from fairseq_vqvae.model import VQVAENATModel``, then
 # ``from_pretrained(..., user_dir=...)``) must register the task and criterion its checkpoints
 # name too: fairseq skips the user_dir import when fairseq_vqvae is already imported.
-from . import criterion as _criterion, task as _task  # noqa: E402,F401
+from . import criterion as _criterion  # noqa: E402,F401
+from . import task as _task  # noqa: E402,F401

@@ -17,10 +17,12 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .bottleneck import VQBottleneck
+from .checkpoints import install_atomic_checkpoint_copies
 from .generator import EOS_POLICIES, RESCORERS, VQVAENATGenerator
 from .warm_start import init_from_autoregressive
 
 logger = logging.getLogger(__name__)
+install_atomic_checkpoint_copies()  # fairseq-train with this task: no truncated checkpoints
 
 
 @dataclass
@@ -44,7 +46,7 @@ class TranslationVQVAENATConfig(TranslationConfig):
         },
     )
     gen_rescore: ChoiceEnum(list(RESCORERS)) = field(
-        default="latent",
+        default="model",
         metadata={
             "help": "how candidates are ranked: "
             + "; ".join(f"'{name}' = {text}" for name, text in RESCORERS.items())
@@ -84,11 +86,15 @@ class TranslationVQVAENATTask(TranslationTask):
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         path = getattr(getattr(model, "cfg", None), "init_from_ar", "")
-        if path and not from_checkpoint:  # fairseq-train; checkpoints loaded for inference skip it
+        if (
+            path and not from_checkpoint
+        ):  # fairseq-train; checkpoints loaded for inference skip it
             init_from_autoregressive(model, path)
         return model
 
-    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+    def build_generator(
+        self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs
+    ):
         from .model import VQVAENATModel
 
         if not models or not isinstance(models[0], VQVAENATModel):
@@ -97,7 +103,11 @@ class TranslationVQVAENATTask(TranslationTask):
                 f"--task translation_vqvae needs a vqvae_nat checkpoint, got a {name}; decode that "
                 f"one with the task it was trained with (e.g. --task translation)"
             )
-        if self.cfg.gen_rescore == "teacher" and len(models) == 2 and isinstance(models[1], VQVAENATModel):
+        if (
+            self.cfg.gen_rescore == "teacher"
+            and len(models) == 2
+            and isinstance(models[1], VQVAENATModel)
+        ):
             raise ValueError(
                 "--gen-rescore teacher: the second checkpoint must be an autoregressive model "
                 "(e.g. the distillation teacher, --arch transformer), got a vqvae_nat one"
@@ -118,7 +128,9 @@ class TranslationVQVAENATTask(TranslationTask):
             rescore=self.cfg.gen_rescore,
         )
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+    def train_step(
+        self, sample, model, criterion, optimizer, update_num, ignore_grad=False
+    ):
         bottlenecks = _bottlenecks(model)
         if _first_micro_batch(model):
             # Statistics left from an update that never reached optimizer_step (e.g. skipped
@@ -131,7 +143,9 @@ class TranslationVQVAENATTask(TranslationTask):
             device = "cuda" if sample is not None and _on_cuda(sample) else "cpu"
             precision = torch.autocast(device, dtype=torch.bfloat16)
         with precision:
-            result = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            result = super().train_step(
+                sample, model, criterion, optimizer, update_num, ignore_grad
+            )
         em_stats = _unwrap(model).pop_em_statistics()
         if not ignore_grad:  # fairseq's dummy batches contribute nothing
             for bottleneck in bottlenecks:
@@ -142,15 +156,24 @@ class TranslationVQVAENATTask(TranslationTask):
         super().optimizer_step(optimizer, model, update_num)
         group = _data_parallel_group()
         for bottleneck in _bottlenecks(model):
-            bottleneck.update_(process_group=group)  # a collective: every worker calls it
+            bottleneck.update_(
+                process_group=group
+            )  # a collective: every worker calls it
 
     def get_batch_iterator(
-        self, dataset, max_tokens=None, max_sentences=None, required_batch_size_multiple=1, **kwargs
+        self,
+        dataset,
+        max_tokens=None,
+        max_sentences=None,
+        required_batch_size_multiple=1,
+        **kwargs,
     ):
         # NB: fairseq drops the last batch when its size is not a multiple of
         # --required-batch-size-multiple (default 8): 39 of 40 sentences at batch size 1, 16 of
         # 20 at batch size 8 or with --max-tokens. Evaluation sets keep every sentence.
-        small_batches = max_sentences is not None and max_sentences < required_batch_size_multiple
+        small_batches = (
+            max_sentences is not None and max_sentences < required_batch_size_multiple
+        )
         if small_batches or dataset is not self.datasets.get(self.cfg.train_subset):
             required_batch_size_multiple = 1
         return super().get_batch_iterator(
@@ -164,7 +187,10 @@ class TranslationVQVAENATTask(TranslationTask):
 
 def _check_autocast_optimizer(optimizer):
     from fairseq.optim import AMPOptimizer
-    from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin, _MemoryEfficientFP16OptimizerMixin
+    from fairseq.optim.fp16_optimizer import (
+        _FP16OptimizerMixin,
+        _MemoryEfficientFP16OptimizerMixin,
+    )
 
     mixed = (AMPOptimizer, _FP16OptimizerMixin, _MemoryEfficientFP16OptimizerMixin)
     if isinstance(optimizer, mixed):

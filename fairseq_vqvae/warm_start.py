@@ -37,7 +37,11 @@ def init_from_autoregressive(model, path: str) -> int:
 
     state = torch.load(path, map_location="cpu")
     theirs = state.get("model") if isinstance(state, dict) else None
-    if not theirs or "bottleneck.codebook.weight" in theirs or not _has(theirs, "decoder.layers."):
+    if (
+        not theirs
+        or "bottleneck.codebook.weight" in theirs
+        or not _has(theirs, "decoder.layers.")
+    ):
         raise ValueError(
             f"--init-from-ar needs a fairseq autoregressive transformer checkpoint (encoder.* and "
             f"decoder.layers.* weights, e.g. the teacher of scripts/train_teacher.sh); {path} is not one"
@@ -69,7 +73,11 @@ def _pairs(model, ours, theirs):
     """(our name, their name) for every tensor to copy."""
     pairs = []
     for key in ours:
-        if key.startswith("encoder.") and key in theirs and not key.endswith(".version"):
+        if (
+            key.startswith("encoder.")
+            and key in theirs
+            and not key.endswith(".version")
+        ):
             pairs.append((key, key))
         elif key == "embed_target.weight" and not model.cfg.share_all_embeddings:
             pairs.append((key, "decoder.embed_tokens.weight"))
@@ -90,7 +98,9 @@ def _pairs(model, ours, theirs):
 
 def _check_encoder_extras(ours, theirs):
     unmatched = sorted(
-        k for k in theirs if k.startswith("encoder.") and k not in ours and not _ignorable(k)
+        k
+        for k in theirs
+        if k.startswith("encoder.") and k not in ours and not _ignorable(k)
     )
     if unmatched:
         raise ValueError(
@@ -140,4 +150,10 @@ def _has(state, prefix):
 
 
 def _count_layers(pairs, prefix):
-    return len({ours[len(prefix) :].split(".")[0] for ours, _ in pairs if ours.startswith(prefix)})
+    return len(
+        {
+            ours[len(prefix) :].split(".")[0]
+            for ours, _ in pairs
+            if ours.startswith(prefix)
+        }
+    )

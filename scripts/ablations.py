@@ -22,7 +22,10 @@ from pathlib import Path
 from train_log import train_wall, validations
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE_BEGIN, TABLE_END = "<!-- ablation table: begin -->", "<!-- ablation table: end -->"
+TABLE_BEGIN, TABLE_END = (
+    "<!-- ablation table: begin -->",
+    "<!-- ablation table: end -->",
+)
 
 
 def _length_ratio(detail: str) -> float | None:
@@ -32,9 +35,14 @@ def _length_ratio(detail: str) -> float | None:
 
 def _commit() -> dict:
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def make_row(args) -> dict:
@@ -42,7 +50,9 @@ def make_row(args) -> dict:
     log_text = (train_dir / "train.log").read_text(encoding="utf-8", errors="replace")
     valid = validations(log_text)
     if not valid:
-        raise SystemExit(f"ablations.py: error: no validation in {train_dir / 'train.log'}")
+        raise SystemExit(
+            f"ablations.py: error: no validation in {train_dir / 'train.log'}"
+        )
     bench = json.loads(Path(args.benchmark).read_text())
     models = {m["name"]: m for m in bench["models"]}
     model = models[args.variant]
@@ -71,7 +81,9 @@ def make_row(args) -> dict:
         "train_wall_s": train_wall(log_text),
         "hardware": bench["benchmark"]["hardware"],
         "commit": _commit(),  # of the measurement
-        "train_commits": commits.read_text().split("\n")[:-1] if commits.exists() else None,
+        "train_commits": commits.read_text().split("\n")[:-1]
+        if commits.exists()
+        else None,
         "command": command.read_text().strip() if command.exists() else None,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -94,7 +106,13 @@ def render_table(rows: list[dict]) -> str:
         "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | codes in use | train wall (min) | flags |",
         "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for (budget, variant), group in sorted(groups.items(), key=lambda kv: (kv[0][0], -statistics.mean(r["valid_bleu_best"] for r in kv[1]))):
+    for (budget, variant), group in sorted(
+        groups.items(),
+        key=lambda kv: (
+            kv[0][0],
+            -statistics.mean(r["valid_bleu_best"] for r in kv[1]),
+        ),
+    ):
         group.sort(key=lambda r: r["seed"])
         walls = [r["train_wall_s"] / 60 for r in group if r.get("train_wall_s")]
         lines.append(
@@ -111,12 +129,20 @@ def render_table(rows: list[dict]) -> str:
 
 
 def write_table(ablations: Path) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted((ablations / "rows").glob("*.json"))]
+    rows = [
+        json.loads(p.read_text()) for p in sorted((ablations / "rows").glob("*.json"))
+    ]
     table = render_table(rows)
     readme = ablations / "README.md"
-    text = readme.read_text() if readme.exists() else f"# Recipe ablations\n\n{TABLE_BEGIN}\n{TABLE_END}\n"
+    text = (
+        readme.read_text()
+        if readme.exists()
+        else f"# Recipe ablations\n\n{TABLE_BEGIN}\n{TABLE_END}\n"
+    )
     if TABLE_BEGIN not in text or TABLE_END not in text:
-        raise SystemExit(f"ablations.py: error: {readme} lacks the table markers {TABLE_BEGIN} / {TABLE_END}")
+        raise SystemExit(
+            f"ablations.py: error: {readme} lacks the table markers {TABLE_BEGIN} / {TABLE_END}"
+        )
     head, rest = text.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
     readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
@@ -127,8 +153,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     row = sub.add_parser("row", help="one run -> one row JSON")
-    for name in ("variant", "data", "description", "flags", "train-dir", "benchmark", "out"):
-        row.add_argument(f"--{name}", required=name not in ("description", "flags"), default="")
+    for name in (
+        "variant",
+        "data",
+        "description",
+        "flags",
+        "train-dir",
+        "benchmark",
+        "out",
+    ):
+        row.add_argument(
+            f"--{name}", required=name not in ("description", "flags"), default=""
+        )
     row.add_argument("--seed", type=int, required=True)
     row.add_argument("--max-update", type=int, required=True)
     table = sub.add_parser("table", help="rows/*.json -> the table in README.md")
@@ -137,7 +173,9 @@ def main(argv=None) -> int:
     if args.command == "row":
         result = make_row(args)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"{args.variant} seed {args.seed}: valid BLEU {result['valid_bleu_best']}, test BLEU {result['test_bleu']}")
+        print(
+            f"{args.variant} seed {args.seed}: valid BLEU {result['valid_bleu_best']}, test BLEU {result['test_bleu']}"
+        )
     else:
         print(write_table(args.ablations))
     return 0

@@ -42,6 +42,7 @@ Writes OUT_DIR/benchmark.{md,json,png} (or --md/--json/--png). ``--merge-json`` 
 results of earlier runs (their JSON files, or folders of them) for checkpoints not measured
 now; their latency comes from another run and is marked as such.
 """
+
 import argparse
 import ast
 import datetime
@@ -63,7 +64,11 @@ AR_BEAM_ROW = "AR beam 4"
 AR_GREEDY_ROW = "AR greedy"
 TASK_DEFAULTS = {
     "translation": {"beam": 4},
-    "translation_lev": {"iter_decode_max_iter": 0, "iter_decode_eos_penalty": 0.0, "beam": 1},
+    "translation_lev": {
+        "iter_decode_max_iter": 0,
+        "iter_decode_eos_penalty": 0.0,
+        "beam": 1,
+    },
     "translation_vqvae": {},
 }
 SPEC_HELP = 'expected NAME=TASK:CHECKPOINT[:KEY=VALUE,...], e.g. "AR greedy=translation:teacher/checkpoint_best.pt:beam=1"'
@@ -98,7 +103,9 @@ def parse_model_spec(spec: str) -> dict:
     head, checkpoint = parts[0], parts[1]
     name, eq, task = head.rpartition("=")
     if not eq or not name.strip() or not task.strip():
-        raise SpecError(f"--model {spec!r}: the part before the first ':' must be NAME=TASK; {SPEC_HELP}")
+        raise SpecError(
+            f"--model {spec!r}: the part before the first ':' must be NAME=TASK; {SPEC_HELP}"
+        )
     if not checkpoint.strip():
         raise SpecError(f"--model {spec!r}: empty checkpoint path; {SPEC_HELP}")
     args = {}
@@ -106,9 +113,16 @@ def parse_model_spec(spec: str) -> dict:
         for item in parts[2].split(","):
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
-                raise SpecError(f"--model {spec!r}: extra argument {item!r} is not KEY=VALUE; {SPEC_HELP}")
+                raise SpecError(
+                    f"--model {spec!r}: extra argument {item!r} is not KEY=VALUE; {SPEC_HELP}"
+                )
             args[key.strip().replace("-", "_")] = _value(value.strip())
-    return {"name": name.strip(), "task": task.strip(), "checkpoint": checkpoint.strip(), "args": args}
+    return {
+        "name": name.strip(),
+        "task": task.strip(),
+        "checkpoint": checkpoint.strip(),
+        "args": args,
+    }
 
 
 def load_models_json(path: Path) -> list:
@@ -119,16 +133,31 @@ def load_models_json(path: Path) -> list:
     if isinstance(entries, dict) and "models" in entries:
         entries = entries["models"]
     if not isinstance(entries, list):
-        raise SpecError(f"--models-json {path}: expected a list of {{name, task, checkpoint, args}} objects")
+        raise SpecError(
+            f"--models-json {path}: expected a list of {{name, task, checkpoint, args}} objects"
+        )
     specs = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("name", "task", "checkpoint")):
-            raise SpecError(f"--models-json {path}: entry {i} needs non-empty string fields name, task, checkpoint")
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry.get(k)
+            for k in ("name", "task", "checkpoint")
+        ):
+            raise SpecError(
+                f"--models-json {path}: entry {i} needs non-empty string fields name, task, checkpoint"
+            )
         args = entry.get("args", {}) or {}
         if not isinstance(args, dict):
-            raise SpecError(f"--models-json {path}: entry {i}: 'args' must be an object")
-        specs.append({"name": entry["name"], "task": entry["task"], "checkpoint": entry["checkpoint"],
-                      "args": {k.replace("-", "_"): v for k, v in args.items()}})
+            raise SpecError(
+                f"--models-json {path}: entry {i}: 'args' must be an object"
+            )
+        specs.append(
+            {
+                "name": entry["name"],
+                "task": entry["task"],
+                "checkpoint": entry["checkpoint"],
+                "args": {k.replace("-", "_"): v for k, v in args.items()},
+            }
+        )
     return specs
 
 
@@ -138,7 +167,13 @@ def load_models_json(path: Path) -> list:
 
 def git_commit() -> dict:
     def run(*cmd):
-        return subprocess.run(["git", "-C", str(REPO), *cmd], check=False, capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            ["git", "-C", str(REPO), *cmd],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     try:
         head = run("rev-parse", "HEAD")
@@ -183,7 +218,11 @@ def hardware(device: str) -> dict:
 
 
 def log(message: str) -> None:
-    print(f"[benchmark {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    print(
+        f"[benchmark {time.strftime('%H:%M:%S')}] {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +240,10 @@ class References:
         binarized = None
         if not (args.ref_raw and args.ref_tok):
             binarized = [
-                data_utils.post_process(tgt_dict.string(dataset[i]["target"], escape_unk=True), args.bpe_symbol)
+                data_utils.post_process(
+                    tgt_dict.string(dataset[i]["target"], escape_unk=True),
+                    args.bpe_symbol,
+                )
                 for i in range(self.count)
             ]
         if args.ref_tok:
@@ -209,20 +251,28 @@ class References:
             self.tok_source = str(args.ref_tok)
         else:
             self.tok = binarized
-            self.tok_source = f"binarized {args.subset} targets, BPE removed (no --ref-tok)"
+            self.tok_source = (
+                f"binarized {args.subset} targets, BPE removed (no --ref-tok)"
+            )
         if args.ref_raw:
             self.raw = self._read(args.ref_raw)
             self.raw_source = str(args.ref_raw)
         else:
-            self.raw = [detokenize(line, args.detok, task.cfg.target_lang) for line in binarized]
+            self.raw = [
+                detokenize(line, args.detok, task.cfg.target_lang) for line in binarized
+            ]
             self.raw_source = f"binarized {args.subset} targets, detokenized (no --ref-raw: not the raw references)"
-            log("WARNING: no --ref-raw: sacreBLEU is computed against detokenized binarized references, not the raw text")
+            log(
+                "WARNING: no --ref-raw: sacreBLEU is computed against detokenized binarized references, not the raw text"
+            )
 
     def _read(self, path: Path) -> list:
         try:
             lines = path.read_text(encoding="utf-8").split("\n")
         except OSError as err:
-            raise SystemExit(f"benchmark: cannot read references {path}: {err}")
+            raise SystemExit(
+                f"benchmark: cannot read references {path}: {err}"
+            ) from err
         if lines and lines[-1] == "":
             lines.pop()
         if len(lines) != self.count:
@@ -251,7 +301,9 @@ def bleu_scores(hyps_detok, hyps_tok, refs) -> dict:
 
     sacre = BLEU()
     detok_score = sacre.corpus_score(hyps_detok, [refs.raw])
-    tok = BLEU(tokenize="none", force=True)  # tokenized on purpose (the paper's number): no warning
+    tok = BLEU(
+        tokenize="none", force=True
+    )  # tokenized on purpose (the paper's number): no warning
     tok_score = tok.corpus_score(hyps_tok, [refs.tok])
     return {
         "bleu": round(detok_score.score, 2),
@@ -269,26 +321,51 @@ def build_generation_config(task_name: str, args: dict):
 
     gen = GenerationConfig()
     fields = set(GenerationConfig.__dataclass_fields__)
-    settings = {**TASK_DEFAULTS.get(task_name, {}), **{k: v for k, v in args.items() if k in fields}}
+    settings = {
+        **TASK_DEFAULTS.get(task_name, {}),
+        **{k: v for k, v in args.items() if k in fields},
+    }
     for key, value in settings.items():
         setattr(gen, key, value)
     others = {k: v for k, v in args.items() if k not in fields}
     return gen, settings, others
 
 
-def translate(task, generator, models, dataset, *, max_sentences, max_tokens, device, bpe_symbol, warmup=0, timed=True):
+def translate(
+    task,
+    generator,
+    models,
+    dataset,
+    *,
+    max_sentences,
+    max_tokens,
+    device,
+    bpe_symbol,
+    warmup=0,
+    timed=True,
+):
     """Translate ``dataset``; returns ({id: text with BPE removed}, [seconds per batch], [batch sizes])."""
     import torch
     from fairseq import utils
     from fairseq_cli.generate import get_symbols_to_strip_from_output
 
-    max_positions = utils.resolve_max_positions(task.max_positions(), *[m.max_positions() for m in models])
+    max_positions = utils.resolve_max_positions(
+        task.max_positions(), *[m.max_positions() for m in models]
+    )
 
     def batches():
         return task.get_batch_iterator(
-            dataset=dataset, max_tokens=max_tokens, max_sentences=max_sentences, max_positions=max_positions,
-            ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_shards=1, shard_id=0,
-            num_workers=0, disable_iterator_cache=True,
+            dataset=dataset,
+            max_tokens=max_tokens,
+            max_sentences=max_sentences,
+            max_positions=max_positions,
+            ignore_invalid_inputs=False,
+            required_batch_size_multiple=1,
+            seed=1,
+            num_shards=1,
+            shard_id=0,
+            num_workers=0,
+            disable_iterator_cache=True,
         ).next_epoch_itr(shuffle=False)
 
     cuda = device == "cuda"
@@ -299,7 +376,9 @@ def translate(task, generator, models, dataset, *, max_sentences, max_tokens, de
             if i >= warmup:
                 break
             if "net_input" in sample:
-                task.inference_step(generator, models, utils.move_to_cuda(sample) if cuda else sample)
+                task.inference_step(
+                    generator, models, utils.move_to_cuda(sample) if cuda else sample
+                )
     texts, seconds, sizes = {}, [], []
     for sample in batches():
         if "net_input" not in sample:
@@ -318,7 +397,9 @@ def translate(task, generator, models, dataset, *, max_sentences, max_tokens, de
             if sentence_id in texts:
                 raise RuntimeError(f"sentence {sentence_id} was translated twice")
             tokens = hypos[i][0]["tokens"].int().cpu()
-            texts[sentence_id] = tgt_dict.string(tokens, bpe_symbol, extra_symbols_to_ignore=strip)
+            texts[sentence_id] = tgt_dict.string(
+                tokens, bpe_symbol, extra_symbols_to_ignore=strip
+            )
     missing = set(range(len(dataset))) - set(texts)
     if missing:
         raise RuntimeError(
@@ -355,7 +436,11 @@ def _option_names(section) -> set:
     fairseq keeps a legacy model's options."""
     if section is None:
         return set()
-    return set(vars(section)) if hasattr(section, "__dict__") and not hasattr(section, "keys") else set(section.keys())
+    return (
+        set(vars(section))
+        if hasattr(section, "__dict__") and not hasattr(section, "keys")
+        else set(section.keys())
+    )
 
 
 def apply_task_options(task, overrides: dict) -> None:
@@ -377,7 +462,12 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     import torch
     from fairseq import checkpoint_utils
 
-    record = {"name": spec["name"], "task": spec["task"], "checkpoint": spec["checkpoint"], "args": spec["args"]}
+    record = {
+        "name": spec["name"],
+        "task": spec["task"],
+        "checkpoint": spec["checkpoint"],
+        "args": spec["args"],
+    }
     checkpoint = Path(spec["checkpoint"])
     if not checkpoint.is_file():
         record["status"] = "missing"
@@ -387,14 +477,18 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     started = time.perf_counter()
     model_args = dict(spec["args"])
     data = str(model_args.pop("data", args.data))
-    teacher = model_args.pop("teacher", None)  # a second checkpoint: the --gen-rescore teacher
+    teacher = model_args.pop(
+        "teacher", None
+    )  # a second checkpoint: the --gen-rescore teacher
     gen_cfg, gen_settings, overrides = build_generation_config(spec["task"], model_args)
     record["generation"] = gen_settings
     record["data"] = data
     overrides = {"data": data, "eval_bleu": False, **overrides}
     check_known_options(checkpoint, spec["task"], overrides)
     paths = [str(checkpoint)] + ([str(teacher)] if teacher else [])
-    models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(paths, arg_overrides=overrides)
+    models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        paths, arg_overrides=overrides
+    )
     trained_task = saved_cfg.task._name
     if trained_task != spec["task"]:
         raise ValueError(
@@ -407,54 +501,97 @@ def evaluate(spec: dict, args, context: dict) -> dict:
         if context["device"] == "cuda":
             model.cuda()
     record["params"] = sum(p.numel() for p in models[0].parameters())
-    record["arch"] = getattr(saved_cfg.model, "arch", None) or getattr(saved_cfg.model, "_name", None)
+    record["arch"] = getattr(saved_cfg.model, "arch", None) or getattr(
+        saved_cfg.model, "_name", None
+    )
     task.load_dataset(args.subset)
     dataset = task.dataset(args.subset)
     refs = context.get("refs")
     if refs is None:
         refs = context["refs"] = References(args, task, dataset)
         context["test_set"] = {
-            "data": data, "subset": args.subset, "sentences": len(dataset), "source_lang": task.cfg.source_lang,
-            "target_lang": task.cfg.target_lang, "raw_references": refs.raw_source, "tokenized_references": refs.tok_source,
+            "data": data,
+            "subset": args.subset,
+            "sentences": len(dataset),
+            "source_lang": task.cfg.source_lang,
+            "target_lang": task.cfg.target_lang,
+            "raw_references": refs.raw_source,
+            "tokenized_references": refs.tok_source,
         }
     elif len(dataset) != refs.count:
-        raise ValueError(f"{data} {args.subset} has {len(dataset)} sentences, the first model's test set had {refs.count}")
+        raise ValueError(
+            f"{data} {args.subset} has {len(dataset)} sentences, the first model's test set had {refs.count}"
+        )
     generator = task.build_generator(models, gen_cfg)
     record["load_s"] = round(time.perf_counter() - started, 2)
 
-    log(f"{spec['name']}: batch 1, {len(dataset)} sentences after {args.warmup} warm-up ({checkpoint})")
+    log(
+        f"{spec['name']}: batch 1, {len(dataset)} sentences after {args.warmup} warm-up ({checkpoint})"
+    )
     texts, seconds, sizes = translate(
-        task, generator, models, dataset, max_sentences=1, max_tokens=None, device=context["device"],
-        bpe_symbol=args.bpe_symbol, warmup=args.warmup,
+        task,
+        generator,
+        models,
+        dataset,
+        max_sentences=1,
+        max_tokens=None,
+        device=context["device"],
+        bpe_symbol=args.bpe_symbol,
+        warmup=args.warmup,
     )
     assert all(size == 1 for size in sizes) and len(seconds) == len(dataset)
     ms = [1000.0 * s for s in seconds]
     record["latency_ms"] = {
-        "median": round(statistics.median(ms), 3), "mean": round(statistics.fmean(ms), 3),
-        "p90": round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 3), "total_s": round(sum(seconds), 3),
-        "sentences": len(ms), "warmup_sentences": args.warmup, "batch_size": 1,
+        "median": round(statistics.median(ms), 3),
+        "mean": round(statistics.fmean(ms), 3),
+        "p90": round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 3),
+        "total_s": round(sum(seconds), 3),
+        "sentences": len(ms),
+        "warmup_sentences": args.warmup,
+        "batch_size": 1,
     }
     hyps_tok = [texts[i] for i in range(len(dataset))]
-    hyps_detok = [detokenize(text, args.detok, task.cfg.target_lang) for text in hyps_tok]
+    hyps_detok = [
+        detokenize(text, args.detok, task.cfg.target_lang) for text in hyps_tok
+    ]
     record.update(bleu_scores(hyps_detok, hyps_tok, refs))
     record["sentences_translated"] = len(texts)
     if args.save_hyps:
         args.save_hyps.mkdir(parents=True, exist_ok=True)
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{spec['name']}__{checkpoint.parent.name}")
-        (args.save_hyps / f"{stem}.detok.txt").write_text("\n".join(hyps_detok) + "\n", encoding="utf-8")
+        stem = "".join(
+            c if c.isalnum() or c in "-_." else "_"
+            for c in f"{spec['name']}__{checkpoint.parent.name}"
+        )
+        (args.save_hyps / f"{stem}.detok.txt").write_text(
+            "\n".join(hyps_detok) + "\n", encoding="utf-8"
+        )
         record["hypotheses"] = str(args.save_hyps / f"{stem}.detok.txt")
 
     if args.throughput_max_tokens > 0:
         log(f"{spec['name']}: throughput, --max-tokens {args.throughput_max_tokens}")
         big_texts, big_seconds, big_sizes = translate(
-            task, generator, models, dataset, max_sentences=None, max_tokens=args.throughput_max_tokens,
-            device=context["device"], bpe_symbol=args.bpe_symbol, warmup=1,
+            task,
+            generator,
+            models,
+            dataset,
+            max_sentences=None,
+            max_tokens=args.throughput_max_tokens,
+            device=context["device"],
+            bpe_symbol=args.bpe_symbol,
+            warmup=1,
         )
         big_tok = [big_texts[i] for i in range(len(dataset))]
         record["throughput"] = {
-            "sentences_per_s": round(len(dataset) / sum(big_seconds), 2), "total_s": round(sum(big_seconds), 3),
-            "max_tokens": args.throughput_max_tokens, "batches": len(big_sizes), "sentences": sum(big_sizes),
-            "bleu_tok": bleu_scores([detokenize(t, args.detok, task.cfg.target_lang) for t in big_tok], big_tok, refs)["bleu_tok"],
+            "sentences_per_s": round(len(dataset) / sum(big_seconds), 2),
+            "total_s": round(sum(big_seconds), 3),
+            "max_tokens": args.throughput_max_tokens,
+            "batches": len(big_sizes),
+            "sentences": sum(big_sizes),
+            "bleu_tok": bleu_scores(
+                [detokenize(t, args.detok, task.cfg.target_lang) for t in big_tok],
+                big_tok,
+                refs,
+            )["bleu_tok"],
         }
     record["wall_s"] = round(time.perf_counter() - started, 2)
     record["status"] = "ok"
@@ -462,7 +599,11 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     log(
         f"{spec['name']}: sacreBLEU {record['bleu']:.2f}, tok BLEU {record['bleu_tok']:.2f}, "
         f"{record['latency_ms']['median']:.1f} ms/sentence (median), "
-        + (f"{record['throughput']['sentences_per_s']:.1f} sentences/s, " if "throughput" in record else "")
+        + (
+            f"{record['throughput']['sentences_per_s']:.1f} sentences/s, "
+            if "throughput" in record
+            else ""
+        )
         + f"{record['wall_s']:.0f}s"
     )
     del models, generator, task
@@ -476,14 +617,20 @@ def evaluate(spec: dict, args, context: dict) -> dict:
 # Aggregation and reports
 
 
-UNFINISHED = ".unfinished"  # examples/multi30k/run.sh's name for a checkpoint still training
+UNFINISHED = (
+    ".unfinished"  # examples/multi30k/run.sh's name for a checkpoint still training
+)
 
 
 def _merge_key(record):
     checkpoint = record.get("checkpoint") or ""
     if checkpoint.endswith(UNFINISHED):
         checkpoint = checkpoint[: -len(UNFINISHED)]
-    return record.get("name"), checkpoint, json.dumps(record.get("args", {}), sort_keys=True)
+    return (
+        record.get("name"),
+        checkpoint,
+        json.dumps(record.get("args", {}), sort_keys=True),
+    )
 
 
 def merge_earlier(records: list, paths: list) -> tuple:
@@ -509,7 +656,7 @@ def merge_earlier(records: list, paths: list) -> tuple:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
-            raise SystemExit(f"benchmark: --merge-json {file}: {err}")
+            raise SystemExit(f"benchmark: --merge-json {file}: {err}") from err
         if not isinstance(data, dict):
             continue
         for record in data.get("models", []):
@@ -554,30 +701,57 @@ def aggregate(records: list, ar_beam_row: str, ar_greedy_row: str) -> list:
     for name in order:
         members = rows[name]
         ok = [r for r in members if r.get("status") == "ok"]
-        row = {"name": name, "checkpoints": len(members), "measured": len(ok),
-               "missing": [r["checkpoint"] for r in members if r.get("status") == "missing"],
-               "failed": [f"{r['checkpoint']}: {r.get('error')}" for r in members if r.get("status") == "failed"],
-               "merged_from_earlier_runs": sum(1 for r in ok if "merged_from" in r)}
+        row = {
+            "name": name,
+            "checkpoints": len(members),
+            "measured": len(ok),
+            "missing": [
+                r["checkpoint"] for r in members if r.get("status") == "missing"
+            ],
+            "failed": [
+                f"{r['checkpoint']}: {r.get('error')}"
+                for r in members
+                if r.get("status") == "failed"
+            ],
+            "merged_from_earlier_runs": sum(1 for r in ok if "merged_from" in r),
+        }
         if ok:
-            for key, values in (("bleu", [r["bleu"] for r in ok]), ("bleu_tok", [r["bleu_tok"] for r in ok]),
-                                ("latency_ms_median", [r["latency_ms"]["median"] for r in ok]),
-                                ("latency_ms_mean", [r["latency_ms"]["mean"] for r in ok])):
+            for key, values in (
+                ("bleu", [r["bleu"] for r in ok]),
+                ("bleu_tok", [r["bleu_tok"] for r in ok]),
+                ("latency_ms_median", [r["latency_ms"]["median"] for r in ok]),
+                ("latency_ms_mean", [r["latency_ms"]["mean"] for r in ok]),
+            ):
                 mean, std = _mean_std(values)
                 row[key] = round(mean, 3)
                 row[key + "_std"] = round(std, 3)
                 row[key + "_values"] = values
-            throughputs = [r["throughput"]["sentences_per_s"] for r in ok if "throughput" in r]
+            throughputs = [
+                r["throughput"]["sentences_per_s"] for r in ok if "throughput" in r
+            ]
             if throughputs:
-                row["throughput_sentences_per_s"] = round(statistics.fmean(throughputs), 2)
+                row["throughput_sentences_per_s"] = round(
+                    statistics.fmean(throughputs), 2
+                )
             row["params"] = ok[0].get("params")
             row["task"], row["args"] = ok[0].get("task"), ok[0].get("args", {})
         out.append(row)
     by_name = {row["name"]: row for row in out}
     for row in out:
-        for label, ref_name in (("speedup_vs_ar_beam", ar_beam_row), ("speedup_vs_ar_greedy", ar_greedy_row)):
+        for label, ref_name in (
+            ("speedup_vs_ar_beam", ar_beam_row),
+            ("speedup_vs_ar_greedy", ar_greedy_row),
+        ):
             ref = by_name.get(ref_name)
-            if ref and "latency_ms_median" in ref and "latency_ms_median" in row and row["latency_ms_median"] > 0:
-                row[label] = round(ref["latency_ms_median"] / row["latency_ms_median"], 2)
+            if (
+                ref
+                and "latency_ms_median" in ref
+                and "latency_ms_median" in row
+                and row["latency_ms_median"] > 0
+            ):
+                row[label] = round(
+                    ref["latency_ms_median"] / row["latency_ms_median"], 2
+                )
     return out
 
 
@@ -597,8 +771,10 @@ def markdown(report: dict) -> str:
     lines = [
         "# Benchmark",
         "",
-        (f"Test set: `{test.get('data', '?')}` `{test.get('subset', '?')}`, {test.get('sentences', '?')} sentences, "
-         f"{test.get('source_lang', '?')}→{test.get('target_lang', '?')}."),
+        (
+            f"Test set: `{test.get('data', '?')}` `{test.get('subset', '?')}`, {test.get('sentences', '?')} sentences, "
+            f"{test.get('source_lang', '?')}→{test.get('target_lang', '?')}."
+        ),
         "",
         f"| Model | n | sacreBLEU | tok BLEU | ms/sent. b=1 (median) | ms/sent. (mean) | × vs {bench['ar_beam_row']} | × vs {bench['ar_greedy_row']} | sent./s (max-tokens {bench['throughput_max_tokens']}) | params |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -606,16 +782,28 @@ def markdown(report: dict) -> str:
     for row in rows:
         if row["measured"] == 0:
             why = "missing" if row["missing"] else "failed"
-            lines.append(f"| {row['name']} | 0/{row['checkpoints']} | {why} | — | — | — | — | — | — | — |")
+            lines.append(
+                f"| {row['name']} | 0/{row['checkpoints']} | {why} | — | — | — | — | — | — | — |"
+            )
             continue
-        n = f"{row['measured']}" + (f"/{row['checkpoints']}" if row["measured"] != row["checkpoints"] else "")
+        n = f"{row['measured']}" + (
+            f"/{row['checkpoints']}" if row["measured"] != row["checkpoints"] else ""
+        )
         marker = " †" if row["merged_from_earlier_runs"] else ""
         cells = [
-            f"{row['name']}{marker}", n, _fmt(row, "bleu"), _fmt(row, "bleu_tok"),
-            _fmt(row, "latency_ms_median", 1), _fmt(row, "latency_ms_mean", 1),
+            f"{row['name']}{marker}",
+            n,
+            _fmt(row, "bleu"),
+            _fmt(row, "bleu_tok"),
+            _fmt(row, "latency_ms_median", 1),
+            _fmt(row, "latency_ms_mean", 1),
             f"{row['speedup_vs_ar_beam']:.2f}" if "speedup_vs_ar_beam" in row else "—",
-            f"{row['speedup_vs_ar_greedy']:.2f}" if "speedup_vs_ar_greedy" in row else "—",
-            f"{row['throughput_sentences_per_s']:.1f}" if "throughput_sentences_per_s" in row else "—",
+            f"{row['speedup_vs_ar_greedy']:.2f}"
+            if "speedup_vs_ar_greedy" in row
+            else "—",
+            f"{row['throughput_sentences_per_s']:.1f}"
+            if "throughput_sentences_per_s" in row
+            else "—",
             f"{row['params'] / 1e6:.2f}M" if row.get("params") else "—",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -624,25 +812,43 @@ def markdown(report: dict) -> str:
         "n = checkpoints (seeds) measured; several: mean ± standard deviation. Speed-ups use the median batch-1 latency.",
         f"sacreBLEU: detokenized output against the raw references ({test.get('raw_references', '?')}); signature `{bench.get('bleu_signature', '?')}`.",
         f"tok BLEU: Moses-tokenized, BPE-removed output against {test.get('tokenized_references', '?')}; signature `{bench.get('bleu_tok_signature', '?')}`.",
-        (f"Latency: every sentence of the test set at batch size 1 after {bench['warmup']} warm-up sentences; "
-         f"`task.inference_step` timed with `time.perf_counter`{' and `torch.cuda.synchronize`' if hw['device'] == 'cuda' else ''}."),
-        (f"Hardware: {hw.get('cpu_model', hw['processor'])} ({hw['cpu_count']} logical CPUs), {hw.get('gpu', 'no GPU')}, "
-         f"device {hw['device']}, torch {hw['torch']} with {bench['threads']} thread(s), {hw['platform']}."),
-        (f"Commit: `{bench['commit']['commit']}`{' (uncommitted changes)' if bench['commit'].get('dirty') else ''}; "
-         f"date {bench['date']}; wall time {bench['wall_s']:.0f}s."),
+        (
+            f"Latency: every sentence of the test set at batch size 1 after {bench['warmup']} warm-up sentences; "
+            f"`task.inference_step` timed with `time.perf_counter`{' and `torch.cuda.synchronize`' if hw['device'] == 'cuda' else ''}."
+        ),
+        (
+            f"Hardware: {hw.get('cpu_model', hw['processor'])} ({hw['cpu_count']} logical CPUs), {hw.get('gpu', 'no GPU')}, "
+            f"device {hw['device']}, torch {hw['torch']} with {bench['threads']} thread(s), {hw['platform']}."
+        ),
+        (
+            f"Commit: `{bench['commit']['commit']}`{' (uncommitted changes)' if bench['commit'].get('dirty') else ''}; "
+            f"date {bench['date']}; wall time {bench['wall_s']:.0f}s."
+        ),
     ]
     if any(row["merged_from_earlier_runs"] for row in rows):
-        lines.append("† measured in an earlier run (`--merge-json`): its latency was not measured alongside the other rows; see the JSON for that run's hardware.")
+        lines.append(
+            "† measured in an earlier run (`--merge-json`): its latency was not measured alongside the other rows; see the JSON for that run's hardware."
+        )
     missing = [(row["name"], path) for row in rows for path in row["missing"]]
     failed = [(row["name"], err) for row in rows for err in row["failed"]]
     if missing:
-        lines += ["", "Missing checkpoints:"] + [f"- {name}: `{path}`" for name, path in missing]
+        lines += ["", "Missing checkpoints:"] + [
+            f"- {name}: `{path}`" for name, path in missing
+        ]
     if failed:
         lines += ["", "Failed:"] + [f"- {name}: {err}" for name, err in failed]
-    lines += ["", "Per checkpoint:", "", "| Model | checkpoint | sacreBLEU | tok BLEU | ms median | ms mean | sent./s | wall s |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Per checkpoint:",
+        "",
+        "| Model | checkpoint | sacreBLEU | tok BLEU | ms median | ms mean | sent./s | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["models"]:
         if r.get("status") != "ok":
-            lines.append(f"| {r['name']} | `{r['checkpoint']}` | {r.get('status')} | | | | | |")
+            lines.append(
+                f"| {r['name']} | `{r['checkpoint']}` | {r.get('status')} | | | | | |"
+            )
             continue
         tp = r.get("throughput", {}).get("sentences_per_s")
         lines.append(
@@ -673,32 +879,60 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     bench = report["benchmark"]
-    numbered = [(i, row) for i, row in enumerate(report["rows"], 1)
-                if "bleu" in row and row.get("latency_ms_median", 0) > 0]
+    numbered = [
+        (i, row)
+        for i, row in enumerate(report["rows"], 1)
+        if "bleu" in row and row.get("latency_ms_median", 0) > 0
+    ]
     fig, ax = plt.subplots(figsize=(11, 5.5))
     for number, row in numbered:
         style = _plot_style(row, bench)
-        ax.errorbar(row["latency_ms_median"], row["bleu"], yerr=row["bleu_std"] if row["measured"] > 1 else None,
-                    capsize=3, markersize=6, linestyle="none", label=f"{number}. {row['name']}", **style)
-        ax.annotate(str(number), (row["latency_ms_median"], row["bleu"]), textcoords="offset points",
-                    xytext=(4, 3), fontsize=7)
+        ax.errorbar(
+            row["latency_ms_median"],
+            row["bleu"],
+            yerr=row["bleu_std"] if row["measured"] > 1 else None,
+            capsize=3,
+            markersize=6,
+            linestyle="none",
+            label=f"{number}. {row['name']}",
+            **style,
+        )
+        ax.annotate(
+            str(number),
+            (row["latency_ms_median"], row["bleu"]),
+            textcoords="offset points",
+            xytext=(4, 3),
+            fontsize=7,
+        )
     if numbered:
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100, ...
+        ax.xaxis.set_major_locator(
+            LogLocator(base=10, subs=(1.0, 2.0, 5.0))
+        )  # 10, 20, 50, 100, ...
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         latencies = [row["latency_ms_median"] for _, row in numbered]
         ax.set_xlim(min(latencies) / 1.2, max(latencies) * 1.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
-                  title="square: AR; triangle: other baselines;\nhollow: diagnostic, not a translation",
-                  title_fontsize=7, alignment="left")
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=7,
+            frameon=False,
+            title="square: AR; triangle: other baselines;\nhollow: diagnostic, not a translation",
+            title_fontsize=7,
+            alignment="left",
+        )
     hw = bench["hardware"]
-    ax.set_xlabel(f"latency, ms per sentence at batch 1 (median; {hw['device']}, {bench['threads']} thread(s))")
+    ax.set_xlabel(
+        f"latency, ms per sentence at batch 1 (median; {hw['device']}, {bench['threads']} thread(s))"
+    )
     ax.set_ylabel("sacreBLEU (detokenized)")
     test = bench.get("test_set", {})
-    ax.set_title(f"BLEU vs latency, {test.get('sentences', '?')} test sentences (error bars: std over seeds)")
+    ax.set_title(
+        f"BLEU vs latency, {test.get('sentences', '?')} test sentences (error bars: std over seeds)"
+    )
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -711,34 +945,124 @@ def plot(report: dict, path: Path) -> None:
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", type=Path, required=True, help="data-bin with the test set (and the dictionaries)")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=TASK:CHECKPOINT[:K=V,...]",
-                        help="a model to evaluate (repeat; repeat a NAME for several seeds)")
-    parser.add_argument("--models-json", type=Path, help='JSON list of {"name", "task", "checkpoint", "args"}')
-    parser.add_argument("--subset", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--ref-raw", type=Path, help="raw (untokenized) references, one per line: sacreBLEU's references")
-    parser.add_argument("--ref-tok", type=Path, help="Moses-tokenized references for tokenized BLEU (default: binarized targets, BPE removed)")
-    parser.add_argument("--bpe-symbol", default="subword_nmt", help="BPE to remove (fairseq post_process name; default: subword_nmt = '@@ ')")
-    parser.add_argument("--detok", choices=["moses", "none"], default="moses", help="detokenizer for sacreBLEU (default: moses)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every model (default: 1)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda when available")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed sentences before the batch-1 pass (default: 5)")
-    parser.add_argument("--throughput-max-tokens", type=int, default=8000, help="tokens per batch of the throughput pass; 0 = skip (default: 8000)")
-    parser.add_argument("--ar-beam-row", default=AR_BEAM_ROW, help=f"row the speed-ups are relative to (default: {AR_BEAM_ROW!r})")
-    parser.add_argument("--ar-greedy-row", default=AR_GREEDY_ROW, help=f"second reference row (default: {AR_GREEDY_ROW!r})")
-    parser.add_argument("--merge-json", type=Path, action="append", default=[], help="earlier result JSON files or folders: their models join the table unless measured now")
-    parser.add_argument("--out-dir", type=Path, help="write benchmark.md, benchmark.json, benchmark.png here")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="data-bin with the test set (and the dictionaries)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=TASK:CHECKPOINT[:K=V,...]",
+        help="a model to evaluate (repeat; repeat a NAME for several seeds)",
+    )
+    parser.add_argument(
+        "--models-json",
+        type=Path,
+        help='JSON list of {"name", "task", "checkpoint", "args"}',
+    )
+    parser.add_argument(
+        "--subset", default="test", help="split to evaluate (default: test)"
+    )
+    parser.add_argument(
+        "--ref-raw",
+        type=Path,
+        help="raw (untokenized) references, one per line: sacreBLEU's references",
+    )
+    parser.add_argument(
+        "--ref-tok",
+        type=Path,
+        help="Moses-tokenized references for tokenized BLEU (default: binarized targets, BPE removed)",
+    )
+    parser.add_argument(
+        "--bpe-symbol",
+        default="subword_nmt",
+        help="BPE to remove (fairseq post_process name; default: subword_nmt = '@@ ')",
+    )
+    parser.add_argument(
+        "--detok",
+        choices=["moses", "none"],
+        default="moses",
+        help="detokenizer for sacreBLEU (default: moses)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for every model (default: 1)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="default: cuda when available",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        help="untimed sentences before the batch-1 pass (default: 5)",
+    )
+    parser.add_argument(
+        "--throughput-max-tokens",
+        type=int,
+        default=8000,
+        help="tokens per batch of the throughput pass; 0 = skip (default: 8000)",
+    )
+    parser.add_argument(
+        "--ar-beam-row",
+        default=AR_BEAM_ROW,
+        help=f"row the speed-ups are relative to (default: {AR_BEAM_ROW!r})",
+    )
+    parser.add_argument(
+        "--ar-greedy-row",
+        default=AR_GREEDY_ROW,
+        help=f"second reference row (default: {AR_GREEDY_ROW!r})",
+    )
+    parser.add_argument(
+        "--merge-json",
+        type=Path,
+        action="append",
+        default=[],
+        help="earlier result JSON files or folders: their models join the table unless measured now",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="write benchmark.md, benchmark.json, benchmark.png here",
+    )
     parser.add_argument("--md", type=Path, help="Markdown table path")
     parser.add_argument("--json", type=Path, help="JSON results path")
     parser.add_argument("--png", type=Path, help="BLEU-vs-latency plot path")
-    parser.add_argument("--replace-results", action="store_true", help="overwrite --json/--out-dir results even when they hold more measured models than this run")
-    parser.add_argument("--save-hyps", type=Path, help="folder for each model's detokenized hypotheses")
-    parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                        help="attach KEY=VALUE to every model record of this run (e.g. train_wall_s=1234)")
-    parser.add_argument("--verbose", action="store_true", help="keep fairseq's INFO logging")
-    parser.add_argument("--user-dir", type=Path, default=USER_DIR, help=f"fairseq plugin to import (default: {USER_DIR})")
+    parser.add_argument(
+        "--replace-results",
+        action="store_true",
+        help="overwrite --json/--out-dir results even when they hold more measured models than this run",
+    )
+    parser.add_argument(
+        "--save-hyps", type=Path, help="folder for each model's detokenized hypotheses"
+    )
+    parser.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attach KEY=VALUE to every model record of this run (e.g. train_wall_s=1234)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="keep fairseq's INFO logging"
+    )
+    parser.add_argument(
+        "--user-dir",
+        type=Path,
+        default=USER_DIR,
+        help=f"fairseq plugin to import (default: {USER_DIR})",
+    )
     return parser
 
 
@@ -751,10 +1075,14 @@ def main(argv=None) -> int:
             specs += load_models_json(args.models_json)
     except SpecError as err:
         parser.error(str(err))
-    for spec in specs:  # one name per file, so that --merge-json recognises it from any folder
+    for (
+        spec
+    ) in specs:  # one name per file, so that --merge-json recognises it from any folder
         spec["checkpoint"] = str(Path(spec["checkpoint"]).absolute())
     if not specs and not args.merge_json:
-        parser.error("no models: pass --model NAME=TASK:CHECKPOINT (repeatable) or --models-json FILE")
+        parser.error(
+            "no models: pass --model NAME=TASK:CHECKPOINT (repeatable) or --models-json FILE"
+        )
     meta = {}
     for item in args.meta:
         key, eq, value = item.partition("=")
@@ -768,19 +1096,28 @@ def main(argv=None) -> int:
     if not (args.md or args.json or args.png):
         parser.error("nowhere to write: pass --out-dir DIR (or --md/--json/--png)")
     if args.threads < 1 or args.warmup < 0 or args.throughput_max_tokens < 0:
-        parser.error("--threads must be >= 1, --warmup and --throughput-max-tokens >= 0")
+        parser.error(
+            "--threads must be >= 1, --warmup and --throughput-max-tokens >= 0"
+        )
     if not args.data.is_dir():
-        parser.error(f"--data {args.data}: not a folder (the fairseq-preprocess output with the test set)")
+        parser.error(
+            f"--data {args.data}: not a folder (the fairseq-preprocess output with the test set)"
+        )
     for ref in (args.ref_raw, args.ref_tok):
         if ref is not None and not ref.is_file():
             parser.error(f"reference file {ref} not found")
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    args.command = [sys.executable, *sys.argv] if argv is None else ["benchmark.py", *argv]
+    args.command = (
+        [sys.executable, *sys.argv] if argv is None else ["benchmark.py", *argv]
+    )
     import fairseq  # noqa: F401  (configures logging on import: quieten it after)
 
     # fairseq's per-batch INFO lines and matplotlib's DEBUG font search drown the progress lines.
-    quiet = {name: logging.getLogger(name) for name in ("fairseq", "fairseq_cli", "matplotlib")}
+    quiet = {
+        name: logging.getLogger(name)
+        for name in ("fairseq", "fairseq_cli", "matplotlib")
+    }
     saved_levels = {name: logger.level for name, logger in quiet.items()}
     if not args.verbose:
         for logger in quiet.values():
@@ -802,14 +1139,25 @@ def _run(args, specs, meta, parser) -> int:
     utils.import_user_module(argparse.Namespace(user_dir=str(args.user_dir.resolve())))
     for spec in specs:
         if spec["task"] not in tasks.TASK_REGISTRY:
-            parser.error(f"--model {spec['name']!r}: unknown task {spec['task']!r} (e.g. translation, translation_lev, translation_vqvae)")
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+            parser.error(
+                f"--model {spec['name']!r}: unknown task {spec['task']!r} (e.g. translation, translation_lev, translation_vqvae)"
+            )
+    device = (
+        "cuda"
+        if args.device == "cuda"
+        or (args.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but torch sees no GPU")
 
     started = time.perf_counter()
-    run_info = {"hardware": hardware(device), "commit": git_commit(), "threads": args.threads,
-                "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    run_info = {
+        "hardware": hardware(device),
+        "commit": git_commit(),
+        "threads": args.threads,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     context = {"device": device, "run": run_info}
     records = []
     for spec in specs:
@@ -819,14 +1167,29 @@ def _run(args, specs, meta, parser) -> int:
                 records[-1]["meta"] = meta
         except Exception as err:  # noqa: BLE001  (one broken model must not lose the others' results)
             log(f"{spec['name']}: FAILED: {type(err).__name__}: {err}")
-            records.append({**spec, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+            records.append(
+                {**spec, "status": "failed", "error": f"{type(err).__name__}: {err}"}
+            )
     records, merged_test_set = merge_earlier(records, args.merge_json)
-    signatures = next(((r["bleu_signature"], r["bleu_tok_signature"]) for r in records if r.get("status") == "ok"), ("?", "?"))
+    signatures = next(
+        (
+            (r["bleu_signature"], r["bleu_tok_signature"])
+            for r in records
+            if r.get("status") == "ok"
+        ),
+        ("?", "?"),
+    )
     report = {
         "benchmark": {
-            **run_info, "device": device, "warmup": args.warmup, "throughput_max_tokens": args.throughput_max_tokens,
-            "test_set": context.get("test_set") or merged_test_set, "bleu_signature": signatures[0], "bleu_tok_signature": signatures[1],
-            "ar_beam_row": args.ar_beam_row, "ar_greedy_row": args.ar_greedy_row,
+            **run_info,
+            "device": device,
+            "warmup": args.warmup,
+            "throughput_max_tokens": args.throughput_max_tokens,
+            "test_set": context.get("test_set") or merged_test_set,
+            "bleu_signature": signatures[0],
+            "bleu_tok_signature": signatures[1],
+            "ar_beam_row": args.ar_beam_row,
+            "ar_greedy_row": args.ar_greedy_row,
             "command": args.command,
             "wall_s": round(time.perf_counter() - started, 2),
         },
@@ -836,7 +1199,9 @@ def _run(args, specs, meta, parser) -> int:
     kept = _keep_richer_results(args, report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        args.json.write_text(
+            json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         log(f"wrote {args.json}")
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)
@@ -847,14 +1212,21 @@ def _run(args, specs, meta, parser) -> int:
         log(f"wrote {args.png}")
     failed = [r for r in records if r.get("status") == "failed"]
     if failed:
-        log(f"{len(failed)} model(s) failed: " + "; ".join(f"{r['name']}: {r['error']}" for r in failed))
+        log(
+            f"{len(failed)} model(s) failed: "
+            + "; ".join(f"{r['name']}: {r['error']}" for r in failed)
+        )
         return 1
     return 1 if kept else 0
 
 
 def _measured(report: dict) -> int:
     """Models this report measured itself (not merged from earlier files, not missing)."""
-    return sum(1 for m in report.get("models", []) if m.get("status") == "ok" and "merged_from" not in m)
+    return sum(
+        1
+        for m in report.get("models", [])
+        if m.get("status") == "ok" and "merged_from" not in m
+    )
 
 
 def _keep_richer_results(args, report: dict) -> bool:

@@ -91,7 +91,9 @@ def noun_phrase(rng: random.Random) -> tuple[list[str], list[str], bool]:
     en_det = "the" if definite else ("some" if plural else "a")
     en = [en_det, *adjectives, EN_PLURAL.get(noun, noun + "s") if plural else noun]
     de = [DETERMINERS[(definite, key)], plural_form if plural else stem]
-    de += [ADJECTIVES[a] + ADJ_ENDING[key] for a in adjectives]  # adjectives follow the noun
+    de += [
+        ADJECTIVES[a] + ADJ_ENDING[key] for a in adjectives
+    ]  # adjectives follow the noun
     return en, de, plural
 
 
@@ -106,7 +108,9 @@ def clause(rng: random.Random) -> tuple[list[str], list[str]]:
         pp_en, pp_de, _ = noun_phrase(rng)
         en += [prep] + pp_en
         de += [PREPOSITIONS[prep]] + pp_de
-    de.append(VERBS[verb] + ("en" if plural else "t"))  # verb last, agreeing with subject
+    de.append(
+        VERBS[verb] + ("en" if plural else "t")
+    )  # verb last, agreeing with subject
     return en, de
 
 
@@ -140,18 +144,29 @@ def main(argv=None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--out-dir", type=Path, required=True, help="folder for {train,valid,test}.{en,de}"
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="folder for {train,valid,test}.{en,de}",
     )
-    parser.add_argument("--train", type=int, default=20000, help="training pairs (default 20000)")
-    parser.add_argument("--valid", type=int, default=500, help="validation pairs (default 500)")
-    parser.add_argument("--test", type=int, default=500, help="test pairs (default 500)")
+    parser.add_argument(
+        "--train", type=int, default=20000, help="training pairs (default 20000)"
+    )
+    parser.add_argument(
+        "--valid", type=int, default=500, help="validation pairs (default 500)"
+    )
+    parser.add_argument(
+        "--test", type=int, default=500, help="test pairs (default 500)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     args = parser.parse_args(argv)
     if min(args.train, args.valid, args.test) < 1:
         parser.error("--train, --valid and --test must all be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     write_corpus(
-        args.out_dir, {"train": args.train, "valid": args.valid, "test": args.test}, args.seed
+        args.out_dir,
+        {"train": args.train, "valid": args.valid, "test": args.test},
+        args.seed,
     )
 
 

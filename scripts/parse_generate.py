@@ -28,7 +28,9 @@ def parse(text: str) -> dict:
     """
     match = TRANSLATED.search(text)
     if match is None:
-        raise ValueError("no 'Translated N sentences' line: did fairseq-generate fail? see the log")
+        raise ValueError(
+            "no 'Translated N sentences' line: did fairseq-generate fail? see the log"
+        )
     sentences = int(match.group(1).replace(",", ""))
     seconds = float(match.group(3))
     result = {
@@ -49,7 +51,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("log", type=Path, help="fairseq-generate output (stdout and stderr)")
+    parser.add_argument(
+        "log", type=Path, help="fairseq-generate output (stdout and stderr)"
+    )
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,7 @@ fairseq builds those options from (``VQVAENATConfig``, ``VQVAEEMLossConfig`` and
 
 Usage: python scripts/plugin_options.py [--only model|criterion|task]
 """
+
 import argparse
 import dataclasses
 import sys
@@ -22,11 +23,18 @@ def option_groups():
     from fairseq_vqvae.task import TranslationVQVAENATConfig
 
     inherited = {f.name for f in dataclasses.fields(TranslationConfig)}
-    task_fields = [f for f in dataclasses.fields(TranslationVQVAENATConfig) if f.name not in inherited]
+    task_fields = [
+        f
+        for f in dataclasses.fields(TranslationVQVAENATConfig)
+        if f.name not in inherited
+    ]
     return {
         "model": ("--arch vqvae_nat*", dataclasses.fields(VQVAENATConfig)),
         "criterion": ("--criterion vqvae_em", dataclasses.fields(VQVAEEMLossConfig)),
-        "task": ("--task translation_vqvae (beyond fairseq's translation)", task_fields),
+        "task": (
+            "--task translation_vqvae (beyond fairseq's translation)",
+            task_fields,
+        ),
     }
 
 
@@ -48,14 +56,18 @@ def render(groups) -> str:
             flag = "--" + field.name.replace("_", "-")
             lines.append(f"  {flag} (default: {_default(field)!r})")
             text = field.metadata.get("help", "")
-            lines += textwrap.wrap(text, width=96, initial_indent="      ", subsequent_indent="      ")
+            lines += textwrap.wrap(
+                text, width=96, initial_indent="      ", subsequent_indent="      "
+            )
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["model", "criterion", "task"], help="one group only")
+    parser.add_argument(
+        "--only", choices=["model", "criterion", "task"], help="one group only"
+    )
     args = parser.parse_args(argv)
     groups = option_groups()
     if args.only:

@@ -55,10 +55,16 @@ def train_wall(log_text: str) -> int | None:
         if not match:
             continue
         stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
-        if (match.group(2) == "fairseq_cli.train" and match.group(3) == "{") or not segments:
+        if (
+            match.group(2) == "fairseq_cli.train" and match.group(3) == "{"
+        ) or not segments:
             segments.append([stamp, stamp])
         segments[-1][1] = stamp
-    return round(sum((end - start).total_seconds() for start, end in segments)) if segments else None
+    return (
+        round(sum((end - start).total_seconds() for start, end in segments))
+        if segments
+        else None
+    )
 
 
 def main(argv=None) -> int:

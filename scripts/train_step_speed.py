@@ -18,15 +18,27 @@ import time
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--batches", type=int, default=3, help="timed batches per round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of (fp32, autocast)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1)"
+    )
+    parser.add_argument(
+        "--batches", type=int, default=3, help="timed batches per round"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds of (fp32, autocast)"
+    )
     parser.add_argument("--max-tokens", type=int, default=4096)
-    parser.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="-- then fairseq-train flags")
+    parser.add_argument(
+        "fairseq_args", nargs=argparse.REMAINDER, help="-- then fairseq-train flags"
+    )
     args = parser.parse_args(argv)
-    fairseq_args = args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
+    fairseq_args = (
+        args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
+    )
     if not fairseq_args:
-        parser.error("give the fairseq-train flags after '--' (data folder, task, arch, ...)")
+        parser.error(
+            "give the fairseq-train flags after '--' (data folder, task, arch, ...)"
+        )
 
     import torch
     from fairseq import options, tasks, utils
@@ -39,7 +51,10 @@ def main(argv=None) -> int:
     task.load_dataset("train")
     model, criterion = task.build_model(cfg), task.build_criterion(cfg)
     batches = task.get_batch_iterator(
-        task.dataset("train"), max_tokens=args.max_tokens, max_positions=(1024, 1024), seed=3
+        task.dataset("train"),
+        max_tokens=args.max_tokens,
+        max_positions=(1024, 1024),
+        seed=3,
     ).next_epoch_itr(shuffle=True)
     batches = [next(batches) for _ in range(args.batches + 1)]
     model.train()
@@ -59,13 +74,30 @@ def main(argv=None) -> int:
             losses = [step(b, autocast) for b in batches[1:]]
             seconds = (time.perf_counter() - started) / args.batches
             timings[autocast].append(seconds)
-            print(json.dumps({"round": round_, "bf16_autocast": autocast,
-                              "s_per_update": round(seconds, 3),
-                              "losses": [round(x, 3) for x in losses]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "round": round_,
+                        "bf16_autocast": autocast,
+                        "s_per_update": round(seconds, 3),
+                        "losses": [round(x, 3) for x in losses],
+                    }
+                ),
+                flush=True,
+            )
     fp32, bf16 = statistics.median(timings[False]), statistics.median(timings[True])
-    print(json.dumps({"summary": True, "threads": args.threads, "arch": cfg.arch,
-                      "fp32_s_per_update": round(fp32, 3), "bf16_autocast_s_per_update": round(bf16, 3),
-                      "speedup": round(fp32 / bf16, 2)}))
+    print(
+        json.dumps(
+            {
+                "summary": True,
+                "threads": args.threads,
+                "arch": cfg.arch,
+                "fp32_s_per_update": round(fp32, 3),
+                "bf16_autocast_s_per_update": round(bf16, 3),
+                "speedup": round(fp32 / bf16, 2),
+            }
+        )
+    )
     return 0
 
 

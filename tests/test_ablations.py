@@ -24,40 +24,94 @@ def _log(entries):
 
 
 def test_validations_keep_every_update_once_across_a_resume():
-    log = _log([
-        (START, {"stamp": "2026-12-02 10:00:00"}),
-        (VALID, dict(stamp="2026-12-02 10:10:00", epoch=1, acc=0.1, codes=12.6, bleu=2.0, updates=140)),
-        (VALID, dict(stamp="2026-12-02 10:20:00", epoch=2, acc=0.2, codes=30, bleu=5.5, updates=280)),
-        # killed, resumed from checkpoint_last (update 140): epoch 2 is validated again
-        (START, {"stamp": "2026-12-02 11:00:00"}),
-        (VALID, dict(stamp="2026-12-02 11:10:00", epoch=2, acc=0.25, codes=31, bleu=6.0, updates=280)),
-    ])
+    log = _log(
+        [
+            (START, {"stamp": "2026-12-02 10:00:00"}),
+            (
+                VALID,
+                dict(
+                    stamp="2026-12-02 10:10:00",
+                    epoch=1,
+                    acc=0.1,
+                    codes=12.6,
+                    bleu=2.0,
+                    updates=140,
+                ),
+            ),
+            (
+                VALID,
+                dict(
+                    stamp="2026-12-02 10:20:00",
+                    epoch=2,
+                    acc=0.2,
+                    codes=30,
+                    bleu=5.5,
+                    updates=280,
+                ),
+            ),
+            # killed, resumed from checkpoint_last (update 140): epoch 2 is validated again
+            (START, {"stamp": "2026-12-02 11:00:00"}),
+            (
+                VALID,
+                dict(
+                    stamp="2026-12-02 11:10:00",
+                    epoch=2,
+                    acc=0.25,
+                    codes=31,
+                    bleu=6.0,
+                    updates=280,
+                ),
+            ),
+        ]
+    )
     valid = ablations.validations(log)
-    assert [(int(v["num_updates"]), v["bleu"]) for v in valid] == [(140, 2.0), (280, 6.0)]
+    assert [(int(v["num_updates"]), v["bleu"]) for v in valid] == [
+        (140, 2.0),
+        (280, 6.0),
+    ]
     assert valid[-1]["latent_acc"] == 0.25 and valid[-1]["code_usage"] == 31
-    assert ablations.train_wall(log) == 30 * 60  # segments of 20 and 10 minutes, not the gap
+    assert (
+        ablations.train_wall(log) == 30 * 60
+    )  # segments of 20 and 10 minutes, not the gap
 
 
 def _row(variant, seed, bleu, budget=1000):
     return {
-        "variant": variant, "data": "distill", "seed": seed, "max_update": budget, "flags": "--x 1",
-        "valid_bleu_best": bleu, "test_bleu": bleu - 1, "test_length_ratio": 0.9,
-        "oracle_test_bleu": bleu + 3, "latent_acc": 0.2, "codes_in_use": 40, "train_wall_s": 3600,
+        "variant": variant,
+        "data": "distill",
+        "seed": seed,
+        "max_update": budget,
+        "flags": "--x 1",
+        "valid_bleu_best": bleu,
+        "test_bleu": bleu - 1,
+        "test_length_ratio": 0.9,
+        "oracle_test_bleu": bleu + 3,
+        "latent_acc": 0.2,
+        "codes_in_use": 40,
+        "train_wall_s": 3600,
     }
 
 
 def test_table_groups_seeds_with_mean_and_half_range_best_first():
-    table = ablations.render_table([_row("a", 2, 20.0), _row("a", 1, 22.0), _row("b", 1, 30.0)])
+    table = ablations.render_table(
+        [_row("a", 2, 20.0), _row("a", 1, 22.0), _row("b", 1, 30.0)]
+    )
     lines = table.splitlines()
     assert lines[2].startswith("| 1000 | b | distill | 1 | 30.00 | 29.00 |")
-    assert lines[3].startswith("| 1000 | a | distill | 1,2 | 21.00 ± 1.00 | 20.00 ± 1.00 |")
+    assert lines[3].startswith(
+        "| 1000 | a | distill | 1,2 | 21.00 ± 1.00 | 20.00 ± 1.00 |"
+    )
 
 
 def test_table_is_written_between_its_markers_only(tmp_path):
     (tmp_path / "rows").mkdir()
-    (tmp_path / "rows" / "a__seed1__u1000.json").write_text(json.dumps(_row("a", 1, 20.0)))
+    (tmp_path / "rows" / "a__seed1__u1000.json").write_text(
+        json.dumps(_row("a", 1, 20.0))
+    )
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{ablations.TABLE_BEGIN}\nold\n{ablations.TABLE_END}\noutro\n")
+    readme.write_text(
+        f"intro\n{ablations.TABLE_BEGIN}\nold\n{ablations.TABLE_END}\noutro\n"
+    )
     ablations.write_table(tmp_path)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
@@ -67,26 +121,45 @@ def test_table_is_written_between_its_markers_only(tmp_path):
 def _ablate(*args, **env):
     return subprocess.run(
         ["bash", str(REPO / "examples/multi30k/ablate.sh"), *args],
-        env=dict(os.environ, PYTHON=sys.executable, **env), capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHON=sys.executable, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_unknown_variant_and_bad_budget_get_one_line_errors():
     result = _ablate("no_such_variant")
     assert result.returncode != 0
-    assert "ablate: error: unknown variant 'no_such_variant': one of old_recipe" in result.stderr
+    assert (
+        "ablate: error: unknown variant 'no_such_variant': one of old_recipe"
+        in result.stderr
+    )
     result = _ablate("old_recipe", MAX_UPDATE="0")
-    assert result.returncode != 0 and "MAX_UPDATE must be a positive integer" in result.stderr
+    assert (
+        result.returncode != 0
+        and "MAX_UPDATE must be a positive integer" in result.stderr
+    )
 
 
 @pytest.mark.parametrize(
     "variant, present, absent",
     [
-        ("old_recipe", ["--lr 1e-3", "--warmup-updates 500", "--dropout 0.3 --glance-ratio 0"], ["--glance-ratio 0.5"]),
-        ("fast_schedule_glance", ["--warmup-updates 200", "--glance-ratio 0.5"], ["--warmup-updates 500"]),
+        (
+            "old_recipe",
+            ["--lr 1e-3", "--warmup-updates 500", "--dropout 0.3 --glance-ratio 0"],
+            ["--glance-ratio 0.5"],
+        ),
+        (
+            "fast_schedule_glance",
+            ["--warmup-updates 200", "--glance-ratio 0.5"],
+            ["--warmup-updates 500"],
+        ),
     ],
 )
-def test_dry_run_trains_the_variant_with_the_common_recipe(tmp_path, variant, present, absent):
+def test_dry_run_trains_the_variant_with_the_common_recipe(
+    tmp_path, variant, present, absent
+):
     result = _ablate(variant, "3", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="7")
     assert result.returncode == 0, result.stderr
     train = next(line for line in result.stderr.splitlines() if "fairseq-train" in line)
@@ -94,7 +167,9 @@ def test_dry_run_trains_the_variant_with_the_common_recipe(tmp_path, variant, pr
         assert flag in train
     for flag in absent:
         assert flag not in train
-    assert "distill_shared/data-bin" in train  # distilled variants train on the shared set
+    assert (
+        "distill_shared/data-bin" in train
+    )  # distilled variants train on the shared set
 
 
 def test_every_variant_names_known_options():
@@ -104,11 +179,23 @@ def test_every_variant_names_known_options():
     import fairseq_vqvae.model  # noqa: F401
 
     lines = (REPO / "examples/multi30k/ablations/variants.tsv").read_text().splitlines()
-    variants = [line.split("\t") for line in lines if line.strip() and not line.startswith("#")]
+    variants = [
+        line.split("\t") for line in lines if line.strip() and not line.startswith("#")
+    ]
     assert len(variants) >= 3
     for variant in variants:
-        argv = ["data", "--user-dir", str(REPO / "fairseq_vqvae"), "--task", "translation_vqvae",
-                "--arch", "vqvae_nat_small", "--criterion", "vqvae_em", *variant[3].split()]
+        argv = [
+            "data",
+            "--user-dir",
+            str(REPO / "fairseq_vqvae"),
+            "--task",
+            "translation_vqvae",
+            "--arch",
+            "vqvae_nat_small",
+            "--criterion",
+            "vqvae_em",
+            *variant[3].split(),
+        ]
         parser = options.get_training_parser()
         args, unknown = options.parse_args_and_arch(parser, argv, parse_known=True)
         assert not unknown, (variant[0], unknown)

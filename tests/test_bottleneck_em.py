@@ -277,3 +277,24 @@ def test_soft_em_bottleneck_trains_on_sampled_responsibilities():
     assert torch.equal(
         vq.eval()(x).soft_targets[:, 0], torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     )
+
+
+def test_ema_perplexity_counts_only_codes_in_use_when_dead_codes_restart():
+    """Restarted codes are seeded with the threshold count: counted, 4 codes in use read as
+    about 20 (an issue-16 report: 58,928 of 65,536 with 58 in use)."""
+    torch.manual_seed(0)
+    codebook = Codebook(1, 64, 2, decay=0.9, dead_code_threshold=0.5)
+    for _ in range(50):
+        counts = torch.zeros(1, 64)
+        counts[0, :4] = 10.0
+        sums = codebook.weight.detach().clone() * counts.unsqueeze(-1)
+        codebook.accumulate_(counts, sums, candidates=torch.randn(8, 1, 2))
+        codebook.update_()
+    assert int((codebook.ema_counts > 0).sum()) > 4  # restarted codes hold seed counts
+    assert float(codebook.ema_perplexity()[0]) == pytest.approx(4.0, rel=0.01)
+    plain = Codebook(1, 64, 2, decay=0.9)  # no restarts: unused codes count 0 anyway
+    counts = torch.zeros(1, 64)
+    counts[0, :4] = 10.0
+    plain.accumulate_(counts, plain.weight.detach().clone() * counts.unsqueeze(-1))
+    plain.update_()
+    assert float(plain.ema_perplexity()[0]) == pytest.approx(4.0, rel=0.01)

@@ -98,7 +98,9 @@ def test_total_loss_is_the_weighted_sum_of_its_parts(
     assert torch.allclose(log["latent_loss"], latent["factor"] * latent_loss, atol=1e-5)
     assert torch.allclose(log["commit_loss"], commit)
     if "length" in terms:
-        assert torch.allclose(log["length_loss"], terms["length"]["factor"] * length_loss, atol=1e-5)
+        assert torch.allclose(
+            log["length_loss"], terms["length"]["factor"] * length_loss, atol=1e-5
+        )
     else:
         assert "length_loss" not in log
     parts = sum(log[f"{name}_loss"] for name in terms)
@@ -107,7 +109,9 @@ def test_total_loss_is_the_weighted_sum_of_its_parts(
     assert ("length" in terms) == (length_factor is not None)
     if length_factor is not None:
         assert terms["length"]["factor"] == length_factor
-    assert torch.equal(latent["codes"], extra["codes"])  # latent_acc against the nearest codes
+    assert torch.equal(
+        latent["codes"], extra["codes"]
+    )  # latent_acc against the nearest codes
     # The code histogram counts each real latent once per slice.
     codes = extra["codes"][~extra["latent_mask"]]  # (M, S)
     histogram = torch.zeros(codes.shape[1], k, dtype=torch.float64)
@@ -220,13 +224,19 @@ def test_reduce_metrics_of_summed_logging_outputs_is_the_same():
 
 
 def test_latent_accuracy_is_against_the_nearest_code_not_the_most_sampled_one():
-    logits = torch.tensor([[[[0.0, 5.0, 0.0]]]])  # (B=1, N=1, S=1, K=3): predicts code 1
+    logits = torch.tensor(
+        [[[[0.0, 5.0, 0.0]]]]
+    )  # (B=1, N=1, S=1, K=3): predicts code 1
     samples = torch.tensor([[[[0.0, 0.3, 0.7]]]])  # soft EM drew code 2 most often
     mask = torch.ones(1, 1, dtype=torch.bool)
     nearest = torch.tensor([[[1]]])  # ... but code 1 is the nearest
-    correct, total = VQVAEEMLoss.latent_accuracy({"out": logits, "tgt": samples, "mask": mask, "codes": nearest})
+    correct, total = VQVAEEMLoss.latent_accuracy(
+        {"out": logits, "tgt": samples, "mask": mask, "codes": nearest}
+    )
     assert (correct, total) == (1, 1)
-    correct, _ = VQVAEEMLoss.latent_accuracy({"out": logits, "tgt": samples, "mask": mask, "codes": nearest + 1})
+    correct, _ = VQVAEEMLoss.latent_accuracy(
+        {"out": logits, "tgt": samples, "mask": mask, "codes": nearest + 1}
+    )
     assert correct == 0
 
 
@@ -249,4 +259,3 @@ def test_a_term_counts_with_the_factor_the_model_gives_it(build_vqvae, make_samp
     assert torch.allclose(loss, base + 2 * base_log["commit_loss"] + 1.0, atol=1e-5)
     assert torch.allclose(log["extra_loss"], torch.tensor(1.0))
     assert torch.allclose(log["commit_loss"], 3 * base_log["commit_loss"])
-

@@ -4,6 +4,7 @@ Runs the real trainer (fairseq_cli.train) in two processes with --distributed-wo
 --ddp-backend legacy_ddp, --update-freq 2 and uneven shards (so dummy batches happen), and
 records each worker's bottleneck buffers after every optimizer step.
 """
+
 import os
 import random
 import socket
@@ -60,9 +61,22 @@ def data_bin(tmp_path_factory):
             tgt.append(" ".join(w.upper() for w in reversed(words)))
         (root / f"{split}.src").write_text("\n".join(src) + "\n")
         (root / f"{split}.tgt").write_text("\n".join(tgt) + "\n")
-    cmd = [str(BIN / "fairseq-preprocess"), "--source-lang", "src", "--target-lang", "tgt",
-           "--trainpref", str(root / "train"), "--validpref", str(root / "valid"),
-           "--destdir", str(root / "bin"), "--joined-dictionary", "--workers", "1"]
+    cmd = [
+        str(BIN / "fairseq-preprocess"),
+        "--source-lang",
+        "src",
+        "--target-lang",
+        "tgt",
+        "--trainpref",
+        str(root / "train"),
+        "--validpref",
+        str(root / "valid"),
+        "--destdir",
+        str(root / "bin"),
+        "--joined-dictionary",
+        "--workers",
+        "1",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return root / "bin"
 
@@ -76,18 +90,67 @@ def test_two_workers_hold_identical_codebooks(tmp_path, data_bin, bottleneck):
     procs = []
     for rank in (0, 1):
         cmd = [
-            sys.executable, str(script), str(tmp_path / f"rank{rank}.pt"), str(data_bin),
-            "--user-dir", str(REPO / "fairseq_vqvae"), "--task", "translation_vqvae",
-            "--arch", "vqvae_nat_tiny", "--criterion", "vqvae_em", "--bottleneck", bottleneck,
-            "--num-samples", "3", "--codebook-decay", "0.9", "--dead-code-threshold", "0.5",
-            "--share-all-embeddings", "--optimizer", "adam", "--lr", "1e-3",
-            "--max-tokens", "120", "--update-freq", "2", "--max-update", "4",
-            "--cpu", "--num-workers", "0", "--no-save", "--disable-validation", "--seed", "3",
-            "--distributed-world-size", "2", "--distributed-rank", str(rank),
-            "--device-id", str(rank), "--distributed-no-spawn", "--distributed-backend", "gloo",
-            "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--ddp-backend", "legacy_ddp",
+            sys.executable,
+            str(script),
+            str(tmp_path / f"rank{rank}.pt"),
+            str(data_bin),
+            "--user-dir",
+            str(REPO / "fairseq_vqvae"),
+            "--task",
+            "translation_vqvae",
+            "--arch",
+            "vqvae_nat_tiny",
+            "--criterion",
+            "vqvae_em",
+            "--bottleneck",
+            bottleneck,
+            "--num-samples",
+            "3",
+            "--codebook-decay",
+            "0.9",
+            "--dead-code-threshold",
+            "0.5",
+            "--share-all-embeddings",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e-3",
+            "--max-tokens",
+            "120",
+            "--update-freq",
+            "2",
+            "--max-update",
+            "4",
+            "--cpu",
+            "--num-workers",
+            "0",
+            "--no-save",
+            "--disable-validation",
+            "--seed",
+            "3",
+            "--distributed-world-size",
+            "2",
+            "--distributed-rank",
+            str(rank),
+            "--device-id",
+            str(rank),
+            "--distributed-no-spawn",
+            "--distributed-backend",
+            "gloo",
+            "--distributed-init-method",
+            f"tcp://127.0.0.1:{port}",
+            "--ddp-backend",
+            "legacy_ddp",
         ]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     for proc in procs:
         try:
@@ -100,10 +163,14 @@ def test_two_workers_hold_identical_codebooks(tmp_path, data_bin, bottleneck):
         assert proc.returncode == 0, out[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
-    assert len(rank0) == len(rank1) == 4  # one M-step per optimizer update, on both workers
+    assert (
+        len(rank0) == len(rank1) == 4
+    )  # one M-step per optimizer update, on both workers
     for step, (a, b) in enumerate(zip(rank0, rank1)):
         for key in a:
-            assert torch.equal(a[key], b[key]), f"update {step + 1}: {key} differs across workers"
+            assert torch.equal(a[key], b[key]), (
+                f"update {step + 1}: {key} differs across workers"
+            )
     assert int(rank0[-1]["num_updates"]) == 4
     # The codebook really moved (the comparison above is not between two untouched buffers).
     assert not torch.equal(rank0[0]["weight"], rank0[-1]["weight"])

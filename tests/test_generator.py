@@ -8,13 +8,16 @@ import pytest
 import torch
 from fairseq import utils
 
-from conftest import ids_by_target_length
 from fairseq_vqvae.generator import VQVAENATGenerator
+
+from conftest import ids_by_target_length
 
 RATIO = 4  # TINY_FLAGS use --compress-steps 2
 
 
-def _translate(task, model, generator, split, batch_size=None, max_tokens=None, models=None):
+def _translate(
+    task, model, generator, split, batch_size=None, max_tokens=None, models=None
+):
     """{sentence id: hypotheses}, batched as fairseq-generate does (multiple of 8)."""
     if split not in task.datasets:
         task.load_dataset(split)
@@ -22,7 +25,9 @@ def _translate(task, model, generator, split, batch_size=None, max_tokens=None, 
         dataset=task.dataset(split),
         max_sentences=batch_size,
         max_tokens=max_tokens,
-        max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
+        max_positions=utils.resolve_max_positions(
+            task.max_positions(), model.max_positions()
+        ),
         required_batch_size_multiple=8,
         disable_iterator_cache=True,
     ).next_epoch_itr(shuffle=False)
@@ -120,15 +125,21 @@ def test_build_generator_refuses_a_non_vqvae_model(build_vqvae, tiny_transformer
         built.task.build_generator([tiny_transformer.model], built.args)
 
 
-def test_oracle_latents_decode_the_references_own_codes(build_vqvae, make_sample, monkeypatch):
+def test_oracle_latents_decode_the_references_own_codes(
+    build_vqvae, make_sample, monkeypatch
+):
     """--gen-oracle-latents: the decoder gets lookup(codes of the autoencoded reference), and
     the latent predictor and length classifier are never asked."""
     built = build_vqvae("--bottleneck", "hard_em")
     model = built.model.eval()
     sample = make_sample(built.task, "test", range(4))
     src_lengths = sample["net_input"]["src_lengths"]
-    encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
-    _, expected_mask, _, vq = model.autoencode(sample["target"], src_lengths, encoder_out)
+    encoder_out = model.encoder(
+        sample["net_input"]["src_tokens"], src_lengths=src_lengths
+    )
+    _, expected_mask, _, vq = model.autoencode(
+        sample["target"], src_lengths, encoder_out
+    )
     seen = {}
 
     def decode(latents, latent_mask, encoder_out):
@@ -142,9 +153,9 @@ def test_oracle_latents_decode_the_references_own_codes(build_vqvae, make_sample
     monkeypatch.setattr(model, "decode", decode)
     monkeypatch.setattr(model.latent_predictor, "search", refuse)
     monkeypatch.setattr(model, "inference_latent_counts", refuse)
-    hypos = VQVAENATGenerator(built.task.target_dictionary, oracle_latents=True).generate(
-        [model], sample
-    )
+    hypos = VQVAENATGenerator(
+        built.task.target_dictionary, oracle_latents=True
+    ).generate([model], sample)
     assert len(hypos) == 4
     assert torch.equal(seen["mask"], expected_mask)
     torch.testing.assert_close(seen["latents"], model.bottleneck.lookup(vq.codes))
@@ -175,7 +186,10 @@ def _eos_lprobs(eos, rows, length, vocab=6):
 @pytest.mark.parametrize(
     "policy, expected",
     [
-        ("first", [1, 8]),  # row 0: EOS wins at 1 and 6; row 1: nowhere -> no EOS (length)
+        (
+            "first",
+            [1, 8],
+        ),  # row 0: EOS wins at 1 and 6; row 1: nowhere -> no EOS (length)
         ("last-latent", [6, 7]),  # best EOS inside positions 4..7 of 2 latents x 4
         ("length", [4, 2]),  # predicted T = 5 and 3 (EOS included)
     ],
@@ -217,7 +231,9 @@ def test_every_eos_policy_gives_one_final_eos_where_it_says(policy, build_vqvae)
     for i in sample_ids:
         sample = _collate_one(task, i)
         src_lengths = sample["net_input"]["src_lengths"]
-        encoder_out = model.encoder(sample["net_input"]["src_tokens"], src_lengths=src_lengths)
+        encoder_out = model.encoder(
+            sample["net_input"]["src_tokens"], src_lengths=src_lengths
+        )
         length = int(model.inference_lengths(encoder_out, src_lengths)[0])
         latents = int(model.inference_latent_counts(encoder_out, src_lengths)[0])
         produced = hypos[i][0]["tokens"].numel()  # tokens + EOS
@@ -235,14 +251,21 @@ def _collate_one(task, index):
 def test_eos_policy_length_needs_a_length_head(build_vqvae, make_sample):
     built = build_vqvae("--latent-length", "source", "--gen-eos", "length")
     generator = built.task.build_generator([built.model], built.args)
-    with pytest.raises(ValueError, match="--gen-eos length needs a model trained with --latent-length predict"):
-        generator.generate([built.model.eval()], make_sample(built.task, "test", [0, 1]))
+    with pytest.raises(
+        ValueError,
+        match="--gen-eos length needs a model trained with --latent-length predict",
+    ):
+        generator.generate(
+            [built.model.eval()], make_sample(built.task, "test", [0, 1])
+        )
 
 
 def test_unknown_eos_policy_is_refused():
     from fairseq.data import Dictionary
 
-    with pytest.raises(ValueError, match="--gen-eos must be one of first, last-latent, length"):
+    with pytest.raises(
+        ValueError, match="--gen-eos must be one of first, last-latent, length"
+    ):
         VQVAENATGenerator(Dictionary(), eos="last")
 
 
@@ -251,7 +274,12 @@ def test_dedup_drops_repeated_tokens_only(build_vqvae, make_sample, monkeypatch)
     built = build_vqvae()
     model = built.model.eval()
     sample = make_sample(built.task, "test", range(6))
-    words = list(range(built.task.target_dictionary.nspecial, built.task.target_dictionary.nspecial + 3))
+    words = list(
+        range(
+            built.task.target_dictionary.nspecial,
+            built.task.target_dictionary.nspecial + 3,
+        )
+    )
     original_decode = model.decode
 
     def stuttering_decode(latents, latent_mask, encoder_out):  # words a a b b b c a ...
@@ -262,18 +290,20 @@ def test_dedup_drops_repeated_tokens_only(build_vqvae, make_sample, monkeypatch)
         return logits
 
     monkeypatch.setattr(model, "decode", stuttering_decode)
-    plain = VQVAENATGenerator(built.task.target_dictionary, eos="last-latent").generate([model], sample)
-    dedup = VQVAENATGenerator(built.task.target_dictionary, eos="last-latent", dedup=True).generate(
+    plain = VQVAENATGenerator(built.task.target_dictionary, eos="last-latent").generate(
         [model], sample
     )
+    dedup = VQVAENATGenerator(
+        built.task.target_dictionary, eos="last-latent", dedup=True
+    ).generate([model], sample)
     for (p,), (d,) in zip(plain, dedup):
         body = p["tokens"][:-1].tolist()
         expected = [t for i, t in enumerate(body) if i == 0 or t != body[i - 1]]
-        assert d["tokens"][:-1].tolist() == expected and d["tokens"][-1] == p["tokens"][-1]
+        assert (
+            d["tokens"][:-1].tolist() == expected and d["tokens"][-1] == p["tokens"][-1]
+        )
         assert d["positional_scores"].shape == d["tokens"].shape
     assert any(len(d["tokens"]) < len(p["tokens"]) for (p,), (d,) in zip(plain, dedup))
-
-
 
 
 # The search over latents ----------------------------------------------------------------
@@ -292,7 +322,9 @@ def _encode(model, sample):
     return model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
 
 
-def test_greedy_translation_is_a_direct_decoding_at_any_batch_size(build_vqvae, make_sample):
+def test_greedy_translation_is_a_direct_decoding_at_any_batch_size(
+    build_vqvae, make_sample
+):
     """The cached, batched generator against a slow one-sentence decoding written out here."""
     built = build_vqvae("--bottleneck", "hard_em")
     model, task = built.model.eval(), built.task
@@ -311,8 +343,14 @@ def test_greedy_translation_is_a_direct_decoding_at_any_batch_size(build_vqvae, 
                 padded = torch.cat([codes, codes.new_zeros(1, 1, 1)], dim=1)
                 logits = predictor(predictor.embed(padded), encoder_out)[:, step]
                 codes = torch.cat([codes, logits.argmax(-1).view(1, 1, 1)], dim=1)
-            logits = model.decode(model.bottleneck.lookup(codes), torch.zeros(1, count, dtype=torch.bool), encoder_out)
-        logits[..., [dictionary.pad(), dictionary.bos()]] = float("-inf")  # never emitted
+            logits = model.decode(
+                model.bottleneck.lookup(codes),
+                torch.zeros(1, count, dtype=torch.bool),
+                encoder_out,
+            )
+        logits[..., [dictionary.pad(), dictionary.bos()]] = float(
+            "-inf"
+        )  # never emitted
         lprobs = logits[0].float().log_softmax(-1)
         best = lprobs.argmax(-1).tolist()
         end = best.index(dictionary.eos()) if dictionary.eos() in best else len(best)
@@ -322,22 +360,35 @@ def test_greedy_translation_is_a_direct_decoding_at_any_batch_size(build_vqvae, 
         hypo = batched[i][0]
         assert hypo["tokens"].tolist() == expected, i
         assert torch.equal(hypo["latent_codes"], codes[0])
-        eos_score = lprobs[end, dictionary.eos()] if end < len(best) else torch.tensor(0.0)
+        eos_score = (
+            lprobs[end, dictionary.eos()] if end < len(best) else torch.tensor(0.0)
+        )
         scores = torch.cat([without_eos[:end].max(-1).values, eos_score.view(1)])
         torch.testing.assert_close(hypo["positional_scores"], scores)
-        assert hypo["rank_score"] == pytest.approx(_code_log_prob(model, encoder_out, codes), abs=1e-4)
+        joint = _code_log_prob(model, encoder_out, codes) + float(scores.sum())
+        assert hypo["rank_score"] == pytest.approx(joint / len(scores), abs=1e-4)
 
 
-def _search(built, *, beam=1, samples=0, lengths=1, rescore="latent", models=None, batch_size=8):
+def _search(
+    built, *, beam=1, samples=0, lengths=1, rescore="latent", models=None, batch_size=8
+):
     task = built.task
     built.model.eval()
     generator = VQVAENATGenerator(
-        task.target_dictionary, latent_beam=beam, latent_samples=samples, length_beam=lengths, rescore=rescore
+        task.target_dictionary,
+        latent_beam=beam,
+        latent_samples=samples,
+        length_beam=lengths,
+        rescore=rescore,
     )
-    return _translate(task, built.model, generator, "test", batch_size=batch_size, models=models)
+    return _translate(
+        task, built.model, generator, "test", batch_size=batch_size, models=models
+    )
 
 
-def test_latent_beam_returns_every_beam_best_first_and_exact_with_the_whole_codebook(build_vqvae, make_sample):
+def test_latent_beam_returns_every_beam_best_first_and_exact_with_the_whole_codebook(
+    build_vqvae, make_sample
+):
     built = build_vqvae("--bottleneck", "hard_em", "--codebook-size", "6")
     model = built.model.eval()
     greedy = _search(built)
@@ -364,12 +415,16 @@ def test_latent_beam_returns_every_beam_best_first_and_exact_with_the_whole_code
             assert ranks[0] == pytest.approx(best, abs=1e-4)
         assert ranks[0] >= greedy[i][0]["rank_score"] - 1e-4
         for a, b in zip(hypos, beams[1][i]):  # the same at batch size 1
-            assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(a["latent_codes"], b["latent_codes"])
+            assert torch.equal(a["tokens"], b["tokens"]) and torch.equal(
+                a["latent_codes"], b["latent_codes"]
+            )
     assert any(len(beams[8][i][0]["latent_codes"]) <= 2 for i in range(13))
     assert any(len(beams[8][i][0]["latent_codes"]) > 1 for i in range(13))
 
 
-def test_sampled_candidates_follow_the_predictor_and_the_greedy_one_comes_first_in_its_beam(build_vqvae, make_sample):
+def test_sampled_candidates_follow_the_predictor_and_the_greedy_one_comes_first_in_its_beam(
+    build_vqvae, make_sample
+):
     built = build_vqvae("--bottleneck", "hard_em")
     model = built.model.eval()
     greedy = _search(built)
@@ -395,7 +450,9 @@ def test_sampled_candidates_follow_the_predictor_and_the_greedy_one_comes_first_
 def test_length_beam_decodes_the_classifiers_best_lengths(build_vqvae, make_sample):
     built = build_vqvae("--bottleneck", "hard_em", "--gen-eos", "length")
     model, task = built.model.eval(), built.task
-    generator = VQVAENATGenerator(task.target_dictionary, length_beam=3, eos="length")
+    generator = VQVAENATGenerator(
+        task.target_dictionary, length_beam=3, eos="length", rescore="latent"
+    )
     for i in range(13):
         sample = make_sample(task, "test", [i])
         hypos = generator.generate([model], sample)[0]
@@ -411,9 +468,11 @@ def test_length_beam_decodes_the_classifiers_best_lengths(build_vqvae, make_samp
             count = h["latent_codes"].shape[0]
             code_logp = _code_log_prob(model, encoder_out, h["latent_codes"][None])
             matches = [
-                k for k, n in enumerate(lengths)
+                k
+                for k, n in enumerate(lengths)
                 if math.ceil(n / RATIO) == count
-                and h["rank_score"] == pytest.approx(float(prior[k]) + code_logp, abs=1e-4)
+                and h["rank_score"]
+                == pytest.approx(float(prior[k]) + code_logp, abs=1e-4)
                 and h["tokens"].numel() == n
             ]
             assert matches, (i, lengths, h["tokens"].numel(), count)
@@ -430,21 +489,33 @@ def test_model_rescoring_ranks_by_the_joint_log_probability_per_token(build_vqva
         hypos = by_model[i]
         ranks = [h["rank_score"] for h in hypos]
         assert ranks == sorted(ranks, reverse=True)
-        beams = {tuple(h["latent_codes"].flatten().tolist()): h for h in by_latent[i][:3]}
+        beams = {
+            tuple(h["latent_codes"].flatten().tolist()): h for h in by_latent[i][:3]
+        }
         for h in hypos:
             key = tuple(h["latent_codes"].flatten().tolist())
-            if key in beams:  # the same beam: its latent score is known from the other run
+            if (
+                key in beams
+            ):  # the same beam: its latent score is known from the other run
                 joint = beams[key]["rank_score"] + float(h["positional_scores"].sum())
-                assert h["rank_score"] == pytest.approx(joint / h["tokens"].numel(), abs=1e-4)
+                assert h["rank_score"] == pytest.approx(
+                    joint / h["tokens"].numel(), abs=1e-4
+                )
 
 
-def test_teacher_rescoring_ranks_by_the_teachers_mean_token_log_probability(build_vqvae, tiny_transformer, make_sample):
+def test_teacher_rescoring_ranks_by_the_teachers_mean_token_log_probability(
+    build_vqvae, tiny_transformer, make_sample
+):
     built = build_vqvae("--bottleneck", "hard_em")
     teacher = tiny_transformer.model.eval()
     model, task = built.model.eval(), built.task
-    generator = VQVAENATGenerator(task.target_dictionary, latent_beam=3, latent_samples=1, rescore="teacher")
+    generator = VQVAENATGenerator(
+        task.target_dictionary, latent_beam=3, latent_samples=1, rescore="teacher"
+    )
     eos = task.target_dictionary.eos()
-    results = _translate(task, model, generator, "test", batch_size=8, models=[model, teacher])
+    results = _translate(
+        task, model, generator, "test", batch_size=8, models=[model, teacher]
+    )
     for i in range(13):
         hypos = results[i]
         assert len(hypos) == 4
@@ -456,21 +527,29 @@ def test_teacher_rescoring_ranks_by_the_teachers_mean_token_log_probability(buil
             tokens = h["tokens"][None]
             previous = torch.cat([tokens.new_full((1, 1), eos), tokens[:, :-1]], dim=1)
             with torch.no_grad():
-                out = teacher(net_input["src_tokens"], net_input["src_lengths"], previous)
+                out = teacher(
+                    net_input["src_tokens"], net_input["src_lengths"], previous
+                )
                 logp = teacher.get_normalized_probs(out, log_probs=True)[0]
             expected = logp.gather(-1, tokens[0][:, None]).mean()
             assert h["rank_score"] == pytest.approx(float(expected), abs=1e-4)
 
 
-def test_teacher_rescoring_needs_an_autoregressive_second_checkpoint(build_vqvae, tiny_transformer, make_sample):
+def test_teacher_rescoring_needs_an_autoregressive_second_checkpoint(
+    build_vqvae, tiny_transformer, make_sample
+):
     built = build_vqvae("--gen-rescore", "teacher")
     model = built.model.eval()
     sample = make_sample(built.task, "test", [0])
     generator = built.task.build_generator([model], built.args)
     assert generator.rescore == "teacher"
-    with pytest.raises(ValueError, match="needs the autoregressive teacher as a second checkpoint"):
+    with pytest.raises(
+        ValueError, match="needs the autoregressive teacher as a second checkpoint"
+    ):
         generator.generate([model], sample)
-    with pytest.raises(ValueError, match="the second checkpoint must be an autoregressive model"):
+    with pytest.raises(
+        ValueError, match="the second checkpoint must be an autoregressive model"
+    ):
         built.task.build_generator([model, model], built.args)
 
 
@@ -480,7 +559,10 @@ def test_teacher_rescoring_needs_an_autoregressive_second_checkpoint(build_vqvae
         (dict(latent_beam=0), "--gen-latent-beam must be >= 1, got 0"),
         (dict(latent_samples=-1), "--gen-latent-samples must be >= 0, got -1"),
         (dict(length_beam=0), "--gen-length-beam must be >= 1, got 0"),
-        (dict(rescore="bleu"), "--gen-rescore must be one of latent, model, teacher, got 'bleu'"),
+        (
+            dict(rescore="bleu"),
+            "--gen-rescore must be one of latent, model, teacher, got 'bleu'",
+        ),
     ],
 )
 def test_search_options_are_validated(flags, message):
@@ -493,16 +575,29 @@ def test_search_options_are_validated(flags, message):
 def test_search_refusals_say_what_to_change(build_vqvae, make_sample):
     sample = make_sample(build_vqvae().task, "test", [0])
     built = build_vqvae("--latent-length", "source")
-    with pytest.raises(ValueError, match="--gen-length-beam needs a model trained with --latent-length predict"):
-        VQVAENATGenerator(built.task.target_dictionary, length_beam=2).generate([built.model.eval()], sample)
+    with pytest.raises(
+        ValueError,
+        match="--gen-length-beam needs a model trained with --latent-length predict",
+    ):
+        VQVAENATGenerator(built.task.target_dictionary, length_beam=2).generate(
+            [built.model.eval()], sample
+        )
     sliced = build_vqvae("--num-slices", "2")
     with pytest.raises(ValueError, match="latent beam search needs --num-slices 1"):
-        VQVAENATGenerator(sliced.task.target_dictionary, latent_beam=2).generate([sliced.model.eval()], sample)
+        VQVAENATGenerator(sliced.task.target_dictionary, latent_beam=2).generate(
+            [sliced.model.eval()], sample
+        )
     small = build_vqvae("--codebook-size", "4")
-    with pytest.raises(ValueError, match="--gen-latent-beam 5 is more than the 4 codes per slice"):
-        VQVAENATGenerator(small.task.target_dictionary, latent_beam=5).generate([small.model.eval()], sample)
+    with pytest.raises(
+        ValueError, match="--gen-latent-beam 5 is more than the 4 codes per slice"
+    ):
+        VQVAENATGenerator(small.task.target_dictionary, latent_beam=5).generate(
+            [small.model.eval()], sample
+        )
     # Sampling works with slices: each slice is drawn from its own distribution.
-    hypos = VQVAENATGenerator(sliced.task.target_dictionary, latent_samples=2).generate([sliced.model.eval()], sample)
+    hypos = VQVAENATGenerator(sliced.task.target_dictionary, latent_samples=2).generate(
+        [sliced.model.eval()], sample
+    )
     assert len(hypos[0]) == 3 and hypos[0][0]["latent_codes"].shape[1] == 2
 
 
@@ -516,8 +611,27 @@ def test_score_reference_is_refused(build_vqvae):
 def test_search_options_reach_the_generator_with_their_defaults(build_vqvae):
     built = build_vqvae()
     generator = built.task.build_generator([built.model], built.args)
-    assert (generator.latent_beam, generator.latent_samples, generator.length_beam, generator.rescore) == (1, 0, 1, "latent")
-    flags = ("--gen-latent-beam", "3", "--gen-latent-samples", "2", "--gen-length-beam", "2", "--gen-rescore", "model")
+    assert (
+        generator.latent_beam,
+        generator.latent_samples,
+        generator.length_beam,
+        generator.rescore,
+    ) == (1, 0, 1, "model")
+    flags = (
+        "--gen-latent-beam",
+        "3",
+        "--gen-latent-samples",
+        "2",
+        "--gen-length-beam",
+        "2",
+        "--gen-rescore",
+        "latent",
+    )
     built = build_vqvae(*flags)
     generator = built.task.build_generator([built.model], built.args)
-    assert (generator.latent_beam, generator.latent_samples, generator.length_beam, generator.rescore) == (3, 2, 2, "model")
+    assert (
+        generator.latent_beam,
+        generator.latent_samples,
+        generator.length_beam,
+        generator.rescore,
+    ) == (3, 2, 2, "latent")

@@ -462,12 +462,20 @@ def test_benchmark_summary_table_and_plot(tmp_path):
 
 @pytest.mark.parametrize(
     "flag, value, message",
-    [("--max-updates", "-1", "must be >= 1, got -1"), ("--batch-size", "0", "must be >= 1, got 0"),
-     ("--threads", "-2", "must be >= 0, got -2"), ("--max-updates", "x", "invalid int value: 'x'")],
+    [
+        ("--max-updates", "-1", "must be >= 1, got -1"),
+        ("--batch-size", "0", "must be >= 1, got 0"),
+        ("--threads", "-2", "must be >= 0, got -2"),
+        ("--max-updates", "x", "invalid int value: 'x'"),
+    ],
 )
-def test_cli_refuses_counts_out_of_range_in_one_line(tmp_path, capsys, flag, value, message):
+def test_cli_refuses_counts_out_of_range_in_one_line(
+    tmp_path, capsys, flag, value, message
+):
     """--max-updates -1 used to train and write metrics with "updates": -1."""
     with pytest.raises(SystemExit):
-        train_cli.parse_args(["--data", str(tmp_path), "--save-dir", str(tmp_path / "run"), flag, value])
+        train_cli.parse_args(
+            ["--data", str(tmp_path), "--save-dir", str(tmp_path / "run"), flag, value]
+        )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"argument {flag}: {message}" in err

@@ -16,10 +16,11 @@ import random
 import pytest
 import sacrebleu
 import torch
-from conftest import build, preprocess
 
 from fairseq_vqvae.bottleneck.codebook import Codebook
 from fairseq_vqvae.model import VQVAENATModel
+
+from conftest import build, preprocess
 
 SRC, DIALECTS = "abcdefgh", ("ijklmnop", "qrstuvwx")
 UPDATES = 300
@@ -32,7 +33,9 @@ ORACLE_BLEU_FLOOR = 50.0
 QUANTIZATION_ERROR_CEILING = 0.3
 
 
-def write_two_dialect_pairs(directory, seed=0, sizes=(("train", 4000), ("valid", 50), ("test", 200))):
+def write_two_dialect_pairs(
+    directory, seed=0, sizes=(("train", 4000), ("valid", 50), ("test", 200))
+):
     rng = random.Random(seed)
     tables = [str.maketrans(SRC, dialect) for dialect in DIALECTS]
     for split, count in sizes:
@@ -55,11 +58,35 @@ def two_dialect_databin(tmp_path_factory):
 
 
 FLAGS = (
-    "--share-all-embeddings", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
-    "--decoder-ffn-embed-dim", "128", "--encoder-layers", "2", "--decoder-layers", "2",
-    "--latent-layers", "1", "--codebook-size", "16", "--compress-steps", "2",
-    "--bottleneck", "hard_em", "--codebook-decay", "0.9", "--dead-code-threshold", "0.05",
-    "--dropout", "0", "--lr", "3e-3", "--max-tokens", "2000",
+    "--share-all-embeddings",
+    "--encoder-embed-dim",
+    "64",
+    "--encoder-ffn-embed-dim",
+    "128",
+    "--decoder-ffn-embed-dim",
+    "128",
+    "--encoder-layers",
+    "2",
+    "--decoder-layers",
+    "2",
+    "--latent-layers",
+    "1",
+    "--codebook-size",
+    "16",
+    "--compress-steps",
+    "2",
+    "--bottleneck",
+    "hard_em",
+    "--codebook-decay",
+    "0.9",
+    "--dead-code-threshold",
+    "0.05",
+    "--dropout",
+    "0",
+    "--lr",
+    "3e-3",
+    "--max-tokens",
+    "2000",
 )
 
 
@@ -70,15 +97,23 @@ def train_and_measure(databin, monkeypatch=None, defect=None):
     if defect == "decoder ignores latents":
         original = VQVAENATModel.decoder_inputs
         monkeypatch.setattr(
-            VQVAENATModel, "decoder_inputs", lambda self, latents, mask: original(self, latents * 0, mask)
+            VQVAENATModel,
+            "decoder_inputs",
+            lambda self, latents, mask: original(self, latents * 0, mask),
         )
     elif defect == "codebook never updates":
-        monkeypatch.setattr(Codebook, "update_", lambda self, process_group=None: self.clear_pending_())
+        monkeypatch.setattr(
+            Codebook, "update_", lambda self, process_group=None: self.clear_pending_()
+        )
     from fairseq import optim
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    cfg = convert_namespace_to_omegaconf(built.args)  # as fairseq-train's trainer gets it
-    optimizer = optim.build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
+    cfg = convert_namespace_to_omegaconf(
+        built.args
+    )  # as fairseq-train's trainer gets it
+    optimizer = optim.build_optimizer(
+        cfg.optimizer, [p for p in model.parameters() if p.requires_grad]
+    )
     task.load_dataset("train")
     batches = task.get_batch_iterator(task.dataset("train"), max_tokens=2000, seed=1)
     updates = 0
@@ -103,7 +138,9 @@ def oracle_bleu(task, model):
     task.load_dataset("test")
     generator = VQVAENATGenerator(task.target_dictionary, oracle_latents=True)
     hyps, refs = [], []
-    for sample in task.get_batch_iterator(task.dataset("test"), max_tokens=2000).next_epoch_itr(shuffle=False):
+    for sample in task.get_batch_iterator(
+        task.dataset("test"), max_tokens=2000
+    ).next_epoch_itr(shuffle=False):
         for i, hypos in enumerate(generator.generate([model], sample)):
             hyps.append(task.target_dictionary.string(hypos[0]["tokens"]))
             refs.append(task.target_dictionary.string(sample["target"][i]))
@@ -115,10 +152,16 @@ def quantization_error(task, model):
     """Mean ||z - nearest code||^2 / ||z||^2 over the test references' latents."""
     model.eval()
     errors = []
-    for sample in task.get_batch_iterator(task.dataset("test"), max_tokens=2000).next_epoch_itr(shuffle=False):
+    for sample in task.get_batch_iterator(
+        task.dataset("test"), max_tokens=2000
+    ).next_epoch_itr(shuffle=False):
         net_input = sample["net_input"]
-        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
-        _, latent_mask, z, vq = model.autoencode(sample["target"], net_input["src_lengths"], encoder_out)
+        encoder_out = model.encoder(
+            net_input["src_tokens"], src_lengths=net_input["src_lengths"]
+        )
+        _, latent_mask, z, vq = model.autoencode(
+            sample["target"], net_input["src_lengths"], encoder_out
+        )
         z = z[~latent_mask].float()
         q = vq.quantized[~latent_mask].float()
         errors.append(((z - q) ** 2).sum(-1) / (z**2).sum(-1))
@@ -127,11 +170,23 @@ def quantization_error(task, model):
 
 def test_tiny_model_learns_through_its_latents(two_dialect_databin):
     bleu, error = train_and_measure(two_dialect_databin)
-    assert bleu >= ORACLE_BLEU_FLOOR, f"oracle-latent BLEU {bleu:.1f} after {UPDATES} updates"
-    assert error <= QUANTIZATION_ERROR_CEILING, f"relative quantization error {error:.3f}"
+    assert bleu >= ORACLE_BLEU_FLOOR, (
+        f"oracle-latent BLEU {bleu:.1f} after {UPDATES} updates"
+    )
+    assert error <= QUANTIZATION_ERROR_CEILING, (
+        f"relative quantization error {error:.3f}"
+    )
 
 
-@pytest.mark.parametrize("defect", ["decoder ignores latents", "codebook never updates"])
-def test_the_learning_test_fails_on_a_broken_model(two_dialect_databin, monkeypatch, defect):
+@pytest.mark.parametrize(
+    "defect", ["decoder ignores latents", "codebook never updates"]
+)
+def test_the_learning_test_fails_on_a_broken_model(
+    two_dialect_databin, monkeypatch, defect
+):
     bleu, error = train_and_measure(two_dialect_databin, monkeypatch, defect)
-    assert bleu < ORACLE_BLEU_FLOOR or error > QUANTIZATION_ERROR_CEILING, (defect, bleu, error)
+    assert bleu < ORACLE_BLEU_FLOOR or error > QUANTIZATION_ERROR_CEILING, (
+        defect,
+        bleu,
+        error,
+    )

@@ -9,8 +9,9 @@ import torch
 from fairseq import optim
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from conftest import ids_by_target_length
 from fairseq_vqvae.bottleneck import EMStatistics
+
+from conftest import ids_by_target_length
 
 RATIO = 4  # TINY_FLAGS use --compress-steps 2
 VARIANTS = {
@@ -218,7 +219,14 @@ def test_eval_leaves_bottleneck_buffers_bit_identical(
 def test_ignore_grad_batches_add_no_em_statistics_and_optimizer_step_applies_once(
     build_vqvae, make_sample
 ):
-    built = build_vqvae("--bottleneck", "hard_em", "--codebook-decay", "0.9", "--dead-code-threshold", "0")
+    built = build_vqvae(
+        "--bottleneck",
+        "hard_em",
+        "--codebook-decay",
+        "0.9",
+        "--dead-code-threshold",
+        "0",
+    )
     model, task, criterion = built.model, built.task, built.criterion
     codebook = model.bottleneck.codebook
     optimizer = _adam(built)
@@ -270,11 +278,19 @@ def test_ignore_grad_batches_add_no_em_statistics_and_optimizer_step_applies_onc
 def test_gradient_accumulation_applies_summed_statistics_in_one_update(
     build_vqvae, make_sample
 ):
-    built = build_vqvae("--bottleneck", "hard_em", "--codebook-decay", "0.5", "--dead-code-threshold", "0")
+    built = build_vqvae(
+        "--bottleneck",
+        "hard_em",
+        "--codebook-decay",
+        "0.5",
+        "--dead-code-threshold",
+        "0",
+    )
     model, task = built.model, built.task
     reference = copy.deepcopy(model)
-    first, second = make_sample(task, "train", range(0, 6)), make_sample(
-        task, "train", range(6, 14)
+    first, second = (
+        make_sample(task, "train", range(0, 6)),
+        make_sample(task, "train", range(6, 14)),
     )
     optimizer = _adam(built)
 
@@ -305,9 +321,9 @@ def test_gradient_accumulation_applies_summed_statistics_in_one_update(
     ours, theirs = model.bottleneck.codebook, reference.bottleneck.codebook
     assert int(ours.num_updates) == int(theirs.num_updates) == 1
     for name in ("ema_counts", "ema_sums", "weight"):
-        assert torch.allclose(
-            getattr(ours, name), getattr(theirs, name), atol=1e-6
-        ), name
+        assert torch.allclose(getattr(ours, name), getattr(theirs, name), atol=1e-6), (
+            name
+        )
 
 
 # Clear errors -------------------------------------------------------------------------
@@ -380,14 +396,23 @@ def test_bf16_model_trains_with_fp32_em_state(bottleneck, build_vqvae, make_samp
 
 
 @pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
-def test_bf16_autocast_step_matches_fp32_em_bookkeeping(bottleneck, build_vqvae, make_sample):
+def test_bf16_autocast_step_matches_fp32_em_bookkeeping(
+    bottleneck, build_vqvae, make_sample
+):
     """--bf16-autocast: weights, codebook and EM statistics stay fp32, every latent is counted
     and the loss is an fp32 step's up to bf16 rounding."""
     sample_indices = range(8)
     results = []
     for autocast in (False, True):
         torch.manual_seed(0)
-        flags = ["--bottleneck", bottleneck, "--codebook-decay", "0.9", "--dropout", "0"]
+        flags = [
+            "--bottleneck",
+            bottleneck,
+            "--codebook-decay",
+            "0.9",
+            "--dropout",
+            "0",
+        ]
         built = build_vqvae(*flags, *(["--bf16-autocast"] if autocast else []))
         model = built.model
         torch.manual_seed(1)
@@ -398,13 +423,17 @@ def test_bf16_autocast_step_matches_fp32_em_bookkeeping(bottleneck, build_vqvae,
             backward = staticmethod(lambda loss: loss.backward())
             step = staticmethod(sgd.step)
 
-        loss, _, log = built.task.train_step(sample, model, built.criterion, Optimizer(), 0)
+        loss, _, log = built.task.train_step(
+            sample, model, built.criterion, Optimizer(), 0
+        )
         codebook = model.bottleneck.codebook
         results.append((float(loss), codebook.pending_counts.clone(), log))
         assert codebook.pending_counts.dtype == torch.float32
         assert all(p.dtype == torch.float32 for p in model.parameters())
         built.task.optimizer_step(Optimizer(), model, 0)
-        assert codebook.weight.dtype == torch.float32 and codebook.weight.isfinite().all()
+        assert (
+            codebook.weight.dtype == torch.float32 and codebook.weight.isfinite().all()
+        )
     (fp32_loss, fp32_counts, _), (bf16_loss, bf16_counts, _) = results
     assert bf16_counts.sum() == fp32_counts.sum()  # every latent counted, in fp32
     assert abs(bf16_loss - fp32_loss) < 0.05 * abs(fp32_loss)
@@ -414,7 +443,9 @@ def test_bottleneck_under_autocast_computes_fp32_distances():
     from fairseq_vqvae.bottleneck import BottleneckConfig, VQBottleneck
 
     torch.manual_seed(0)
-    vq = VQBottleneck(BottleneckConfig(code_dim=16, codebook_size=32, bottleneck="hard_em"))
+    vq = VQBottleneck(
+        BottleneckConfig(code_dim=16, codebook_size=32, bottleneck="hard_em")
+    )
     x = torch.randn(4, 6, 16)
     expected = vq(x).codes
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -423,7 +454,9 @@ def test_bottleneck_under_autocast_computes_fp32_distances():
     assert out.quantized.dtype == torch.float32
 
 
-@pytest.mark.parametrize("arch", ["vqvae_nat", "vqvae_nat_base", "vqvae_nat_small", "vqvae_nat_tiny"])
+@pytest.mark.parametrize(
+    "arch", ["vqvae_nat", "vqvae_nat_base", "vqvae_nat_small", "vqvae_nat_tiny"]
+)
 def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, arch):
     """Each architecture preset's values (and the config defaults it leaves alone) arrive in
     the built model. Regression: the codebook decay was once named --ema-decay, fairseq's own
@@ -433,8 +466,11 @@ def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, a
     from fairseq_vqvae.model import _PRESETS
 
     preset = _PRESETS["vqvae_nat" if arch == "vqvae_nat_base" else arch]
-    expected = {f: preset.get(f, getattr(VQVAENATConfig, f)) for f in VQVAENATConfig.__dataclass_fields__
-                if not str(getattr(VQVAENATConfig, f, "${")).startswith("${")}
+    expected = {
+        f: preset.get(f, getattr(VQVAENATConfig, f))
+        for f in VQVAENATConfig.__dataclass_fields__
+        if not str(getattr(VQVAENATConfig, f, "${")).startswith("${")
+    }
     expected["share_all_embeddings"] = True  # the one flag given below
     built = build_fairseq(tiny_databin, "--share-all-embeddings", arch=arch)
     model = built.model
@@ -460,10 +496,14 @@ def test_glancing_is_off_by_default_and_in_evaluation(build_vqvae, make_sample):
     glancing = build_vqvae("--glance-ratio", "1.0").model
     glancing.eval()
     terms, _ = _forward(glancing, sample)
-    assert torch.equal(terms["word_ins"]["mask"], terms["word_ins"]["tgt"].ne(glancing.pad))
+    assert torch.equal(
+        terms["word_ins"]["mask"], terms["word_ins"]["tgt"].ne(glancing.pad)
+    )
 
 
-def test_glancing_feeds_reference_embeddings_where_it_drops_the_loss(build_vqvae, make_sample):
+def test_glancing_feeds_reference_embeddings_where_it_drops_the_loss(
+    build_vqvae, make_sample
+):
     built = build_vqvae("--glance-ratio", "0.5", "--dropout", "0")
     model = built.model
     model.train()
@@ -478,7 +518,9 @@ def test_glancing_feeds_reference_embeddings_where_it_drops_the_loss(build_vqvae
     model.decode_inputs = spy
     torch.manual_seed(0)
     terms, _ = _forward(model, sample)
-    (first, token_mask), (second, _) = seen["passes"]  # gradient-free pass, trained pass
+    (first, token_mask), (second, _) = seen[
+        "passes"
+    ]  # gradient-free pass, trained pass
     target = terms["word_ins"]["tgt"]
     real = target.ne(model.pad)
     glanced = real & ~terms["word_ins"]["mask"]
@@ -508,7 +550,9 @@ def _decoder_latents(model, sample):
     return seen["latents"], terms, extra
 
 
-def test_predicted_latents_are_off_by_default_and_in_evaluation(build_vqvae, make_sample):
+def test_predicted_latents_are_off_by_default_and_in_evaluation(
+    build_vqvae, make_sample
+):
     built = build_vqvae("--bottleneck", "hard_em", "--dropout", "0")
     model = built.model
     assert built.args.predicted_latent_ratio == 0.0
@@ -519,22 +563,32 @@ def test_predicted_latents_are_off_by_default_and_in_evaluation(build_vqvae, mak
     # The decoder reads the target's own codes (the untrained predictor's are mostly others).
     target_vectors = model.bottleneck.lookup(extra["codes"])
     assert torch.allclose(latents[real], target_vectors[real], atol=1e-5)
-    mixing = build_vqvae("--predicted-latent-ratio", "1.0", "--bottleneck", "hard_em", "--dropout", "0").model
+    mixing = build_vqvae(
+        "--predicted-latent-ratio", "1.0", "--bottleneck", "hard_em", "--dropout", "0"
+    ).model
     mixing.eval()
     latents, _, extra = _decoder_latents(mixing, sample)
     real = ~extra["latent_mask"]
-    assert torch.allclose(latents[real], mixing.bottleneck.lookup(extra["codes"])[real], atol=1e-5)
+    assert torch.allclose(
+        latents[real], mixing.bottleneck.lookup(extra["codes"])[real], atol=1e-5
+    )
 
 
-def test_predicted_latents_replace_the_target_codes_at_the_ratio(build_vqvae, make_sample):
-    built = build_vqvae("--predicted-latent-ratio", "1.0", "--bottleneck", "hard_em", "--dropout", "0")
+def test_predicted_latents_replace_the_target_codes_at_the_ratio(
+    build_vqvae, make_sample
+):
+    built = build_vqvae(
+        "--predicted-latent-ratio", "1.0", "--bottleneck", "hard_em", "--dropout", "0"
+    )
     model = built.model
     model.train()
     sample = make_sample(built.task, "train", range(8))
     torch.manual_seed(0)
     latents, terms, extra = _decoder_latents(model, sample)
     real = ~extra["latent_mask"]
-    best = terms["latent"]["out"].argmax(-1)  # the predictor's teacher-forced best codes
+    best = terms["latent"]["out"].argmax(
+        -1
+    )  # the predictor's teacher-forced best codes
     predicted = model.bottleneck.lookup(best)
     assert torch.allclose(latents[real], predicted[real], atol=1e-5)
     # Where the predictor is wrong, the decoder read another code than the target's.
@@ -542,7 +596,9 @@ def test_predicted_latents_replace_the_target_codes_at_the_ratio(build_vqvae, ma
     assert wrong.any()
     target_vectors = model.bottleneck.lookup(extra["codes"])
     assert not torch.allclose(latents[wrong], target_vectors[wrong])
-    half = build_vqvae("--predicted-latent-ratio", "0.5", "--bottleneck", "hard_em", "--dropout", "0").model
+    half = build_vqvae(
+        "--predicted-latent-ratio", "0.5", "--bottleneck", "hard_em", "--dropout", "0"
+    ).model
     half.train()
     torch.manual_seed(0)
     latents, terms, extra = _decoder_latents(half, sample)
@@ -561,7 +617,14 @@ def _encoder_out(model, sample):
 
 
 def test_glancing_ratio_anneals_linearly(build_vqvae):
-    model = build_vqvae("--glance-ratio", "0.5", "--glance-ratio-end", "0.3", "--glance-anneal-updates", "100").model
+    model = build_vqvae(
+        "--glance-ratio",
+        "0.5",
+        "--glance-ratio-end",
+        "0.3",
+        "--glance-anneal-updates",
+        "100",
+    ).model
     for update, ratio in ((0, 0.5), (50, 0.4), (100, 0.3), (500, 0.3)):
         model.set_num_updates(update)
         assert model.glance_ratio() == pytest.approx(ratio)
@@ -573,15 +636,24 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
         (("--glance-ratio", "1.5"), "--glance-ratio must be in [0.0, 1.0], got 1.5"),
         (("--glance-ratio-end", "-0.1"), "--glance-ratio-end must be in [0.0, 1.0]"),
         (("--glance-anneal-updates", "-1"), "--glance-anneal-updates must be >= 0"),
-        (("--predicted-latent-ratio", "1.5"), "--predicted-latent-ratio must be in [0.0, 1.0], got 1.5"),
+        (
+            ("--predicted-latent-ratio", "1.5"),
+            "--predicted-latent-ratio must be in [0.0, 1.0], got 1.5",
+        ),
         (("--dropout", "1.0"), "--dropout must be in [0.0, 1.0), got 1.0"),
         (("--num-slices", "0"), "--num-slices must be >= 1, got 0"),
         (("--code-dim", "-8"), "--code-dim must be >= 0, got -8"),
         (("--codebook-decay", "1"), "--codebook-decay must be in [0.0, 1.0), got 1"),
-        (("--latent-length", "source", "--length-ratio", "0"), "--length-ratio must be > 0, got 0"),
+        (
+            ("--latent-length", "source", "--length-ratio", "0"),
+            "--length-ratio must be > 0, got 0",
+        ),
         (("--soft-em-temperature", "0"), "--soft-em-temperature must be > 0"),
         (("--num-samples", "0"), "--num-samples must be >= 1"),
-        (("--encoder-attention-heads", "3"), "--encoder-embed-dim (16) must be divisible by --encoder-attention-heads (3)"),
+        (
+            ("--encoder-attention-heads", "3"),
+            "--encoder-embed-dim (16) must be divisible by --encoder-attention-heads (3)",
+        ),
     ],
 )
 def test_option_ranges_are_validated_with_the_flag_name(build_vqvae, flags, message):
@@ -589,7 +661,9 @@ def test_option_ranges_are_validated_with_the_flag_name(build_vqvae, flags, mess
         build_vqvae(*flags)
 
 
-def test_another_task_or_criterion_is_refused_with_what_to_use(build_fairseq, tiny_databin, build_vqvae, make_sample):
+def test_another_task_or_criterion_is_refused_with_what_to_use(
+    build_fairseq, tiny_databin, build_vqvae, make_sample
+):
     """Under fairseq's default --task translation the EM codebook would never update (its M-step
     runs in translation_vqvae's optimizer_step), silently; another criterion cannot train it."""
     with pytest.raises(ValueError, match="needs --task translation_vqvae"):
@@ -598,26 +672,33 @@ def test_another_task_or_criterion_is_refused_with_what_to_use(build_fairseq, ti
     sample = make_sample(built.task, "train", range(4))
     net_input = sample["net_input"]
     with pytest.raises(ValueError, match="trains with --criterion vqvae_em"):
-        built.model(net_input["src_tokens"], net_input["src_lengths"], net_input["prev_output_tokens"])
+        built.model(
+            net_input["src_tokens"],
+            net_input["src_lengths"],
+            net_input["prev_output_tokens"],
+        )
 
 
 def test_every_numeric_option_has_a_validated_range():
     from fairseq_vqvae import config
 
     numeric = {
-        f.name for f in config.VQVAENATConfig.__dataclass_fields__.values()
+        f.name
+        for f in config.VQVAENATConfig.__dataclass_fields__.values()
         if f.type in (int, float) and not str(f.default).startswith("${")
     }
     assert numeric == set(config.RANGES) | set(config.POSITIVE)
 
 
-@pytest.mark.parametrize("key", ["bottleneck.codebook.weight", "bottleneck.codebook.ema_sums"])
+@pytest.mark.parametrize(
+    "key", ["bottleneck.codebook.weight", "bottleneck.codebook.ema_sums"]
+)
 def test_a_checkpoint_with_a_non_finite_codebook_is_refused(build_vqvae, key):
     """It used to decode to empty hypotheses with score nan, exit 0."""
     built = build_vqvae("--bottleneck", "hard_em")
     state = {k: v.clone() for k, v in built.model.state_dict().items()}
     state[key][0, 3] = float("nan")
-    with pytest.raises(ValueError, match=re.escape(f"codebook is not finite ({key} holds NaN or inf)")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"codebook is not finite ({key} holds NaN or inf)")
+    ):
         build_vqvae("--bottleneck", "hard_em").model.load_state_dict(state)
-
-

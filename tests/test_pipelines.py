@@ -7,6 +7,7 @@ distill.sh with that teacher (2 shards) and benchmark.py over all of them. Each 
 once (module fixtures started as early as their inputs exist); the tests check their outputs.
 Skips with a reason when ../shared/data is absent.
 """
+
 import gzip
 import json
 import os
@@ -26,29 +27,85 @@ SHARED = REPO.parent / "shared" / "data"
 MULTI30K = SHARED / "multi30k"
 WMT_SAMPLE = SHARED / "wmt14-en-de-sample"
 SLICES = {"train": 200, "val": 20, "test_2016_flickr": 20}
-HAVE_MULTI30K = all((MULTI30K / f"{name}.{lang}.gz").is_file() for name in SLICES for lang in ("en", "de"))
-HAVE_WMT = all((WMT_SAMPLE / f).is_file() for f in (
-    "train10k.tok.en", "train10k.tok.de", "newstest2013.en", "newstest2013.de", "newstest2014.en", "newstest2014.de"))
-needs_multi30k = pytest.mark.skipif(not HAVE_MULTI30K, reason=f"Multi30k raw files (train/val/test_2016_flickr.{{en,de}}.gz) not found in {MULTI30K}")
-needs_wmt = pytest.mark.skipif(not HAVE_WMT, reason=f"WMT14 sample (train10k.tok.*, newstest2013/2014.*) not found in {WMT_SAMPLE}")
+HAVE_MULTI30K = all(
+    (MULTI30K / f"{name}.{lang}.gz").is_file()
+    for name in SLICES
+    for lang in ("en", "de")
+)
+HAVE_WMT = all(
+    (WMT_SAMPLE / f).is_file()
+    for f in (
+        "train10k.tok.en",
+        "train10k.tok.de",
+        "newstest2013.en",
+        "newstest2013.de",
+        "newstest2014.en",
+        "newstest2014.de",
+    )
+)
+needs_multi30k = pytest.mark.skipif(
+    not HAVE_MULTI30K,
+    reason=f"Multi30k raw files (train/val/test_2016_flickr.{{en,de}}.gz) not found in {MULTI30K}",
+)
+needs_wmt = pytest.mark.skipif(
+    not HAVE_WMT,
+    reason=f"WMT14 sample (train10k.tok.*, newstest2013/2014.*) not found in {WMT_SAMPLE}",
+)
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+    "PYTHON": sys.executable,
+}
 ENV.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
 BIN = Path(sys.executable).parent
 TEACHER_ENV = {
-    "MAX_UPDATE": "3", "MAX_EPOCH": "1", "ENCODER_LAYERS": "1", "DECODER_LAYERS": "1", "EMBED_DIM": "32",
-    "FFN_DIM": "64", "HEADS": "2", "MAX_TOKENS": "1000", "THREADS": "1", "NUM_WORKERS": "0", "WARMUP_UPDATES": "1",
+    "MAX_UPDATE": "3",
+    "MAX_EPOCH": "1",
+    "ENCODER_LAYERS": "1",
+    "DECODER_LAYERS": "1",
+    "EMBED_DIM": "32",
+    "FFN_DIM": "64",
+    "HEADS": "2",
+    "MAX_TOKENS": "1000",
+    "THREADS": "1",
+    "NUM_WORKERS": "0",
+    "WARMUP_UPDATES": "1",
 }
-TINY_TRAIN = ("--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "1000", "--max-update", "2", "--cpu",
-              "--num-workers", "0", "--no-progress-bar", "--disable-validation", "--no-epoch-checkpoints",
-              "--user-dir", str(REPO / "fairseq_vqvae"))
+TINY_TRAIN = (
+    "--optimizer",
+    "adam",
+    "--lr",
+    "1e-3",
+    "--max-tokens",
+    "1000",
+    "--max-update",
+    "2",
+    "--cpu",
+    "--num-workers",
+    "0",
+    "--no-progress-bar",
+    "--disable-validation",
+    "--no-epoch-checkpoints",
+    "--user-dir",
+    str(REPO / "fairseq_vqvae"),
+)
 
 
 def sh(*args, env=None, timeout=240, cwd=None):
     """Run a command; the CompletedProcess gets a ``log`` attribute for assertion messages."""
     start = time.perf_counter()
-    result = subprocess.run([str(a) for a in args], check=False, env={**ENV, **(env or {})}, capture_output=True, text=True,
-                            timeout=timeout, cwd=cwd or REPO)
+    result = subprocess.run(
+        [str(a) for a in args],
+        check=False,
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO,
+    )
     result.elapsed = time.perf_counter() - start
     result.log = f"$ {' '.join(map(str, args))}\n--- exit {result.returncode} after {result.elapsed:.1f}s\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
     return result
@@ -77,61 +134,204 @@ def pipeline(tmp_path_factory):
                 head = [next(f) for _ in range(count)]
             with gzip.open(src / f"{name}.{lang}.gz", "wt", encoding="utf-8") as f:
                 f.writelines(head)
-    d = SimpleNamespace(root=root, src=src, data=root / "data", teacher=root / "teacher", distill=root / "distill",
-                        vq=root / "vq", nat=root / "nat", warm=root / "warm", wmt=root / "wmt", bench=root / "bench")
+    d = SimpleNamespace(
+        root=root,
+        src=src,
+        data=root / "data",
+        teacher=root / "teacher",
+        distill=root / "distill",
+        vq=root / "vq",
+        nat=root / "nat",
+        warm=root / "warm",
+        wmt=root / "wmt",
+        bench=root / "bench",
+    )
     pool = ThreadPoolExecutor(max_workers=4)
     jobs = {}
     started = time.perf_counter()
-    jobs["prepare"] = ok(sh("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", src, "--out", d.data, "--bpe-merges", "200"))
+    jobs["prepare"] = ok(
+        sh(
+            "bash",
+            SCRIPTS / "prepare_multi30k.sh",
+            "--src-dir",
+            src,
+            "--out",
+            d.data,
+            "--bpe-merges",
+            "200",
+        )
+    )
     databin = d.data / "data-bin"
     if HAVE_WMT:
-        jobs["wmt"] = pool.submit(sh, "bash", SCRIPTS / "prepare_wmt14_en_de.sh", "--local", WMT_SAMPLE, "--limit", "200",
-                                  "--bpe-merges", "200", "--workers", "1", "--out", d.wmt)
+        jobs["wmt"] = pool.submit(
+            sh,
+            "bash",
+            SCRIPTS / "prepare_wmt14_en_de.sh",
+            "--local",
+            WMT_SAMPLE,
+            "--limit",
+            "200",
+            "--bpe-merges",
+            "200",
+            "--workers",
+            "1",
+            "--out",
+            d.wmt,
+        )
 
     def teacher_then_distill():
-        train = sh("bash", SCRIPTS / "train_teacher.sh", databin, d.teacher, env=TEACHER_ENV)
-        jobs["distill"] = pool.submit(
-            sh, "bash", SCRIPTS / "distill.sh", "--data", databin, "--checkpoint", d.teacher / "checkpoint_last.pt",
-            "--out", d.distill, "--num-shards", "2", "--devices", "cpu,cpu", "--threads", "1", "--max-tokens", "1000",
-            "--generate-args", "--max-len-b 20",
+        train = sh(
+            "bash", SCRIPTS / "train_teacher.sh", databin, d.teacher, env=TEACHER_ENV
         )
-        jobs["warm"] = pool.submit(  # a student warm-started from that teacher (--init-from-ar)
-            sh, BIN / "fairseq-train", databin, "--task", "translation_vqvae", "--arch", "vqvae_nat_tiny", "--criterion",
-            "vqvae_em", "--share-all-embeddings", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
-            "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--encoder-layers", "1",
-            "--decoder-layers", "1", "--post-norm", "--init-from-ar", d.teacher / "checkpoint_last.pt",
-            "--save-dir", d.warm, *TINY_TRAIN,
+        jobs["distill"] = pool.submit(
+            sh,
+            "bash",
+            SCRIPTS / "distill.sh",
+            "--data",
+            databin,
+            "--checkpoint",
+            d.teacher / "checkpoint_last.pt",
+            "--out",
+            d.distill,
+            "--num-shards",
+            "2",
+            "--devices",
+            "cpu,cpu",
+            "--threads",
+            "1",
+            "--max-tokens",
+            "1000",
+            "--generate-args",
+            "--max-len-b 20",
+        )
+        jobs["warm"] = (
+            pool.submit(  # a student warm-started from that teacher (--init-from-ar)
+                sh,
+                BIN / "fairseq-train",
+                databin,
+                "--task",
+                "translation_vqvae",
+                "--arch",
+                "vqvae_nat_tiny",
+                "--criterion",
+                "vqvae_em",
+                "--share-all-embeddings",
+                "--encoder-embed-dim",
+                "32",
+                "--encoder-ffn-embed-dim",
+                "64",
+                "--decoder-ffn-embed-dim",
+                "64",
+                "--encoder-attention-heads",
+                "2",
+                "--encoder-layers",
+                "1",
+                "--decoder-layers",
+                "1",
+                "--post-norm",
+                "--init-from-ar",
+                d.teacher / "checkpoint_last.pt",
+                "--save-dir",
+                d.warm,
+                *TINY_TRAIN,
+            )
         )
         return train
 
     jobs["teacher"] = pool.submit(teacher_then_distill)
     jobs["vq"] = pool.submit(
-        sh, BIN / "fairseq-train", databin, "--task", "translation_vqvae", "--arch", "vqvae_nat_tiny", "--criterion",
-        "vqvae_em", "--bottleneck", "hard_em", "--share-all-embeddings", "--save-dir", d.vq, *TINY_TRAIN,
+        sh,
+        BIN / "fairseq-train",
+        databin,
+        "--task",
+        "translation_vqvae",
+        "--arch",
+        "vqvae_nat_tiny",
+        "--criterion",
+        "vqvae_em",
+        "--bottleneck",
+        "hard_em",
+        "--share-all-embeddings",
+        "--save-dir",
+        d.vq,
+        *TINY_TRAIN,
     )
     jobs["nat"] = pool.submit(
-        sh, BIN / "fairseq-train", databin, "--task", "translation_lev", "--criterion", "nat_loss", "--arch",
-        "nonautoregressive_transformer", "--noise", "full_mask", "--share-all-embeddings", "--encoder-layers", "1",
-        "--decoder-layers", "1", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "32",
-        "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-        "--pred-length-offset", "--length-loss-factor", "0.1", "--save-dir", d.nat, *TINY_TRAIN,
+        sh,
+        BIN / "fairseq-train",
+        databin,
+        "--task",
+        "translation_lev",
+        "--criterion",
+        "nat_loss",
+        "--arch",
+        "nonautoregressive_transformer",
+        "--noise",
+        "full_mask",
+        "--share-all-embeddings",
+        "--encoder-layers",
+        "1",
+        "--decoder-layers",
+        "1",
+        "--encoder-embed-dim",
+        "32",
+        "--decoder-embed-dim",
+        "32",
+        "--encoder-ffn-embed-dim",
+        "32",
+        "--decoder-ffn-embed-dim",
+        "32",
+        "--encoder-attention-heads",
+        "2",
+        "--decoder-attention-heads",
+        "2",
+        "--pred-length-offset",
+        "--length-loss-factor",
+        "0.1",
+        "--save-dir",
+        d.nat,
+        *TINY_TRAIN,
     )
 
     def benchmark():
         for name in ("teacher", "vq", "nat"):
             jobs[name].result()
         return sh(
-            sys.executable, SCRIPTS / "benchmark.py", "--data", databin, "--ref-raw", d.data / "raw" / "test.de",
-            "--ref-tok", d.data / "tok" / "test.de", "--threads", "1", "--warmup", "2", "--throughput-max-tokens", "1000",
-            "--model", f"AR beam 4=translation:{d.teacher / 'checkpoint_last.pt'}:beam=4,max_len_b=20",
-            "--model", f"AR greedy=translation:{d.teacher / 'checkpoint_last.pt'}:beam=1,max_len_b=20",
-            "--model", f"NAT one pass + distill=translation_lev:{d.nat / 'checkpoint_last.pt'}",
-            "--model", f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}",
-            "--model", f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}:gen_latent_beam=1",
-            "--model", f"Hard EM, 4 candidates, teacher rescoring=translation_vqvae:{d.vq / 'checkpoint_last.pt'}:"
+            sys.executable,
+            SCRIPTS / "benchmark.py",
+            "--data",
+            databin,
+            "--ref-raw",
+            d.data / "raw" / "test.de",
+            "--ref-tok",
+            d.data / "tok" / "test.de",
+            "--threads",
+            "1",
+            "--warmup",
+            "2",
+            "--throughput-max-tokens",
+            "1000",
+            "--model",
+            f"AR beam 4=translation:{d.teacher / 'checkpoint_last.pt'}:beam=4,max_len_b=20",
+            "--model",
+            f"AR greedy=translation:{d.teacher / 'checkpoint_last.pt'}:beam=1,max_len_b=20",
+            "--model",
+            f"NAT one pass + distill=translation_lev:{d.nat / 'checkpoint_last.pt'}",
+            "--model",
+            f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}",
+            "--model",
+            f"Hard EM n_c=3=translation_vqvae:{d.vq / 'checkpoint_last.pt'}:gen_latent_beam=1",
+            "--model",
+            f"Hard EM, 4 candidates, teacher rescoring=translation_vqvae:{d.vq / 'checkpoint_last.pt'}:"
             f"gen_latent_beam=2,gen_latent_samples=2,gen_rescore=teacher,teacher={d.teacher / 'checkpoint_last.pt'}",
-            "--model", f"Soft EM m=10 n_c=3 + distill=translation_vqvae:{root / 'never_trained' / 'checkpoint_best.pt'}",
-            "--out-dir", d.bench, "--save-hyps", d.bench / "hyps", "--meta", "note=test",
+            "--model",
+            f"Soft EM m=10 n_c=3 + distill=translation_vqvae:{root / 'never_trained' / 'checkpoint_best.pt'}",
+            "--out-dir",
+            d.bench,
+            "--save-hyps",
+            d.bench / "hyps",
+            "--meta",
+            "note=test",
         )
 
     jobs["benchmark"] = pool.submit(benchmark)
@@ -156,16 +356,27 @@ def test_prepare_multi30k_outputs(pipeline):
     for split, count in (("train", 200), ("valid", 20), ("test", 20)):
         for stage in ("raw", "tok", "bpe"):
             for lang in ("en", "de"):
-                assert len(lines(d / stage / f"{split}.{lang}")) == count, (stage, split, lang)
+                assert len(lines(d / stage / f"{split}.{lang}")) == count, (
+                    stage,
+                    split,
+                    lang,
+                )
     with gzip.open(MULTI30K / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as f:
         raw_refs = [next(f).rstrip("\n") for _ in range(20)]
-    assert lines(d / "raw" / "test.de") == raw_refs  # the sacreBLEU references are the raw text
+    assert (
+        lines(d / "raw" / "test.de") == raw_refs
+    )  # the sacreBLEU references are the raw text
     tok = lines(d / "tok" / "test.de")
     assert "saftig @-@ grünes" in tok[1]  # aggressive dash splitting (-a)
-    assert not any("&quot;" in line or "&apos;" in line or "&amp;" in line for line in tok + lines(d / "tok" / "train.en"))
+    assert not any(
+        "&quot;" in line or "&apos;" in line or "&amp;" in line
+        for line in tok + lines(d / "tok" / "train.en")
+    )
     assert any("@@ " in line for line in lines(d / "bpe" / "train.de"))
     bin_dir = d / "data-bin"
-    assert (bin_dir / "dict.en.txt").read_text() == (bin_dir / "dict.de.txt").read_text()  # joined dictionary
+    assert (bin_dir / "dict.en.txt").read_text() == (
+        bin_dir / "dict.de.txt"
+    ).read_text()  # joined dictionary
     for split in ("train", "valid", "test"):
         for lang in ("en", "de"):
             assert (bin_dir / f"{split}.en-de.{lang}.bin").is_file()
@@ -173,19 +384,52 @@ def test_prepare_multi30k_outputs(pipeline):
 
 @needs_multi30k
 def test_prepare_multi30k_is_resumable_and_guards_settings(pipeline):
-    args = ("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", pipeline.dirs.src, "--out", pipeline.dirs.data)
+    args = (
+        "bash",
+        SCRIPTS / "prepare_multi30k.sh",
+        "--src-dir",
+        pipeline.dirs.src,
+        "--out",
+        pipeline.dirs.data,
+    )
     again = ok(sh(*args, "--bpe-merges", "200"))
     assert again.stderr.count("skipping") == 4, again.log
     other = sh(*args, "--bpe-merges", "300")
-    assert other.returncode != 0 and "merges=200" in other.stderr and "--force" in other.stderr, other.log
+    assert (
+        other.returncode != 0
+        and "merges=200" in other.stderr
+        and "--force" in other.stderr
+    ), other.log
 
 
 def test_prepare_multi30k_input_errors(tmp_path):
-    missing = sh("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", tmp_path / "nowhere", "--out", tmp_path / "o1")
-    assert missing.returncode != 0 and "not found" in missing.stderr and "--download" in missing.stderr, missing.log
+    missing = sh(
+        "bash",
+        SCRIPTS / "prepare_multi30k.sh",
+        "--src-dir",
+        tmp_path / "nowhere",
+        "--out",
+        tmp_path / "o1",
+    )
+    assert (
+        missing.returncode != 0
+        and "not found" in missing.stderr
+        and "--download" in missing.stderr
+    ), missing.log
     (tmp_path / "partial").mkdir()
-    partial = sh("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", tmp_path / "partial", "--out", tmp_path / "o2")
-    assert partial.returncode != 0 and "missing" in partial.stderr and "train.en.gz" in partial.stderr, partial.log
+    partial = sh(
+        "bash",
+        SCRIPTS / "prepare_multi30k.sh",
+        "--src-dir",
+        tmp_path / "partial",
+        "--out",
+        tmp_path / "o2",
+    )
+    assert (
+        partial.returncode != 0
+        and "missing" in partial.stderr
+        and "train.en.gz" in partial.stderr
+    ), partial.log
     bad = sh("bash", SCRIPTS / "prepare_multi30k.sh", "--bpe-merges", "many")
     assert bad.returncode != 0 and "--bpe-merges" in bad.stderr, bad.log
     usage = ok(sh("bash", SCRIPTS / "prepare_multi30k.sh", "--help"))
@@ -200,23 +444,39 @@ def test_prepare_multi30k_input_errors(tmp_path):
 def test_prepare_wmt14_local(pipeline):
     result_of(pipeline, "wmt")
     d = pipeline.dirs.wmt
-    assert len(lines(d / "raw" / "test.de")) == 200 and len(lines(d / "bpe" / "test.de")) == 200  # test not filtered
+    assert (
+        len(lines(d / "raw" / "test.de")) == 200
+        and len(lines(d / "bpe" / "test.de")) == 200
+    )  # test not filtered
     assert lines(d / "raw" / "test.de") == lines(WMT_SAMPLE / "newstest2014.de")[:200]
     kept = len(lines(d / "bpe" / "train.clean.en"))
     assert 0 < kept <= 200 and kept == len(lines(d / "bpe" / "train.clean.de"))
     train_tok = lines(d / "tok" / "train.en")
-    assert not any("&apos;" in line or "&quot;" in line for line in train_tok)  # unescaped
+    assert not any(
+        "&apos;" in line or "&quot;" in line for line in train_tok
+    )  # unescaped
     assert "Parliament 's legislative" in train_tok[0]  # not re-tokenized into "' s"
     assert any(" @-@ " in line for line in train_tok)  # -a dash splits added
-    for src, ref in zip(lines(d / "bpe" / "train.clean.en"), lines(d / "bpe" / "train.clean.de")):
+    for src, ref in zip(
+        lines(d / "bpe" / "train.clean.en"), lines(d / "bpe" / "train.clean.de")
+    ):
         ns, nt = len(src.split()), len(ref.split())
         assert 1 <= ns <= 250 and 1 <= nt <= 250 and ns / nt <= 1.5 and nt / ns <= 1.5
-    assert (d / "data-bin" / "train.en-de.en.bin").is_file() and (d / "data-bin" / "test.en-de.de.idx").is_file()
+    assert (d / "data-bin" / "train.en-de.en.bin").is_file() and (
+        d / "data-bin" / "test.en-de.de.idx"
+    ).is_file()
 
 
 def test_prepare_wmt14_local_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = sh("bash", SCRIPTS / "prepare_wmt14_en_de.sh", "--local", tmp_path / "empty", "--out", tmp_path / "o")
+    result = sh(
+        "bash",
+        SCRIPTS / "prepare_wmt14_en_de.sh",
+        "--local",
+        tmp_path / "empty",
+        "--out",
+        tmp_path / "o",
+    )
     assert result.returncode != 0 and "train10k.tok" in result.stderr, result.log
 
 
@@ -227,23 +487,42 @@ def test_prepare_wmt14_local_errors(tmp_path):
 def test_train_teacher(pipeline):
     train = result_of(pipeline, "teacher")
     d = pipeline.dirs.teacher
-    assert (d / "checkpoint_last.pt").is_file() and (d / "train.done").is_file(), train.log
+    assert (d / "checkpoint_last.pt").is_file() and (d / "train.done").is_file(), (
+        train.log
+    )
     assert "num_updates 3" in (d / "train.log").read_text()
     assert "--encoder-embed-dim 32" in (d / "command.txt").read_text()
-    again = ok(sh("bash", SCRIPTS / "train_teacher.sh", pipeline.dirs.data / "data-bin", d, env=TEACHER_ENV))
+    again = ok(
+        sh(
+            "bash",
+            SCRIPTS / "train_teacher.sh",
+            pipeline.dirs.data / "data-bin",
+            d,
+            env=TEACHER_ENV,
+        )
+    )
     assert "already trained" in again.stderr, again.log
 
 
 @needs_multi30k
 def test_student_warm_started_from_the_teacher(pipeline):
     run = result_of(pipeline, "warm")
-    assert "--init-from-ar: copied" in run.stdout + run.stderr and "encoder with 1 layers" in run.stdout + run.stderr, run.log
+    assert (
+        "--init-from-ar: copied" in run.stdout + run.stderr
+        and "encoder with 1 layers" in run.stdout + run.stderr
+    ), run.log
     assert (pipeline.dirs.warm / "checkpoint_last.pt").is_file(), run.log
 
 
 def test_train_teacher_errors(tmp_path):
-    result = sh("bash", SCRIPTS / "train_teacher.sh", tmp_path / "no-data", tmp_path / "ckpt")
-    assert result.returncode != 0 and "not found" in result.stderr and "prepare_multi30k" in result.stderr, result.log
+    result = sh(
+        "bash", SCRIPTS / "train_teacher.sh", tmp_path / "no-data", tmp_path / "ckpt"
+    )
+    assert (
+        result.returncode != 0
+        and "not found" in result.stderr
+        and "prepare_multi30k" in result.stderr
+    ), result.log
     result = sh("bash", SCRIPTS / "train_teacher.sh", tmp_path)
     assert result.returncode != 0 and "Usage" in result.stderr, result.log
 
@@ -257,39 +536,93 @@ def test_distill_counts_order_and_resume(pipeline):
     d, data = pipeline.dirs.distill, pipeline.dirs.data
     shard_sizes = [len(lines(d / "shards" / f"shard-{i}-of-2.tsv")) for i in range(2)]
     assert sum(shard_sizes) == 200 and min(shard_sizes) > 0, (shard_sizes, first.log)
-    assert lines(d / "text" / "train.en") == lines(data / "bpe" / "train.en")  # original order, same BPE source
+    assert lines(d / "text" / "train.en") == lines(
+        data / "bpe" / "train.en"
+    )  # original order, same BPE source
     hyps = lines(d / "text" / "train.de")
     assert len(hyps) == 200
     merged = [line.split("\t") for line in lines(d / "text" / "merged.tsv")]
-    assert [int(row[0]) for row in merged] == list(range(200)) and [row[2] for row in merged] == hyps
-    assert (d / "data-bin" / "dict.de.txt").read_text() == (data / "data-bin" / "dict.de.txt").read_text()
+    assert [int(row[0]) for row in merged] == list(range(200)) and [
+        row[2] for row in merged
+    ] == hyps
+    assert (d / "data-bin" / "dict.de.txt").read_text() == (
+        data / "data-bin" / "dict.de.txt"
+    ).read_text()
     for name in ("valid.en-de.de.bin", "test.en-de.en.idx"):
-        assert (d / "data-bin" / name).read_bytes() == (data / "data-bin" / name).read_bytes()
-    count = int.from_bytes((d / "data-bin" / "train.en-de.de.idx").read_bytes()[18:26], "little")
+        assert (d / "data-bin" / name).read_bytes() == (
+            data / "data-bin" / name
+        ).read_bytes()
+    count = int.from_bytes(
+        (d / "data-bin" / "train.en-de.de.idx").read_bytes()[18:26], "little"
+    )
     assert count == 200
 
-    args = ("bash", SCRIPTS / "distill.sh", "--data", data / "data-bin", "--checkpoint", pipeline.dirs.teacher / "checkpoint_last.pt",
-            "--out", d, "--num-shards", "2", "--devices", "cpu", "--threads", "1", "--max-tokens", "1000",
-            "--generate-args", "--max-len-b 20")
+    args = (
+        "bash",
+        SCRIPTS / "distill.sh",
+        "--data",
+        data / "data-bin",
+        "--checkpoint",
+        pipeline.dirs.teacher / "checkpoint_last.pt",
+        "--out",
+        d,
+        "--num-shards",
+        "2",
+        "--devices",
+        "cpu",
+        "--threads",
+        "1",
+        "--max-tokens",
+        "1000",
+        "--generate-args",
+        "--max-len-b 20",
+    )
     again = ok(sh(*args))
-    assert "nothing to do" in again.stderr and "translating on" not in again.stderr, again.log
+    assert "nothing to do" in again.stderr and "translating on" not in again.stderr, (
+        again.log
+    )
 
     # An interrupted run: shard 1 lost, the merge/binarization never happened.
     shutil.rmtree(d / "data-bin")
-    for path in (d / ".done", d / "text" / "train.en", d / "text" / "train.de", d / "shards" / "shard-1-of-2.tsv"):
+    for path in (
+        d / ".done",
+        d / "text" / "train.en",
+        d / "text" / "train.de",
+        d / "shards" / "shard-1-of-2.tsv",
+    ):
         path.unlink()
     resumed = ok(sh(*args))
-    assert "shard 0/2: already translated" in resumed.stderr and "shard 1/2: translating" in resumed.stderr, resumed.log
-    assert lines(d / "text" / "train.de") == hyps  # deterministic beam search: the same result
+    assert (
+        "shard 0/2: already translated" in resumed.stderr
+        and "shard 1/2: translating" in resumed.stderr
+    ), resumed.log
+    assert (
+        lines(d / "text" / "train.de") == hyps
+    )  # deterministic beam search: the same result
     assert (d / ".done").is_file()
 
     changed = sh(*args[:-2], "--generate-args", "--max-len-b 30")
-    assert changed.returncode != 0 and "different settings" in changed.stderr, changed.log
+    assert changed.returncode != 0 and "different settings" in changed.stderr, (
+        changed.log
+    )
 
 
 def test_distill_input_errors(tmp_path):
-    result = sh("bash", SCRIPTS / "distill.sh", "--data", tmp_path, "--checkpoint", tmp_path / "teacher.pt", "--out", tmp_path / "o")
-    assert result.returncode != 0 and "teacher checkpoint" in result.stderr and "train_teacher.sh" in result.stderr, result.log
+    result = sh(
+        "bash",
+        SCRIPTS / "distill.sh",
+        "--data",
+        tmp_path,
+        "--checkpoint",
+        tmp_path / "teacher.pt",
+        "--out",
+        tmp_path / "o",
+    )
+    assert (
+        result.returncode != 0
+        and "teacher checkpoint" in result.stderr
+        and "train_teacher.sh" in result.stderr
+    ), result.log
     result = sh("bash", SCRIPTS / "distill.sh", "--data", tmp_path)
     assert result.returncode != 0 and "required" in result.stderr, result.log
 
@@ -304,12 +637,34 @@ def test_distill_detects_a_count_mismatch(pipeline, tmp_path):
     for path in (out / ".done", out / "text" / "train.en", out / "text" / "train.de"):
         path.unlink()
     tsv = out / "shards" / "shard-1-of-2.tsv"
-    tsv.write_text("\n".join(lines(tsv)[:-1]) + "\n", encoding="utf-8")  # one sentence lost
-    result = sh("bash", SCRIPTS / "distill.sh", "--data", pipeline.dirs.data / "data-bin", "--checkpoint",
-                pipeline.dirs.teacher / "checkpoint_last.pt", "--out", out, "--num-shards", "2", "--devices", "cpu",
-                "--threads", "1", "--max-tokens", "1000", "--generate-args", "--max-len-b 20")
+    tsv.write_text(
+        "\n".join(lines(tsv)[:-1]) + "\n", encoding="utf-8"
+    )  # one sentence lost
+    result = sh(
+        "bash",
+        SCRIPTS / "distill.sh",
+        "--data",
+        pipeline.dirs.data / "data-bin",
+        "--checkpoint",
+        pipeline.dirs.teacher / "checkpoint_last.pt",
+        "--out",
+        out,
+        "--num-shards",
+        "2",
+        "--devices",
+        "cpu",
+        "--threads",
+        "1",
+        "--max-tokens",
+        "1000",
+        "--generate-args",
+        "--max-len-b 20",
+    )
     assert result.returncode != 0, result.log
-    assert "was not translated" in result.stderr and "does not match the original training set (200" in result.stderr, result.log
+    assert (
+        "was not translated" in result.stderr
+        and "does not match the original training set (200" in result.stderr
+    ), result.log
 
 
 # ---- benchmark.py ----------------------------------------------------------------------------
@@ -326,7 +681,11 @@ def test_benchmark_outputs(pipeline):
     assert [m["status"] for m in models] == ["ok"] * 6 + ["missing"], run.log
     for m in models[:6]:
         assert m["sentences_translated"] == 20 and m["latency_ms"]["sentences"] == 20
-        assert m["throughput"]["sentences"] == 20 and m["params"] > 0 and m["meta"] == {"note": "test"}
+        assert (
+            m["throughput"]["sentences"] == 20
+            and m["params"] > 0
+            and m["meta"] == {"note": "test"}
+        )
         assert 0 <= m["bleu"] <= 100 and 0 <= m["bleu_tok"] <= 100
         assert m["run"]["threads"] == 1 and m["run"]["hardware"]["torch_threads"] == 1
         assert len(lines(Path(m["hypotheses"]))) == 20
@@ -339,16 +698,39 @@ def test_benchmark_outputs(pipeline):
     assert bench_info["commit"]["commit"] and bench_info["hardware"]["platform"]
     rows = {row["name"]: row for row in report["rows"]}
     assert list(rows) == [
-        "AR beam 4", "AR greedy", "NAT one pass + distill", "Hard EM n_c=3", "Hard EM, 4 candidates, teacher rescoring",
+        "AR beam 4",
+        "AR greedy",
+        "NAT one pass + distill",
+        "Hard EM n_c=3",
+        "Hard EM, 4 candidates, teacher rescoring",
         "Soft EM m=10 n_c=3 + distill",
     ]
     rescored = models[5]
-    assert rescored["args"]["gen_rescore"] == "teacher" and rescored["args"]["gen_latent_samples"] == 2
-    assert rescored["params"] == models[3]["params"]  # the student's own parameters, not the teacher's
-    assert rows["Hard EM n_c=3"]["measured"] == 2 and len(rows["Hard EM n_c=3"]["bleu_values"]) == 2
-    assert rows["AR beam 4"]["speedup_vs_ar_beam"] == 1.0 and "speedup_vs_ar_greedy" in rows["Hard EM n_c=3"]
-    assert rows["Soft EM m=10 n_c=3 + distill"]["measured"] == 0 and rows["Soft EM m=10 n_c=3 + distill"]["missing"]
-    assert "| Hard EM n_c=3 | 2 |" in md and " ± " in md and "missing" in md and "nrefs:1" in md
+    assert (
+        rescored["args"]["gen_rescore"] == "teacher"
+        and rescored["args"]["gen_latent_samples"] == 2
+    )
+    assert (
+        rescored["params"] == models[3]["params"]
+    )  # the student's own parameters, not the teacher's
+    assert (
+        rows["Hard EM n_c=3"]["measured"] == 2
+        and len(rows["Hard EM n_c=3"]["bleu_values"]) == 2
+    )
+    assert (
+        rows["AR beam 4"]["speedup_vs_ar_beam"] == 1.0
+        and "speedup_vs_ar_greedy" in rows["Hard EM n_c=3"]
+    )
+    assert (
+        rows["Soft EM m=10 n_c=3 + distill"]["measured"] == 0
+        and rows["Soft EM m=10 n_c=3 + distill"]["missing"]
+    )
+    assert (
+        "| Hard EM n_c=3 | 2 |" in md
+        and " ± " in md
+        and "missing" in md
+        and "nrefs:1" in md
+    )
 
 
 @needs_multi30k
@@ -360,15 +742,26 @@ def test_benchmark_merges_earlier_results(pipeline, tmp_path, capsys):
     finally:
         sys.path.remove(str(SCRIPTS))
     earlier = pipeline.dirs.bench / "benchmark.json"
-    status = benchmark.main([
-        "--data", str(pipeline.dirs.data / "data-bin"),
-        "--model", f"AR greedy=translation:{tmp_path / 'gone.pt'}",
-        "--merge-json", str(earlier), "--md", str(tmp_path / "t.md"), "--json", str(tmp_path / "t.json"),
-    ])
+    status = benchmark.main(
+        [
+            "--data",
+            str(pipeline.dirs.data / "data-bin"),
+            "--model",
+            f"AR greedy=translation:{tmp_path / 'gone.pt'}",
+            "--merge-json",
+            str(earlier),
+            "--md",
+            str(tmp_path / "t.md"),
+            "--json",
+            str(tmp_path / "t.json"),
+        ]
+    )
     assert status == 0
     report = json.loads((tmp_path / "t.json").read_text())
     names = [m["name"] for m in report["models"]]
-    assert names.count("AR greedy") == 2  # the missing one, and the earlier measurement of the other checkpoint
+    assert (
+        names.count("AR greedy") == 2
+    )  # the missing one, and the earlier measurement of the other checkpoint
     merged = [m for m in report["models"] if "merged_from" in m]
     assert len(merged) == 6 and all(m["merged_from"] == str(earlier) for m in merged)
     assert "†" in (tmp_path / "t.md").read_text()
@@ -388,12 +781,22 @@ def test_benchmark_never_replaces_results_with_fewer_measurements(pipeline, tmp_
     table = tmp_path / "benchmark.json"
     shutil.copy(pipeline.dirs.bench / "benchmark.json", table)
     before = table.read_text()
-    argv = ["--data", str(pipeline.dirs.data / "data-bin"), "--model", f"AR greedy=translation:{tmp_path / 'gone.pt'}",
-            "--merge-json", str(table), "--json", str(table)]
+    argv = [
+        "--data",
+        str(pipeline.dirs.data / "data-bin"),
+        "--model",
+        f"AR greedy=translation:{tmp_path / 'gone.pt'}",
+        "--merge-json",
+        str(table),
+        "--json",
+        str(table),
+    ]
     assert benchmark.main(argv) == 1
     assert table.read_text() == before
     redirected = json.loads((tmp_path / "benchmark.new.json").read_text())
-    assert all("merged_from" in m or m.get("status") == "missing" for m in redirected["models"])
+    assert all(
+        "merged_from" in m or m.get("status") == "missing" for m in redirected["models"]
+    )
     assert benchmark.main([*argv, "--replace-results"]) == 0
     assert table.read_text() != before
 
@@ -408,24 +811,61 @@ def test_benchmark_merge_fills_missing_rows_in_place(tmp_path):
         sys.path.remove(str(SCRIPTS))
 
     def ok(name, checkpoint, bleu):
-        return {"name": name, "task": "t", "checkpoint": checkpoint, "args": {}, "status": "ok", "bleu": bleu,
-                "bleu_tok": bleu, "latency_ms": {"median": 10.0, "mean": 11.0}}
+        return {
+            "name": name,
+            "task": "t",
+            "checkpoint": checkpoint,
+            "args": {},
+            "status": "ok",
+            "bleu": bleu,
+            "bleu_tok": bleu,
+            "latency_ms": {"median": 10.0, "mean": 11.0},
+        }
 
     first, later = tmp_path / "00_final.json", tmp_path / "row.json"
-    first.write_text(json.dumps({"benchmark": {"test_set": {"sentences": 1000}},
-                                 "models": [ok("AR greedy", "t.pt", 33.6), ok("Soft EM", "s1.pt", 15.0)]}))
-    later.write_text(json.dumps({"benchmark": {"test_set": {"sentences": 7}},
-                                 "models": [ok("AR greedy", "t.pt", 30.0), ok("Hard EM", "h1.pt", 11.9),
-                                            {"name": "Hard EM", "checkpoint": "h2.pt", "status": "missing"}]}))
+    first.write_text(
+        json.dumps(
+            {
+                "benchmark": {"test_set": {"sentences": 1000}},
+                "models": [ok("AR greedy", "t.pt", 33.6), ok("Soft EM", "s1.pt", 15.0)],
+            }
+        )
+    )
+    later.write_text(
+        json.dumps(
+            {
+                "benchmark": {"test_set": {"sentences": 7}},
+                "models": [
+                    ok("AR greedy", "t.pt", 30.0),
+                    ok("Hard EM", "h1.pt", 11.9),
+                    {"name": "Hard EM", "checkpoint": "h2.pt", "status": "missing"},
+                ],
+            }
+        )
+    )
     now = [
         {"name": "AR greedy", "checkpoint": "t.pt", "args": {}, "status": "missing"},
-        {"name": "Hard EM", "checkpoint": "h1.pt.unfinished", "args": {}, "status": "missing"},
+        {
+            "name": "Hard EM",
+            "checkpoint": "h1.pt.unfinished",
+            "args": {},
+            "status": "missing",
+        },
         ok("Soft EM", "s2.pt", 16.0),
-        {"name": "VQ-VAE", "checkpoint": "v1.pt.unfinished", "args": {}, "status": "missing"},
+        {
+            "name": "VQ-VAE",
+            "checkpoint": "v1.pt.unfinished",
+            "args": {},
+            "status": "missing",
+        },
     ]
     records, test_set = benchmark.merge_earlier(now, [tmp_path])
     assert [(r["name"], r["checkpoint"], r.get("bleu")) for r in records] == [
-        ("AR greedy", "t.pt", 33.6),  # the first file wins, in the missing record's place
+        (
+            "AR greedy",
+            "t.pt",
+            33.6,
+        ),  # the first file wins, in the missing record's place
         ("Hard EM", "h1.pt", 11.9),  # h1.pt.unfinished is h1.pt
         ("Soft EM", "s2.pt", 16.0),
         ("Soft EM", "s1.pt", 15.0),  # joins its row
@@ -434,7 +874,11 @@ def test_benchmark_merge_fills_missing_rows_in_place(tmp_path):
     assert records[0]["merged_from"] == str(first) and test_set == {"sentences": 1000}
     rows = benchmark.aggregate(records, "AR beam 4", "AR greedy")
     assert [(r["name"], r["checkpoints"], r["measured"]) for r in rows] == [
-        ("AR greedy", 1, 1), ("Hard EM", 1, 1), ("Soft EM", 2, 2), ("VQ-VAE", 1, 0)]
+        ("AR greedy", 1, 1),
+        ("Hard EM", 1, 1),
+        ("Soft EM", 2, 2),
+        ("VQ-VAE", 1, 0),
+    ]
 
 
 def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
@@ -448,17 +892,48 @@ def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
     import matplotlib.pyplot as plt
 
     def ok(name, task, bleu, ms, args=None):
-        return {"name": name, "task": task, "checkpoint": f"{name}.pt", "args": args or {}, "status": "ok",
-                "bleu": bleu, "bleu_tok": bleu, "latency_ms": {"median": ms, "mean": ms}}
+        return {
+            "name": name,
+            "task": task,
+            "checkpoint": f"{name}.pt",
+            "args": args or {},
+            "status": "ok",
+            "bleu": bleu,
+            "bleu_tok": bleu,
+            "latency_ms": {"median": ms, "mean": ms},
+        }
 
-    records = [ok("AR beam 4", "translation", 35.0, 100.0), ok("AR greedy", "translation", 33.0, 80.0),
-               ok("NAT", "translation_lev", 8.0, 16.0), ok("Soft EM", "translation_vqvae", 19.0, 20.0),
-               {"name": "Hard EM", "task": "translation_vqvae", "checkpoint": "h.pt", "args": {}, "status": "missing"},
-               ok("Soft EM, oracle", "translation_vqvae", 21.0, 20.0, {"gen_oracle_latents": True})]
+    records = [
+        ok("AR beam 4", "translation", 35.0, 100.0),
+        ok("AR greedy", "translation", 33.0, 80.0),
+        ok("NAT", "translation_lev", 8.0, 16.0),
+        ok("Soft EM", "translation_vqvae", 19.0, 20.0),
+        {
+            "name": "Hard EM",
+            "task": "translation_vqvae",
+            "checkpoint": "h.pt",
+            "args": {},
+            "status": "missing",
+        },
+        ok(
+            "Soft EM, oracle",
+            "translation_vqvae",
+            21.0,
+            20.0,
+            {"gen_oracle_latents": True},
+        ),
+    ]
     rows = benchmark.aggregate(records, "AR beam 4", "AR greedy")
-    bench = {"ar_beam_row": "AR beam 4", "ar_greedy_row": "AR greedy", "threads": 1,
-             "hardware": {"device": "cpu"}, "test_set": {"sentences": 3}}
-    styles = [benchmark._plot_style(row, bench) for row in rows if "bleu" in row]  # the missing row is not drawn
+    bench = {
+        "ar_beam_row": "AR beam 4",
+        "ar_greedy_row": "AR greedy",
+        "threads": 1,
+        "hardware": {"device": "cpu"},
+        "test_set": {"sentences": 3},
+    }
+    styles = [
+        benchmark._plot_style(row, bench) for row in rows if "bleu" in row
+    ]  # the missing row is not drawn
     assert [s["fmt"] for s in styles] == ["s", "s", "^", "o", "o"]
     assert "markerfacecolor" not in styles[3] and styles[4]["markerfacecolor"] == "none"
     saved = {}
@@ -476,7 +951,13 @@ def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
         plt.Figure.savefig = real_savefig
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     # the missing row keeps its number (5) in the table, so it is skipped, not renumbered
-    assert saved["labels"] == ["1. AR beam 4", "2. AR greedy", "3. NAT", "4. Soft EM", "6. Soft EM, oracle"]
+    assert saved["labels"] == [
+        "1. AR beam 4",
+        "2. AR greedy",
+        "3. NAT",
+        "4. Soft EM",
+        "6. Soft EM, oracle",
+    ]
     assert saved["numbers"] == ["1", "2", "3", "4", "6"]
 
 
@@ -490,9 +971,13 @@ def test_benchmark_sets_task_options_the_checkpoint_never_saved():
         import benchmark
     finally:
         sys.path.remove(str(SCRIPTS))
-    task = SimpleNamespace(cfg=OmegaConf.create({"gen_eos": "first", "gen_dedup": False}))
+    task = SimpleNamespace(
+        cfg=OmegaConf.create({"gen_eos": "first", "gen_dedup": False})
+    )
     OmegaConf.set_struct(task.cfg, True)
-    benchmark.apply_task_options(task, {"gen_eos": "last-latent", "gen_dedup": True, "dropout": 0.3, "data": "d"})
+    benchmark.apply_task_options(
+        task, {"gen_eos": "last-latent", "gen_dedup": True, "dropout": 0.3, "data": "d"}
+    )
     assert task.cfg.gen_eos == "last-latent" and task.cfg.gen_dedup is True
 
 
@@ -511,17 +996,39 @@ def test_benchmark_refuses_a_misspelt_option_before_fairseq_saves_it(tmp_path):
     import fairseq_vqvae.model  # noqa: F401  (registers translation_vqvae)
 
     args = argparse.Namespace(
-        _name="vqvae_nat", arch="vqvae_nat_tiny", task="translation_vqvae", data="d", dropout=0.1,
-        criterion="vqvae_em", optimizer="adam", lr_scheduler="fixed", seed=1,
+        _name="vqvae_nat",
+        arch="vqvae_nat_tiny",
+        task="translation_vqvae",
+        data="d",
+        dropout=0.1,
+        criterion="vqvae_em",
+        optimizer="adam",
+        lr_scheduler="fixed",
+        seed=1,
     )
     checkpoint = tmp_path / "checkpoint.pt"
-    history = [{"criterion_name": "VQVAEEMLoss", "optimizer_name": "Adam", "num_updates": 0,
-                "lr_scheduler_state": {"best": None}}]
+    history = [
+        {
+            "criterion_name": "VQVAEEMLoss",
+            "optimizer_name": "Adam",
+            "num_updates": 0,
+            "lr_scheduler_state": {"best": None},
+        }
+    ]
     extra = {"train_iterator": {"epoch": 1}, "val_loss": None}
-    torch.save({"args": args, "model": {}, "optimizer_history": history, "extra_state": extra}, checkpoint)
-    benchmark.check_known_options(checkpoint, "translation_vqvae", {"gen_eos": "length", "dropout": 0.2, "data": "x"})
+    torch.save(
+        {"args": args, "model": {}, "optimizer_history": history, "extra_state": extra},
+        checkpoint,
+    )
+    benchmark.check_known_options(
+        checkpoint,
+        "translation_vqvae",
+        {"gen_eos": "length", "dropout": 0.2, "data": "x"},
+    )
     with pytest.raises(ValueError, match="unknown option gen_eoss='first'"):
-        benchmark.check_known_options(checkpoint, "translation_vqvae", {"gen_eoss": "first"})
+        benchmark.check_known_options(
+            checkpoint, "translation_vqvae", {"gen_eoss": "first"}
+        )
 
 
 def test_benchmark_spec_errors(tmp_path, capsys, monkeypatch):
@@ -530,26 +1037,70 @@ def test_benchmark_spec_errors(tmp_path, capsys, monkeypatch):
         import benchmark
     finally:
         sys.path.remove(str(SCRIPTS))
-    spec = benchmark.parse_model_spec("Soft EM m=10 n_c=3=translation_vqvae:ckpt/x.pt:gen_latent_beam=2,data=/d")
-    assert spec == {"name": "Soft EM m=10 n_c=3", "task": "translation_vqvae", "checkpoint": "ckpt/x.pt",
-                    "args": {"gen_latent_beam": 2, "data": "/d"}}
-    for bad, message in (("no-task-or-checkpoint", "no ':'"), ("=translation:x.pt", "NAME=TASK"),
-                         ("AR=translation:", "empty checkpoint"), ("AR=translation:x.pt:beam", "not KEY=VALUE")):
+    spec = benchmark.parse_model_spec(
+        "Soft EM m=10 n_c=3=translation_vqvae:ckpt/x.pt:gen_latent_beam=2,data=/d"
+    )
+    assert spec == {
+        "name": "Soft EM m=10 n_c=3",
+        "task": "translation_vqvae",
+        "checkpoint": "ckpt/x.pt",
+        "args": {"gen_latent_beam": 2, "data": "/d"},
+    }
+    for bad, message in (
+        ("no-task-or-checkpoint", "no ':'"),
+        ("=translation:x.pt", "NAME=TASK"),
+        ("AR=translation:", "empty checkpoint"),
+        ("AR=translation:x.pt:beam", "not KEY=VALUE"),
+    ):
         with pytest.raises(benchmark.SpecError, match=message):
             benchmark.parse_model_spec(bad)
     with pytest.raises(SystemExit):
-        benchmark.main(["--data", str(tmp_path), "--model", "oops", "--out-dir", str(tmp_path)])
+        benchmark.main(
+            ["--data", str(tmp_path), "--model", "oops", "--out-dir", str(tmp_path)]
+        )
     assert "NAME=TASK:CHECKPOINT" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
-    assert benchmark.main(["--data", str(tmp_path), "--model", "a=translation:runs/x.pt", "--json", "r.json"]) == 0
+    assert (
+        benchmark.main(
+            [
+                "--data",
+                str(tmp_path),
+                "--model",
+                "a=translation:runs/x.pt",
+                "--json",
+                "r.json",
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "r.json").read_text())["models"][0]
-    assert record["status"] == "missing" and record["checkpoint"] == str(tmp_path / "runs" / "x.pt")  # absolute
+    assert record["status"] == "missing" and record["checkpoint"] == str(
+        tmp_path / "runs" / "x.pt"
+    )  # absolute
     with pytest.raises(SystemExit):
-        benchmark.main(["--data", str(tmp_path / "missing"), "--model", "a=translation:x.pt", "--out-dir", str(tmp_path)])
+        benchmark.main(
+            [
+                "--data",
+                str(tmp_path / "missing"),
+                "--model",
+                "a=translation:x.pt",
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
     assert "not a folder" in capsys.readouterr().err
     (tmp_path / "models.json").write_text('[{"name": "x", "task": "translation"}]')
     with pytest.raises(SystemExit):
-        benchmark.main(["--data", str(tmp_path), "--models-json", str(tmp_path / "models.json"), "--out-dir", str(tmp_path)])
+        benchmark.main(
+            [
+                "--data",
+                str(tmp_path),
+                "--models-json",
+                str(tmp_path / "models.json"),
+                "--out-dir",
+                str(tmp_path),
+            ]
+        )
     assert "checkpoint" in capsys.readouterr().err
 
 
@@ -558,25 +1109,67 @@ def test_benchmark_spec_errors(tmp_path, capsys, monkeypatch):
 
 def test_multi30k_study_plan(tmp_path):
     """--dry-run: every stage and every student run is planned, nothing is executed."""
-    result = ok(sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--dry-run",
-                   env={"WORK": str(tmp_path / "work"), "RESULTS": str(tmp_path / "results")}))
+    result = ok(
+        sh(
+            "bash",
+            REPO / "examples" / "multi30k" / "run.sh",
+            "--dry-run",
+            env={"WORK": str(tmp_path / "work"), "RESULTS": str(tmp_path / "results")},
+        )
+    )
     err = result.stderr
-    for stage in ("stage 1/6 prepare", "stage 2/6 teacher", "stage 3/6 distill", "stage 4/6", "stage 6/6 benchmark"):
+    for stage in (
+        "stage 1/6 prepare",
+        "stage 2/6 teacher",
+        "stage 3/6 distill",
+        "stage 4/6",
+        "stage 6/6 benchmark",
+    ):
         assert stage in err, result.log
-    assert err.count("stage 5/6 student") == 12  # vqvae x1 x2 data, hard/soft EM x2 seeds x2 data, n_c=4, AR init
+    assert (
+        err.count("stage 5/6 student") == 12
+    )  # vqvae x1 x2 data, hard/soft EM x2 seeds x2 data, n_c=4, AR init
     assert "nonautoregressive_transformer" in err and "--src-embedding-copy" not in err
-    assert "--compress-steps 4" in err and "--num-samples 5" in err and "--num-samples 10" in err
+    assert (
+        "--compress-steps 4" in err
+        and "--num-samples 5" in err
+        and "--num-samples 10" in err
+    )
     assert err.count("--bf16-autocast") == 12
-    assert err.count("--post-norm --init-from-ar") == 1 and "teacher/checkpoint_best.pt" in err
-    assert "soft_em_distill/seed1/checkpoint_best.pt:gen_oracle_latents=True" in err  # the diagnostic row
-    assert "soft_em_raw/seed1/checkpoint_best.pt:gen_dedup=True" in err  # a decoding-variant row
-    order = [line.split("student ")[1].split(":")[0] for line in err.splitlines() if "stage 5/6 student" in line]
-    assert order[:3] == ["soft_em_distill seed 1", "soft_em_distill_ar_init seed 1", "hard_em_distill seed 1"], order
-    assert order.index("soft_em_distill seed 2") > order.index("soft_em_distill_nc4 seed 1"), order
+    assert (
+        err.count("--post-norm --init-from-ar") == 1
+        and "teacher/checkpoint_best.pt" in err
+    )
+    assert (
+        "soft_em_distill/seed1/checkpoint_best.pt:gen_oracle_latents=True" in err
+    )  # the diagnostic row
+    assert (
+        "soft_em_raw/seed1/checkpoint_best.pt:gen_dedup=True" in err
+    )  # a decoding-variant row
+    order = [
+        line.split("student ")[1].split(":")[0]
+        for line in err.splitlines()
+        if "stage 5/6 student" in line
+    ]
+    assert order[:3] == [
+        "soft_em_distill seed 1",
+        "soft_em_distill_ar_init seed 1",
+        "hard_em_distill seed 1",
+    ], order
+    assert order.index("soft_em_distill seed 2") > order.index(
+        "soft_em_distill_nc4 seed 1"
+    ), order
     assert not (tmp_path / "work" / "data").exists()
-    bad = sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--stages", "teacher,bogus")
+    bad = sh(
+        "bash", REPO / "examples" / "multi30k" / "run.sh", "--stages", "teacher,bogus"
+    )
     assert bad.returncode != 0 and "unknown stage" in bad.stderr, bad.log
-    bad = sh("bash", REPO / "examples" / "multi30k" / "run.sh", "--dry-run", env={"ROWS": "nope"})
+    bad = sh(
+        "bash",
+        REPO / "examples" / "multi30k" / "run.sh",
+        "--dry-run",
+        env={"ROWS": "nope"},
+    )
     assert bad.returncode != 0 and "unknown row id" in bad.stderr, bad.log
 
 
@@ -584,7 +1177,7 @@ def test_multi30k_train_wall_sums_resumed_segments(tmp_path):
     """A resumed training appends to train.log and fairseq's `wall` restarts: the study's training
     time sums each fairseq-train run's segment, not the hours the machine was down between them."""
     run_sh = (REPO / "examples" / "multi30k" / "run.sh").read_text()
-    function = run_sh[run_sh.index("train_wall() {"):]
+    function = run_sh[run_sh.index("train_wall() {") :]
     function = function[: function.index("\n}\n") + 3]
     log = """2026-12-01 10:00:00 | INFO | fairseq.tasks.text_to_speech | Please install tensorboardX
 2026-12-01 10:00:01 | INFO | fairseq_cli.train | {'_name': None, 'common': {}}
@@ -600,23 +1193,67 @@ def test_multi30k_train_wall_sums_resumed_segments(tmp_path):
     env = {"PY": sys.executable, "ROOT": str(REPO)}
     result = ok(sh("bash", "-c", function + 'train_wall "$1"', "_", tmp_path, env=env))
     assert result.stdout.strip() == str(600 + 240), result.log
-    result = ok(sh("bash", "-c", function + 'train_wall "$1"', "_", tmp_path / "missing", env=env))
+    result = ok(
+        sh(
+            "bash",
+            "-c",
+            function + 'train_wall "$1"',
+            "_",
+            tmp_path / "missing",
+            env=env,
+        )
+    )
     assert result.stdout.strip() == "", result.log
 
 
 def test_wmt14_recipe_plan(tmp_path):
-    result = ok(sh("bash", REPO / "examples" / "wmt14_en_de" / "run.sh", "--dry-run", env={"WORK": str(tmp_path / "w")}))
-    assert "--distributed-world-size" in result.stderr and "legacy_ddp" in result.stderr, result.log
+    result = ok(
+        sh(
+            "bash",
+            REPO / "examples" / "wmt14_en_de" / "run.sh",
+            "--dry-run",
+            env={"WORK": str(tmp_path / "w")},
+        )
+    )
+    assert (
+        "--distributed-world-size" in result.stderr and "legacy_ddp" in result.stderr
+    ), result.log
 
 
 def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
-    result = ok(sh(sys.executable, SCRIPTS / "train_step_speed.py", "--batches", "1", "--rounds", "1",
-                   "--max-tokens", "200", "--", tiny_databin, "--user-dir", REPO / "fairseq_vqvae",
-                   "--task", "translation_vqvae", "--arch", "vqvae_nat_tiny", "--criterion", "vqvae_em",
-                   "--share-all-embeddings", "--cpu"))
-    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    result = ok(
+        sh(
+            sys.executable,
+            SCRIPTS / "train_step_speed.py",
+            "--batches",
+            "1",
+            "--rounds",
+            "1",
+            "--max-tokens",
+            "200",
+            "--",
+            tiny_databin,
+            "--user-dir",
+            REPO / "fairseq_vqvae",
+            "--task",
+            "translation_vqvae",
+            "--arch",
+            "vqvae_nat_tiny",
+            "--criterion",
+            "vqvae_em",
+            "--share-all-embeddings",
+            "--cpu",
+        )
+    )
+    records = [
+        json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")
+    ]
     assert [r.get("bf16_autocast") for r in records[:2]] == [False, True], result.log
     summary = records[-1]
-    assert summary["summary"] and summary["fp32_s_per_update"] > 0 and summary["speedup"] > 0, result.log
+    assert (
+        summary["summary"]
+        and summary["fp32_s_per_update"] > 0
+        and summary["speedup"] > 0
+    ), result.log
     bad = sh(sys.executable, SCRIPTS / "train_step_speed.py")
     assert bad.returncode != 0 and "give the fairseq-train flags" in bad.stderr, bad.log

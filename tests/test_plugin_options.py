@@ -8,25 +8,36 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plugin_options.py"
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_lists_every_group_with_defaults_and_help():
     result = _run()
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for heading in ("--arch vqvae_nat*:", "--criterion vqvae_em:", "--task translation_vqvae"):
+    for heading in (
+        "--arch vqvae_nat*:",
+        "--criterion vqvae_em:",
+        "--task translation_vqvae",
+    ):
         assert heading in out
     assert "  --bottleneck (default: " in out and "  --num-samples (default: " in out
     assert "  --gen-eos (default: 'first')" in out and "'last-latent' = EOS only" in out
     assert "  --gen-dedup (default: False)" in out
-    assert "  --source-lang" not in out  # fairseq's own translation options are not repeated
+    assert (
+        "  --source-lang" not in out
+    )  # fairseq's own translation options are not repeated
 
 
 def test_only_one_group():
     result = _run("--only", "task")
     assert result.returncode == 0, result.stderr
-    assert "--task translation_vqvae" in result.stdout and "--bottleneck" not in result.stdout
+    assert (
+        "--task translation_vqvae" in result.stdout
+        and "--bottleneck" not in result.stdout
+    )
     bad = _run("--only", "optimizer")
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
 
@@ -42,14 +53,30 @@ def test_no_plugin_option_has_the_name_of_a_fairseq_option():
     from fairseq.dataclass.configs import FairseqConfig
     from plugin_options import option_groups
 
-    per_arch = {"model", "task", "criterion", "optimizer", "lr_scheduler", "scoring", "bpe", "tokenizer"}
+    per_arch = {
+        "model",
+        "task",
+        "criterion",
+        "optimizer",
+        "lr_scheduler",
+        "scoring",
+        "bpe",
+        "tokenizer",
+    }
     fairseq_names = set()
     for group in dataclasses.fields(FairseqConfig):
         if group.name in per_arch:
             continue
         if dataclasses.is_dataclass(group.type):
             fairseq_names |= {f.name for f in dataclasses.fields(group.type)}
-    assert "ema_decay" in fairseq_names and "seed" in fairseq_names  # the check sees fairseq's groups
-    ours = {f.name for _, fields in option_groups().values() for f in fields if not f.name.startswith("_")}
+    assert (
+        "ema_decay" in fairseq_names and "seed" in fairseq_names
+    )  # the check sees fairseq's groups
+    ours = {
+        f.name
+        for _, fields in option_groups().values()
+        for f in fields
+        if not f.name.startswith("_")
+    }
     assert "codebook_decay" in ours
     assert not ours & fairseq_names, sorted(ours & fairseq_names)

@@ -289,7 +289,13 @@ def start(root):
                 generate, checkpoint, "--batch-size", "8", "--gen-oracle-latents"
             )
             jobs["generate_eos_dedup"] = pool.submit(
-                generate, checkpoint, "--batch-size", "8", "--gen-eos", "length", "--gen-dedup"
+                generate,
+                checkpoint,
+                "--batch-size",
+                "8",
+                "--gen-eos",
+                "length",
+                "--gen-dedup",
             )
             jobs["interactive"] = pool.submit(
                 fairseq,
@@ -409,9 +415,9 @@ def test_train_writes_checkpoints_and_logs_validation_bleu(runs, trained):
         if "| valid on 'valid' subset" in line
     ]
     assert len(valid_lines) == 2, trained.log  # at updates 2 and 4
-    assert all(
-        re.search(r"\| bleu \d+(\.\d+)? \|", line) for line in valid_lines
-    ), valid_lines
+    assert all(re.search(r"\| bleu \d+(\.\d+)? \|", line) for line in valid_lines), (
+        valid_lines
+    )
     assert "num_updates 4" in valid_lines[-1]
     # fairseq's standard loggers work: tensorboardX is installed (no "Please install" line).
     assert "Please install tensorboardX" not in trained.output
@@ -457,9 +463,9 @@ def test_interactive_translates_every_line_and_warns_about_the_empty_one(runs, t
     hypos = _hypotheses(result.stdout)
     assert sorted(hypos) == [0, 1, 2], result.log
     assert hypos[1] == "" and hypos[0] and hypos[2]
-    assert re.search(
-        r"WARNING.*1 input sentence\(s\) are empty", result.output
-    ), result.log
+    assert re.search(r"WARNING.*1 input sentence\(s\) are empty", result.output), (
+        result.log
+    )
 
 
 def test_resumed_training_ends_with_the_same_codebook(runs, trained):
@@ -518,13 +524,52 @@ def test_generate_with_a_transformer_checkpoint_fails_clearly(runs):
     ), decode.log
 
 
-def test_a_bad_option_is_a_one_line_error_without_traceback(tiny_databin, tmp_path):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (("--dropout", "1.0"), "--dropout must be in [0.0, 1.0), got 1.0"),
+        (
+            ("--fp16",),  # was: AssertionError: Torch not compiled with CUDA enabled
+            "--fp16 needs a GPU (--fp16 with --cpu fails inside fairseq); on a CPU, drop "
+            "--fp16 and train in mixed precision with --bf16-autocast",
+        ),
+        (
+            ("--bf16",),  # was: 'NoneType' object has no attribute 'xla_device'
+            "--bf16 needs a GPU (--bf16 with --cpu fails inside fairseq); on a CPU, drop "
+            "--bf16 and train in mixed precision with --bf16-autocast",
+        ),
+    ],
+)
+def test_a_bad_option_is_a_one_line_error_without_traceback(
+    tiny_databin, tmp_path, flags, message
+):
     result = fairseq(
-        "train", tiny_databin, "--user-dir", USER_DIR, "--task", "translation_vqvae",
-        "--arch", "vqvae_nat_tiny", "--criterion", "vqvae_em", "--share-all-embeddings", "--cpu",
-        "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "500", "--max-update", "1", "--dropout", "1.0",
-        "--save-dir", tmp_path, cwd=tmp_path, timeout=120,
+        "train",
+        tiny_databin,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "translation_vqvae",
+        "--arch",
+        "vqvae_nat_tiny",
+        "--criterion",
+        "vqvae_em",
+        "--share-all-embeddings",
+        "--cpu",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--max-tokens",
+        "500",
+        "--max-update",
+        "1",
+        *flags,
+        "--save-dir",
+        tmp_path,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "fairseq-train: error: --dropout must be in [0.0, 1.0), got 1.0"
+    assert result.stderr.strip().splitlines()[-1] == f"fairseq-train: error: {message}"

@@ -37,21 +37,41 @@ def test_copies_encoder_embeddings_and_decoder_layers(build_vqvae, teacher):
     torch.manual_seed(0)
     model = build_vqvae("--post-norm", "--init-from-ar", str(path)).model
     ours = model.state_dict()
-    copied = [k for k in theirs if k.startswith("encoder.") and not k.endswith(".version")]
-    assert "encoder.embed_tokens.weight" in copied and "encoder.layers.0.fc1.weight" in copied
+    copied = [
+        k for k in theirs if k.startswith("encoder.") and not k.endswith(".version")
+    ]
+    assert (
+        "encoder.embed_tokens.weight" in copied
+        and "encoder.layers.0.fc1.weight" in copied
+    )
     for key in copied:
         assert torch.equal(ours[key], theirs[key]), key
-    assert torch.equal(ours["embed_target.weight"], theirs["decoder.embed_tokens.weight"])
-    for name in ("self_attn.q_proj.weight", "encoder_attn.out_proj.bias", "fc2.weight", "final_layer_norm.bias"):
-        assert torch.equal(ours[f"decoder_layers.0.{name}"], theirs[f"decoder.layers.0.{name}"]), name
+    assert torch.equal(
+        ours["embed_target.weight"], theirs["decoder.embed_tokens.weight"]
+    )
+    for name in (
+        "self_attn.q_proj.weight",
+        "encoder_attn.out_proj.bias",
+        "fc2.weight",
+        "final_layer_norm.bias",
+    ):
+        assert torch.equal(
+            ours[f"decoder_layers.0.{name}"], theirs[f"decoder.layers.0.{name}"]
+        ), name
     # The teacher has one decoder layer: the second keeps its initialization, as do the parts
     # the teacher has no counterpart for.
     torch.manual_seed(0)
     fresh = build_vqvae("--post-norm").model.state_dict()
-    for key in ("decoder_layers.1.fc1.weight", "latent_predictor.output.weight", "compressor.downsample.0.weight",
-                "length_head.weight"):
+    for key in (
+        "decoder_layers.1.fc1.weight",
+        "latent_predictor.output.weight",
+        "compressor.downsample.0.weight",
+        "length_head.weight",
+    ):
         assert torch.equal(ours[key], fresh[key]), key
-    assert not torch.equal(ours["encoder.layers.0.fc1.weight"], fresh["encoder.layers.0.fc1.weight"])
+    assert not torch.equal(
+        ours["encoder.layers.0.fc1.weight"], fresh["encoder.layers.0.fc1.weight"]
+    )
 
 
 def test_warm_started_model_trains_and_generates(build_vqvae, teacher, make_sample):
@@ -60,34 +80,57 @@ def test_warm_started_model_trains_and_generates(build_vqvae, teacher, make_samp
     loss, _, _ = built.criterion(built.model, sample)
     loss.backward()
     assert torch.isfinite(loss)
-    hypos = built.task.build_generator([built.model.eval()], built.args).generate([built.model], sample)
+    hypos = built.task.build_generator([built.model.eval()], built.args).generate(
+        [built.model], sample
+    )
     assert len(hypos) == 4
 
 
 def test_pre_norm_student_is_refused_with_the_fix(build_vqvae, teacher):
-    with pytest.raises(ValueError, match=r"post-norm layers, this model pre-norm ones; add --post-norm"):
+    with pytest.raises(
+        ValueError, match=r"post-norm layers, this model pre-norm ones; add --post-norm"
+    ):
         build_vqvae("--init-from-ar", str(teacher[0]))
 
 
-def test_pre_norm_teacher_needs_a_pre_norm_student(build_vqvae, build_fairseq, tiny_databin, tmp_path):
+def test_pre_norm_teacher_needs_a_pre_norm_student(
+    build_vqvae, build_fairseq, tiny_databin, tmp_path
+):
     path = tmp_path / "pre.pt"
-    _teacher(build_fairseq, tiny_databin, path, "--encoder-normalize-before", "--decoder-normalize-before")
+    _teacher(
+        build_fairseq,
+        tiny_databin,
+        path,
+        "--encoder-normalize-before",
+        "--decoder-normalize-before",
+    )
     with pytest.raises(ValueError, match="drop --post-norm"):
         build_vqvae("--post-norm", "--init-from-ar", str(path))
-    model = build_vqvae("--init-from-ar", str(path)).model  # pre-norm both: the final norms too
+    model = build_vqvae(
+        "--init-from-ar", str(path)
+    ).model  # pre-norm both: the final norms too
     theirs = torch.load(path)["model"]
     assert torch.equal(model.decoder_norm.weight, theirs["decoder.layer_norm.weight"])
-    assert torch.equal(model.state_dict()["encoder.layer_norm.bias"], theirs["encoder.layer_norm.bias"])
+    assert torch.equal(
+        model.state_dict()["encoder.layer_norm.bias"], theirs["encoder.layer_norm.bias"]
+    )
 
 
-def test_other_dimensions_are_refused(build_vqvae, build_fairseq, tiny_databin, tmp_path):
+def test_other_dimensions_are_refused(
+    build_vqvae, build_fairseq, tiny_databin, tmp_path
+):
     path = tmp_path / "wide.pt"
     _teacher(build_fairseq, tiny_databin, path, "--encoder-ffn-embed-dim", "64")
-    with pytest.raises(ValueError, match=r"encoder.layers.0.fc1.weight has shape \(64, 16\).*FFN dimensions"):
+    with pytest.raises(
+        ValueError,
+        match=r"encoder.layers.0.fc1.weight has shape \(64, 16\).*FFN dimensions",
+    ):
         build_vqvae("--post-norm", "--init-from-ar", str(path))
 
 
-def test_other_dictionary_is_refused(build_vqvae, build_fairseq, tiny_databin, tmp_path):
+def test_other_dictionary_is_refused(
+    build_vqvae, build_fairseq, tiny_databin, tmp_path
+):
     path = tmp_path / "dict.pt"
     state = _teacher(build_fairseq, tiny_databin, path)
     for key in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
@@ -97,17 +140,23 @@ def test_other_dictionary_is_refused(build_vqvae, build_fairseq, tiny_databin, t
         build_vqvae("--post-norm", "--init-from-ar", str(path))
 
 
-def test_learned_positions_are_refused(build_vqvae, build_fairseq, tiny_databin, tmp_path):
+def test_learned_positions_are_refused(
+    build_vqvae, build_fairseq, tiny_databin, tmp_path
+):
     path = tmp_path / "learned.pt"
     _teacher(build_fairseq, tiny_databin, path, "--encoder-learned-pos")
-    with pytest.raises(ValueError, match="encoder.embed_positions.weight.*--encoder-learned-pos"):
+    with pytest.raises(
+        ValueError, match="encoder.embed_positions.weight.*--encoder-learned-pos"
+    ):
         build_vqvae("--post-norm", "--init-from-ar", str(path))
 
 
 def test_not_a_transformer_checkpoint_or_no_file(build_vqvae, tmp_path):
     path = tmp_path / "student.pt"
     torch.save({"model": build_vqvae().model.state_dict()}, path)
-    with pytest.raises(ValueError, match="needs a fairseq autoregressive transformer checkpoint"):
+    with pytest.raises(
+        ValueError, match="needs a fairseq autoregressive transformer checkpoint"
+    ):
         build_vqvae("--post-norm", "--init-from-ar", str(path))
     with pytest.raises(ValueError, match="no checkpoint file"):
         build_vqvae("--post-norm", "--init-from-ar", str(tmp_path / "missing.pt"))
@@ -123,9 +172,14 @@ def test_loading_a_checkpoint_skips_the_warm_start(build_vqvae, teacher):
 
 def test_legacy_normalize_before_checkpoints_keep_pre_norm(build_vqvae):
     args = build_vqvae().args
-    assert args.post_norm is False and not any("normalize" in flag for flag in TINY_FLAGS)
+    assert args.post_norm is False and not any(
+        "normalize" in flag for flag in TINY_FLAGS
+    )
     from fairseq_vqvae.model import vqvae_nat_tiny
 
-    legacy = type(args)(**{k: v for k, v in vars(args).items() if k != "post_norm"}, normalize_before=False)
+    legacy = type(args)(
+        **{k: v for k, v in vars(args).items() if k != "post_norm"},
+        normalize_before=False,
+    )
     vqvae_nat_tiny(legacy)
     assert legacy.post_norm is True

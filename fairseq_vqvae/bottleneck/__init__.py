@@ -6,7 +6,13 @@ Roy et al. 2018, https://arxiv.org/abs/1805.11063. Used by the translation model
 
 from . import em
 from .codebook import Codebook
-from .quantizer import BOTTLENECKS, BottleneckConfig, EMStatistics, VQBottleneck, VQOutput
+from .quantizer import (
+    BOTTLENECKS,
+    BottleneckConfig,
+    EMStatistics,
+    VQBottleneck,
+    VQOutput,
+)
 
 __all__ = [
     "BOTTLENECKS",

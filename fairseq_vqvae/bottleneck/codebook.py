@@ -67,7 +67,11 @@ class Codebook(nn.Module):
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.num_slices, self.codebook_size, self.code_dim = num_slices, codebook_size, code_dim
+        self.num_slices, self.codebook_size, self.code_dim = (
+            num_slices,
+            codebook_size,
+            code_dim,
+        )
         self.ema, self.decay, self.epsilon = ema, decay, epsilon
         self.dead_code_threshold = dead_code_threshold
         # tensor2tensor's uniform_unit_scaling init: U(+-sqrt(3 / K)).
@@ -77,18 +81,26 @@ class Codebook(nn.Module):
             self.weight = nn.Parameter(init)
             return
         self.register_buffer("weight", init)  # (S, K, D)
-        self.register_buffer("ema_counts", torch.zeros(num_slices, codebook_size))  # (S, K)
-        self.register_buffer("ema_sums", init.clone())  # (S, K, D), t2t: copy of the codes
+        self.register_buffer(
+            "ema_counts", torch.zeros(num_slices, codebook_size)
+        )  # (S, K)
+        self.register_buffer(
+            "ema_sums", init.clone()
+        )  # (S, K, D), t2t: copy of the codes
         # Statistics of the current optimizer update; not saved (a checkpoint is written
         # between updates, when they are zero).
         zeros = torch.zeros
-        self.register_buffer("pending_counts", zeros(num_slices, codebook_size), persistent=False)
+        self.register_buffer(
+            "pending_counts", zeros(num_slices, codebook_size), persistent=False
+        )
         self.register_buffer(
             "pending_sums", zeros(num_slices, codebook_size, code_dim), persistent=False
         )
         # Up to K batch vectors per slice kept as restart candidates for dead codes.
         self.register_buffer(
-            "pending_candidates", zeros(codebook_size, num_slices, code_dim), persistent=False
+            "pending_candidates",
+            zeros(codebook_size, num_slices, code_dim),
+            persistent=False,
         )
         self.register_buffer("pending_num_candidates", zeros(1), persistent=False)
         # M-steps applied so far; saved, so restarts and usage debiasing survive a resume.
@@ -96,7 +108,11 @@ class Codebook(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # Keep EM state in fp32 through .half()/.to(bfloat16); still follow device moves.
-        saved = {n: self._buffers[n] for n in _FP32_BUFFERS if self._buffers.get(n) is not None}
+        saved = {
+            n: self._buffers[n]
+            for n in _FP32_BUFFERS
+            if self._buffers.get(n) is not None
+        }
         super()._apply(fn, recurse)
         for name, original in saved.items():
             moved = self._buffers[name]
@@ -119,7 +135,10 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def accumulate_(
-        self, counts: torch.Tensor, sums: torch.Tensor, candidates: torch.Tensor | None = None
+        self,
+        counts: torch.Tensor,
+        sums: torch.Tensor,
+        candidates: torch.Tensor | None = None,
     ) -> None:
         """Add one micro-batch's statistics (S, K), (S, K, D) and candidate vectors (N, S, D)."""
         if not self.ema:
@@ -133,7 +152,9 @@ class Codebook(nn.Module):
         have = int(self.pending_num_candidates.item())
         room = self.codebook_size - have
         if room > 0 and candidates.shape[0] > 0:
-            take = candidates[torch.randperm(candidates.shape[0], device=candidates.device)[:room]]
+            take = candidates[
+                torch.randperm(candidates.shape[0], device=candidates.device)[:room]
+            ]
             self.pending_candidates[have : have + take.shape[0]] = take
             self.pending_num_candidates += take.shape[0]
 
@@ -150,14 +171,22 @@ class Codebook(nn.Module):
         if distributed:
             dist.all_reduce(self.pending_counts, group=process_group)
             dist.all_reduce(self.pending_sums, group=process_group)
-        if not (self.pending_counts.isfinite().all() and self.pending_sums.isfinite().all()):
+        if not (
+            self.pending_counts.isfinite().all() and self.pending_sums.isfinite().all()
+        ):
             # NB: one NaN/inf in the statistics would poison the codebook for good. Every
             # worker sees the same reduced values, so every worker skips together.
-            logger.warning("non-finite EM statistics (NaN/inf latents?): codebook update skipped")
+            logger.warning(
+                "non-finite EM statistics (NaN/inf latents?): codebook update skipped"
+            )
             self.clear_pending_()
             return
         self.ema_counts, self.ema_sums = em.ema_update(
-            self.ema_counts, self.ema_sums, self.pending_counts, self.pending_sums, self.decay
+            self.ema_counts,
+            self.ema_sums,
+            self.pending_counts,
+            self.pending_sums,
+            self.decay,
         )
         # NB: until some vector was assigned, all EMA counts are 0 and the M-step would divide
         # by 0 (codes * 1e12, all dead); keep a slice's codes until its counts are non-zero.
@@ -184,22 +213,30 @@ class Codebook(nn.Module):
             counts = [torch.empty_like(valid) for _ in range(world)]
             dist.all_gather(gathered, candidates, group=process_group)
             dist.all_gather(counts, valid, group=process_group)
-            candidates = torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])
+            candidates = torch.cat(
+                [g[: int(c.item())] for g, c in zip(gathered, counts)]
+            )
         else:
             candidates = candidates[: int(valid.item())]
         if candidates.shape[0] == 0:
             return
         # Same seed on every worker, so every worker picks the same replacements.
-        generator = torch.Generator().manual_seed(1_000_003 * int(self.num_updates) + 17)
+        generator = torch.Generator().manual_seed(
+            1_000_003 * int(self.num_updates) + 17
+        )
         # Compare bias-corrected counts: the EMA starts at 0, so for the first ~1/(1-decay)
         # updates raw counts are tiny and every code would look dead.
         correction = 1.0 - self.decay ** (int(self.num_updates) + 1)
         for s in range(self.num_slices):
-            dead = (self.ema_counts[s] < self.dead_code_threshold * correction).nonzero()
+            dead = (
+                self.ema_counts[s] < self.dead_code_threshold * correction
+            ).nonzero()
             dead = dead.squeeze(-1)
             if dead.numel() == 0:
                 continue
-            pick = torch.randint(candidates.shape[0], (dead.numel(),), generator=generator)
+            pick = torch.randint(
+                candidates.shape[0], (dead.numel(),), generator=generator
+            )
             vectors = candidates[pick.to(candidates.device), s]
             self.weight[s, dead] = vectors
             # Reset the EMA state of restarted codes too, or the stale sums would pull them
@@ -208,10 +245,23 @@ class Codebook(nn.Module):
             self.ema_sums[s, dead] = vectors * self.dead_code_threshold * correction
 
     def ema_perplexity(self) -> torch.Tensor:
-        """(S,) perplexity of the EMA counts: long-run codebook usage (0 before any update)."""
+        """(S,) perplexity of the EMA counts of the codes in use: long-run codebook usage
+        (0 before any update).
+
+        With restarts, a code counts only above the restart threshold (bias-corrected, the
+        test ``_restart_dead_codes_`` applies): a restarted code starts at the threshold and
+        unused codes sit below it. Counting them reported 58,928 codes of 65,536 in use
+        when the batches used 58.
+        """
         if not self.ema:
             return torch.zeros(self.num_slices)
-        return em.perplexity(self.ema_counts)
+        counts = self.ema_counts
+        if self.dead_code_threshold > 0:
+            correction = 1.0 - self.decay ** max(int(self.num_updates), 1)
+            counts = counts * (
+                counts > self.dead_code_threshold * correction * 1.000001
+            )
+        return em.perplexity(counts)
 
     def extra_repr(self) -> str:
         return (

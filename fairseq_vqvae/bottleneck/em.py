@@ -70,7 +70,9 @@ def hard_assignments(distances: torch.Tensor) -> torch.Tensor:
     return distances.argmin(dim=-1)
 
 
-def soft_responsibilities(distances: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_responsibilities(
+    distances: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Exact E-step of soft EM: softmax(-d / temperature) over codes, (N, S, K) -> (N, S, K)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -107,7 +109,9 @@ def sample_responsibilities(
     bad = ~probs.isfinite().all(dim=-1)
     if bool(bad.any()):
         probs = torch.where(bad[:, None], torch.full_like(probs, 1.0 / k), probs)
-    samples = torch.multinomial(probs, num_samples, replacement=True, generator=generator)
+    samples = torch.multinomial(
+        probs, num_samples, replacement=True, generator=generator
+    )
     # Average of the m one-hots: exact integer counts / m, without an (N*S, m, K) one-hot.
     ones = torch.ones(samples.shape, device=samples.device)
     counts = torch.zeros(n * s, k, device=samples.device).scatter_add_(1, samples, ones)
@@ -190,7 +194,9 @@ def step_on(num_updates: int, start_update: int) -> float:
     return 1.0 if num_updates >= start_update else 0.0
 
 
-def inverse_exp_decay(num_updates: int, warmup_updates: int, min_value: float = 0.01) -> float:
+def inverse_exp_decay(
+    num_updates: int, warmup_updates: int, min_value: float = 0.01
+) -> float:
     """tensor2tensor's ``inverse_exp_decay``: min_value at 0, rising exponentially to 1 at
     ``warmup_updates`` (the paper's bottleneck warm-up probability, 0.01 -> 1 over 10k steps)."""
     if warmup_updates <= 0 or num_updates >= warmup_updates:

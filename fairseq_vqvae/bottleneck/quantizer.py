@@ -14,7 +14,13 @@ from torch import nn
 from . import em
 from .codebook import Codebook
 
-__all__ = ["BOTTLENECKS", "BottleneckConfig", "EMStatistics", "VQOutput", "VQBottleneck"]
+__all__ = [
+    "BOTTLENECKS",
+    "BottleneckConfig",
+    "EMStatistics",
+    "VQOutput",
+    "VQBottleneck",
+]
 
 BOTTLENECKS = ("vqvae", "hard_em", "soft_em")
 
@@ -25,19 +31,29 @@ class BottleneckConfig:
 
     bottleneck: str = "soft_em"  # one of BOTTLENECKS
     codebook_size: int = 4096  # K per slice; paper: 2^12
-    code_dim: int = 512  # dimension of the quantized vector (all slices together); paper: 512
-    input_dim: int | None = None  # dimension of the input; None = code_dim (no projection)
-    num_slices: int = 1  # n_d of decomposed VQ (Kaiser et al. 2018); 1 = plain VQ (paper)
+    code_dim: int = (
+        512  # dimension of the quantized vector (all slices together); paper: 512
+    )
+    input_dim: int | None = (
+        None  # dimension of the input; None = code_dim (no projection)
+    )
+    num_slices: int = (
+        1  # n_d of decomposed VQ (Kaiser et al. 2018); 1 = plain VQ (paper)
+    )
     decay: float = 0.999  # EMA decay; paper section 2.2
     epsilon: float = 1e-5  # Laplace smoothing; tensor2tensor
     commitment_weight: float = 0.25  # beta; paper section 2.1
-    num_samples: int = 10  # m for soft_em; paper Table 1 (10 with distillation, 5 without)
+    num_samples: int = (
+        10  # m for soft_em; paper Table 1 (10 with distillation, 5 without)
+    )
     temperature: float = 1.0  # soft_em sampling temperature; paper: 1 (no temperature)
     dead_code_threshold: float = 0.0  # restart codes with EMA count below this; 0 = off
 
     def __post_init__(self):
         if self.bottleneck not in BOTTLENECKS:
-            raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
+            raise ValueError(
+                f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}"
+            )
         if self.code_dim % self.num_slices != 0:
             raise ValueError(
                 f"code_dim ({self.code_dim}) must be divisible by num_slices ({self.num_slices})"
@@ -47,7 +63,9 @@ class BottleneckConfig:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.commitment_weight < 0:
-            raise ValueError(f"commitment_weight must be >= 0, got {self.commitment_weight}")
+            raise ValueError(
+                f"commitment_weight must be >= 0, got {self.commitment_weight}"
+            )
         if self.dead_code_threshold < 0:
             raise ValueError("dead_code_threshold must be >= 0 (0 disables restarts)")
 
@@ -57,7 +75,9 @@ class EMStatistics(NamedTuple):
 
     counts: torch.Tensor  # (S, K) sum of responsibilities
     sums: torch.Tensor  # (S, K, D/S) responsibility-weighted sums of inputs
-    candidates: torch.Tensor  # (N, S, D/S) unmasked inputs (dead-code restart candidates)
+    candidates: (
+        torch.Tensor
+    )  # (N, S, D/S) unmasked inputs (dead-code restart candidates)
 
 
 class VQOutput(NamedTuple):
@@ -119,7 +139,9 @@ class VQBottleneck(nn.Module):
             dead_code_threshold=config.dead_code_threshold,
         )
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> VQOutput:
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
+    ) -> VQOutput:
         """Quantize ``x`` (..., input_dim); ``padding_mask`` (...) is True at padding."""
         if torch.is_autocast_enabled(x.device.type):
             # Under torch.autocast (--bf16-autocast) distances, E-step and EM statistics must
@@ -182,14 +204,18 @@ class VQBottleneck(nn.Module):
         return {
             "code_perplexity": em.perplexity(batch_counts).mean(),
             "codes_in_use": (batch_counts > 0).float().sum(-1).mean(),
-            "ema_perplexity": self.codebook.ema_perplexity().mean().to(batch_counts.device),
+            "ema_perplexity": self.codebook.ema_perplexity()
+            .mean()
+            .to(batch_counts.device),
         }
 
     @torch.no_grad()
     def accumulate_(self, em_stats: EMStatistics | None) -> None:
         """Add one micro-batch's statistics; no-op for ``vqvae`` or None (eval mode)."""
         if em_stats is not None:
-            self.codebook.accumulate_(em_stats.counts, em_stats.sums, em_stats.candidates)
+            self.codebook.accumulate_(
+                em_stats.counts, em_stats.sums, em_stats.candidates
+            )
 
     @torch.no_grad()
     def update_(self, process_group=None) -> None:
@@ -203,7 +229,9 @@ class VQBottleneck(nn.Module):
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Output vectors for code ids (..., S) -> (..., input_dim), as ``quantized`` in eval."""
-        out = self.codebook.lookup(codes).reshape(*codes.shape[:-1], self.config.code_dim)
+        out = self.codebook.lookup(codes).reshape(
+            *codes.shape[:-1], self.config.code_dim
+        )
         if self.project_out is not None:
             out = self.project_out(out.to(self.project_out.weight.dtype))
         return out

@@ -172,9 +172,21 @@ def _argument_type(annotation):
 # Integer options are counts: >= 0 (0 means "none" or "all" where the help says so), and >= 1
 # for these, where 0 has no meaning.
 _AT_LEAST_ONE = {
-    "codebook_size", "code_dim", "num_slices", "hidden_channels", "residual_channels",
-    "num_downsamples", "max_updates", "batch_size", "log_interval", "save_interval",
-    "eval_batch_size", "prior_layers", "prior_dim", "prior_heads", "prior_updates",
+    "codebook_size",
+    "code_dim",
+    "num_slices",
+    "hidden_channels",
+    "residual_channels",
+    "num_downsamples",
+    "max_updates",
+    "batch_size",
+    "log_interval",
+    "save_interval",
+    "eval_batch_size",
+    "prior_layers",
+    "prior_dim",
+    "prior_heads",
+    "prior_updates",
     "prior_batch_size",
 }
 
