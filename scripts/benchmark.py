@@ -485,10 +485,14 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     record["data"] = data
     overrides = {"data": data, "eval_bleu": False, **overrides}
     check_known_options(checkpoint, spec["task"], overrides)
-    paths = [str(checkpoint)] + ([str(teacher)] if teacher else [])
     models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        paths, arg_overrides=overrides
+        [str(checkpoint)], arg_overrides=overrides
     )
+    if teacher:  # the --gen-rescore teacher: its own configuration, the student's task
+        teachers, _ = checkpoint_utils.load_model_ensemble(
+            [str(teacher)], arg_overrides={"data": data}, task=task
+        )
+        models = models + teachers
     trained_task = saved_cfg.task._name
     if trained_task != spec["task"]:
         raise ValueError(
