@@ -608,30 +608,18 @@ def test_score_reference_is_refused(build_vqvae):
         built.task.build_generator([built.model], built.args)
 
 
-def test_search_options_reach_the_generator_with_their_defaults(build_vqvae):
-    built = build_vqvae()
-    generator = built.task.build_generator([built.model], built.args)
-    assert (
-        generator.latent_beam,
-        generator.latent_samples,
-        generator.length_beam,
-        generator.rescore,
-    ) == (1, 0, 1, "model")
-    flags = (
-        "--gen-latent-beam",
-        "3",
-        "--gen-latent-samples",
-        "2",
-        "--gen-length-beam",
-        "2",
-        "--gen-rescore",
-        "latent",
-    )
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ((), (1, 0, 1, "model")),  # the defaults
+        (
+            ("--gen-latent-beam", "3", "--gen-latent-samples", "2")
+            + ("--gen-length-beam", "2", "--gen-rescore", "latent"),
+            (3, 2, 2, "latent"),
+        ),
+    ],
+)
+def test_search_options_reach_the_generator(build_vqvae, flags, expected):
     built = build_vqvae(*flags)
-    generator = built.task.build_generator([built.model], built.args)
-    assert (
-        generator.latent_beam,
-        generator.latent_samples,
-        generator.length_beam,
-        generator.rescore,
-    ) == (3, 2, 2, "latent")
+    g = built.task.build_generator([built.model], built.args)
+    assert (g.latent_beam, g.latent_samples, g.length_beam, g.rescore) == expected
