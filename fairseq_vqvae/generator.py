@@ -132,9 +132,8 @@ class VQVAENATGenerator:
         latents = model.bottleneck.lookup(cand.codes).to(
             encoder_out["encoder_out"][0].dtype
         )
-        logits = model.decode(
-            latents, cand.latent_mask, encoder_out
-        ).float()  # (C, L, V)
+        # (C, L, V)
+        logits = model.decode(latents, cand.latent_mask, encoder_out).float()
         # The best token and the EOS score per position, from one max and one logsumexp
         # (no (C, L, V) log-softmax): EOS goes at the end only.
         logits[..., self.banned] = float("-inf")
@@ -143,37 +142,32 @@ class VQVAENATGenerator:
         best, tokens = logits.max(-1)  # (C, L)
         normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
         scores, eos_scores = best - normalizer, eos_logits - normalizer
-        lengths = (~cand.latent_mask).sum(
-            1
-        ) * model.ratio  # decoded positions per candidate
+        # Decoded positions per candidate.
+        lengths = (~cand.latent_mask).sum(1) * model.ratio
         ends = self.sentence_ends(
             eos_scores, eos_logits >= best, lengths, model.ratio, cand.target_lengths
         )
-        empty = (src_lengths <= 1)[cand.sentence]  # only EOS: an empty input line
-        if bool(empty.any()):
+        empty_source = src_lengths <= 1  # only EOS: an empty input line
+        if bool(empty_source.any()):
             logger.warning(
                 "%d input sentence(s) are empty; their translations are empty",
-                int((src_lengths <= 1).sum()),
+                int(empty_source.sum()),
             )
-            ends = ends.masked_fill(empty, 0)
+            ends = ends.masked_fill(empty_source[cand.sentence], 0)
+        # One host transfer for all candidates' ends and lengths, not two per candidate.
         hypos = [
-            self._hypothesis(
-                tokens[i], scores[i], eos_scores[i], int(ends[i]), int(lengths[i])
-            )
-            for i in range(tokens.shape[0])
+            self._hypothesis(tokens[i], scores[i], eos_scores[i], end, length)
+            for i, (end, length) in enumerate(zip(ends.tolist(), lengths.tolist()))
         ]
         ranks = self.rank_scores(hypos, cand, teacher, sample)
         results = [[] for _ in range(src_lengths.shape[0])]
         for i, (hypo, sentence) in enumerate(zip(hypos, cand.sentence.tolist())):
             hypo["rank_score"] = float(ranks[i])
-            hypo["latent_codes"] = cand.codes[i][
-                ~cand.latent_mask[i]
-            ]  # (N, S) decoded codes
+            # (N, S): the codes this hypothesis was decoded from
+            hypo["latent_codes"] = cand.codes[i][~cand.latent_mask[i]]
             results[sentence].append(hypo)
-        for hyps in results:
-            hyps.sort(
-                key=lambda h: -h["rank_score"]
-            )  # stable: ties keep the beam's order
+        for hyps in results:  # a stable sort: ties keep the beam's order
+            hyps.sort(key=lambda h: -h["rank_score"])
         return results
 
     def _models(self, models):
@@ -209,9 +203,8 @@ class VQVAENATGenerator:
                 target_lengths,
                 prior,
             )
-        lengths, length_prior = self.length_candidates(
-            model, encoder_out, src_lengths
-        )  # (B, Lb)
+        # (B, Lb) each
+        lengths, length_prior = self.length_candidates(model, encoder_out, src_lengths)
         per_length = lengths.shape[1] if lengths is not None else 1
         width = self.latent_beam + self.latent_samples
         if per_length > 1:
@@ -249,17 +242,16 @@ class VQVAENATGenerator:
     def length_candidates(self, model, encoder_out, src_lengths):
         """(lengths T (B, Lb), their log-probabilities (B, Lb)): the length classifier's
         --gen-length-beam best, or (None, zeros (B, 1)) without a length head."""
+        no_prior = torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
         if model.length_head is None:
             if self.length_beam > 1:
                 raise ValueError(
                     "--gen-length-beam needs a model trained with --latent-length predict (this "
                     "one decodes the paper's fixed ratio x source length)"
                 )
-            return None, torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
+            return None, no_prior
         if self.length_beam == 1:
-            return model.inference_lengths(encoder_out, src_lengths)[
-                :, None
-            ], torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
+            return model.inference_lengths(encoder_out, src_lengths)[:, None], no_prior
         logp = model.length_logits(encoder_out).float().log_softmax(-1)
         prior, classes = logp.topk(self.length_beam, dim=-1)
         return model.class_lengths(classes, src_lengths[:, None]), prior
@@ -291,9 +283,8 @@ class VQVAENATGenerator:
             ratio: 2^n_c, positions per latent.
             target_lengths: (B,) predicted (or oracle) lengths T, EOS included, or None.
         """
-        positions = torch.arange(eos_scores.shape[1], device=eos_scores.device)[
-            None
-        ]  # (1, L)
+        # (1, L)
+        positions = torch.arange(eos_scores.shape[1], device=eos_scores.device)[None]
         inside = positions < lengths[:, None]  # (B, L)
         if self.eos_policy == "first":
             return (

@@ -229,12 +229,10 @@ class LatentPredictor(nn.Module):
         device = num_latents.device
         codes = torch.zeros(batch * width, 0, slices, dtype=torch.long, device=device)
         scores = torch.zeros(batch, width, device=device)
-        scores[:, 1:beams] = float(
-            "-inf"
-        )  # the beams start identical: extend only the first
-        rows = (torch.arange(batch, device=device) * width)[
-            :, None
-        ]  # (B, 1) first row of each
+        # The beams start identical: extend only the first.
+        scores[:, 1:beams] = float("-inf")
+        # (B, 1): each sentence's first row
+        rows = (torch.arange(batch, device=device) * width)[:, None]
         keep_samples = torch.arange(beams, width, device=device).expand(batch, samples)
         incremental_state: dict = {}
         finished = torch.full((slices, size), float("-inf"), device=device)
@@ -242,16 +240,14 @@ class LatentPredictor(nn.Module):
         for step in range(int(num_latents.max())):
             previous = codes.new_zeros(batch * width, 1, slices) if step == 0 else codes
             x = self.embed(previous, offset=step)
-            logits = self.forward(x, encoder_out, incremental_state=incremental_state)[
-                :, -1
-            ]
+            logits = self.forward(x, encoder_out, incremental_state=incremental_state)
+            logits = logits[:, -1]
             logp = logits.float().log_softmax(-1).view(batch, width, slices, size)
             active = (step < num_latents).view(batch, 1, 1, 1)
             logp = torch.where(active, logp, finished)
             if beams == 1:  # greedy: the best code of every slice
                 best, beam_codes = logp[:, :1].max(-1)  # (B, 1, S)
                 scores[:, :1] += best.sum(-1)
-                parents = torch.zeros(batch, 1, dtype=torch.long, device=device)
             else:
                 total = (scores[:, :beams, None] + logp[:, :beams, 0]).view(batch, -1)
                 scores[:, :beams], flat = total.topk(beams, dim=1)
@@ -264,10 +260,8 @@ class LatentPredictor(nn.Module):
                     logp[:, beams:].gather(-1, drawn.unsqueeze(-1)).squeeze(-1).sum(-1)
                 )
                 step_codes.append(drawn)
-            order = (rows + torch.cat([parents, keep_samples], dim=1)).view(
-                -1
-            )  # (B * C,)
-            if beams > 1:
+            if beams > 1:  # the beams' rows follow their parents; samples stay put
+                order = (rows + torch.cat([parents, keep_samples], dim=1)).view(-1)
                 codes = codes[order]
                 for layer in self.layers:
                     layer.self_attn.reorder_incremental_state(incremental_state, order)
