@@ -271,3 +271,15 @@ def validate(cfg) -> None:
             f"--encoder-embed-dim ({cfg.encoder_embed_dim}) must be divisible by "
             f"--encoder-attention-heads ({cfg.encoder_attention_heads})"
         )
+    ratio = 2**cfg.compress_steps
+    if ratio > cfg.max_target_positions:
+        raise OptionError(
+            f"--compress-steps {cfg.compress_steps} compresses 2^{cfg.compress_steps} = {ratio} "
+            f"tokens into one latent, more than --max-target-positions {cfg.max_target_positions}; "
+            f"lower --compress-steps or raise --max-target-positions"
+        )
+    code_dim = cfg.code_dim or cfg.encoder_embed_dim
+    if code_dim % cfg.num_slices:
+        raise OptionError(
+            f"--code-dim ({code_dim}) must be divisible by --num-slices ({cfg.num_slices})"
+        )

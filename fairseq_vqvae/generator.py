@@ -63,6 +63,8 @@ class VQVAENATGenerator:
         oracle_latents: diagnostic; decode the references' own codes and lengths.
         eos: where the sentence ends, one of ``EOS_POLICIES``.
         dedup: drop a token equal to the one before it (a one-pass decoder's typical error).
+        max_len_a, max_len_b: at most a * |x| + b tokens before EOS, as fairseq's
+            ``--max-len-a/b``, per sentence; no limit when ``max_len_b`` is None.
     """
 
     def __init__(
@@ -75,6 +77,8 @@ class VQVAENATGenerator:
         latent_samples: int = 0,
         length_beam: int = 1,
         rescore: str = "model",
+        max_len_a: float = 0,
+        max_len_b: int | None = None,
     ):
         for flag, value, low in (
             ("--gen-latent-beam", latent_beam, 1),
@@ -102,6 +106,7 @@ class VQVAENATGenerator:
         self.latent_samples = latent_samples
         self.length_beam = length_beam
         self.rescore = rescore
+        self.max_len = None if max_len_b is None else (max_len_a, max_len_b)
 
     def generate(self, models, sample, prefix_tokens=None, constraints=None, **kwargs):
         """Every sentence's hypotheses, best first: ``[[{"tokens", "score", ...}, ...]]``."""
@@ -147,6 +152,10 @@ class VQVAENATGenerator:
         ends = self.sentence_ends(
             eos_scores, eos_logits >= best, lengths, model.ratio, cand.target_lengths
         )
+        if self.max_len is not None:  # fairseq's --max-len-a/b, per sentence
+            a, b = self.max_len
+            limit = (a * src_lengths.float() + b).long()
+            ends = torch.minimum(ends, limit[cand.sentence].clamp_min(0))
         empty_source = src_lengths <= 1  # only EOS: an empty input line
         if bool(empty_source.any()):
             logger.warning(
@@ -252,9 +261,9 @@ class VQVAENATGenerator:
             return None, no_prior
         if self.length_beam == 1:
             return model.inference_lengths(encoder_out, src_lengths)[:, None], no_prior
-        logp = model.length_logits(encoder_out).float().log_softmax(-1)
+        logp = model.length_head(encoder_out).float().log_softmax(-1)
         prior, classes = logp.topk(self.length_beam, dim=-1)
-        return model.class_lengths(classes, src_lengths[:, None]), prior
+        return model.length_head.lengths(classes, src_lengths[:, None]), prior
 
     def rank_scores(self, hypos, cand, teacher, sample) -> torch.Tensor:
         """(C,) the --gen-rescore score of every candidate (higher is better)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from fairseq.dataclass import ChoiceEnum
+from fairseq.models import MODEL_REGISTRY
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
@@ -79,6 +80,28 @@ class TranslationVQVAENATConfig(TranslationConfig):
     )
 
 
+# fairseq generation options that only its autoregressive search reads, with their defaults:
+# another value is refused rather than silently ignored. (--beam is not among them: the hub
+# always passes beam=5; vqvae_nat ignores it, as it ignores --nbest's limit on candidates.)
+BEAM_SEARCH_OPTIONS = {
+    "sampling": False,
+    "sampling_topk": -1,
+    "sampling_topp": -1.0,
+    "match_source_len": False,
+    "no_repeat_ngram_size": 0,
+    "diverse_beam_groups": -1,
+    "diversity_rate": -1.0,
+    "lenpen": 1,
+    "unkpen": 0,
+    "prefix_size": 0,
+}
+GENERATION_OPTIONS = tuple(
+    name
+    for name in TranslationVQVAENATConfig.__dataclass_fields__
+    if name.startswith("gen_")
+)
+
+
 @register_task("translation_vqvae", dataclass=TranslationVQVAENATConfig)
 class TranslationVQVAENATTask(TranslationTask):
     cfg: TranslationVQVAENATConfig
@@ -95,9 +118,8 @@ class TranslationVQVAENATTask(TranslationTask):
     def build_generator(
         self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs
     ):
-        from .model import VQVAENATModel
-
-        if not models or not isinstance(models[0], VQVAENATModel):
+        vqvae_nat = MODEL_REGISTRY["vqvae_nat"]
+        if not models or not isinstance(models[0], vqvae_nat):
             name = type(models[0]).__name__ if models else "nothing"
             raise ValueError(
                 f"--task translation_vqvae needs a vqvae_nat checkpoint, got a {name}; decode that "
@@ -106,7 +128,7 @@ class TranslationVQVAENATTask(TranslationTask):
         if (
             self.cfg.gen_rescore == "teacher"
             and len(models) == 2
-            and isinstance(models[1], VQVAENATModel)
+            and isinstance(models[1], vqvae_nat)
         ):
             raise ValueError(
                 "--gen-rescore teacher: the second checkpoint must be an autoregressive model "
@@ -117,15 +139,33 @@ class TranslationVQVAENATTask(TranslationTask):
                 "--score-reference is not supported by vqvae_nat (its score of a given "
                 "translation needs the latents of that translation); drop it"
             )
+        for name, default in BEAM_SEARCH_OPTIONS.items():
+            if getattr(args, name, default) not in (default, None):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"{flag} is an option of fairseq's autoregressive search, which vqvae_nat "
+                    f"does not use; drop it (vqvae_nat searches with --gen-latent-beam, "
+                    f"--gen-length-beam and --gen-latent-samples)"
+                )
+        # A generation option (hub: translate(..., gen_latent_beam=4)) wins over the task's,
+        # as fairseq's IterativeRefinementGenerator reads iter_decode_* from ``args``.
+        options = {
+            name: getattr(args, name, None)
+            if getattr(args, name, None) is not None
+            else getattr(self.cfg, name)
+            for name in GENERATION_OPTIONS
+        }
         return VQVAENATGenerator(
             self.target_dictionary,
-            latent_beam=self.cfg.gen_latent_beam,
-            oracle_latents=self.cfg.gen_oracle_latents,
-            eos=self.cfg.gen_eos,
-            dedup=self.cfg.gen_dedup,
-            latent_samples=self.cfg.gen_latent_samples,
-            length_beam=self.cfg.gen_length_beam,
-            rescore=self.cfg.gen_rescore,
+            latent_beam=options["gen_latent_beam"],
+            oracle_latents=options["gen_oracle_latents"],
+            eos=options["gen_eos"],
+            dedup=options["gen_dedup"],
+            latent_samples=options["gen_latent_samples"],
+            length_beam=options["gen_length_beam"],
+            rescore=options["gen_rescore"],
+            max_len_a=getattr(args, "max_len_a", 0),
+            max_len_b=getattr(args, "max_len_b", None),
         )
 
     def train_step(

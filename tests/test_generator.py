@@ -460,9 +460,9 @@ def test_length_beam_decodes_the_classifiers_best_lengths(build_vqvae, make_samp
         src_lengths = sample["net_input"]["src_lengths"]
         with torch.no_grad():
             encoder_out = _encode(model, sample)
-            logp = model.length_logits(encoder_out).float().log_softmax(-1)[0]
+            logp = model.length_head(encoder_out).float().log_softmax(-1)[0]
         prior, classes = logp.topk(3)
-        lengths = model.class_lengths(classes, src_lengths).tolist()
+        lengths = model.length_head.lengths(classes, src_lengths).tolist()
         by_length = {}
         for h in hypos:
             count = h["latent_codes"].shape[0]
@@ -623,3 +623,59 @@ def test_search_options_reach_the_generator(build_vqvae, flags, expected):
     built = build_vqvae(*flags)
     g = built.task.build_generator([built.model], built.args)
     assert (g.latent_beam, g.latent_samples, g.length_beam, g.rescore) == expected
+
+
+def test_generation_options_win_over_the_tasks_as_the_hubs_keywords(build_vqvae):
+    """hub.translate(..., gen_latent_beam=3) reaches the generator through ``args``, as
+    fairseq's iter_decode_* options; options absent from ``args`` come from the task."""
+    import argparse
+
+    built = build_vqvae("--gen-latent-samples", "2")
+    args = argparse.Namespace(gen_latent_beam=3, gen_rescore="latent", beam=5)
+    g = built.task.build_generator([built.model], args)
+    assert (g.latent_beam, g.latent_samples, g.rescore, g.max_len) == (
+        3,
+        2,
+        "latent",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("no_repeat_ngram_size", 2), ("sampling", True), ("lenpen", 0.6)],
+)
+def test_autoregressive_search_options_are_refused(build_vqvae, name, value):
+    built = build_vqvae()
+    setattr(built.args, name, value)
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ValueError, match=f"{flag} is an option of fairseq's"):
+        built.task.build_generator([built.model], built.args)
+
+
+def test_max_len_caps_every_translation_per_sentence(build_vqvae, make_sample):
+    built = build_vqvae()
+    model, task = built.model.eval(), built.task
+    sample = make_sample(task, "test", ids_by_target_length(task, "test")[-4:])
+    src_lengths = sample["net_input"]["src_lengths"].tolist()
+    # fairseq-generate's defaults (a=0, b=200) change nothing here
+    from fairseq.dataclass.configs import GenerationConfig
+
+    defaults = GenerationConfig()
+    built.args.max_len_a, built.args.max_len_b = defaults.max_len_a, defaults.max_len_b
+    unlimited = task.build_generator([model], built.args).generate([model], sample)
+    plain = VQVAENATGenerator(task.target_dictionary).generate([model], sample)
+    assert [h[0]["tokens"].tolist() for h in unlimited] == [
+        h[0]["tokens"].tolist() for h in plain
+    ]
+    built.args.max_len_a, built.args.max_len_b = 0.25, 1
+    capped = task.build_generator([model], built.args).generate([model], sample)
+    for hypos, full, n in zip(capped, plain, src_lengths, strict=True):
+        limit = int(0.25 * n + 1)
+        tokens = hypos[0]["tokens"].tolist()
+        assert len(tokens) - 1 <= limit and tokens[-1] == task.target_dictionary.eos()
+        assert tokens[:-1] == full[0]["tokens"].tolist()[: len(tokens) - 1]
+    assert any(
+        len(full[0]["tokens"]) - 1 > int(0.25 * n + 1)
+        for full, n in zip(plain, src_lengths)
+    )

@@ -463,9 +463,9 @@ def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, a
     model-EMA option (default 0.9999); fairseq filled it in before the preset ran, so every
     preset's codebook silently got decay 0.9999."""
     from fairseq_vqvae.config import VQVAENATConfig
-    from fairseq_vqvae.model import _PRESETS
+    from fairseq_vqvae.presets import PRESETS
 
-    preset = _PRESETS["vqvae_nat" if arch == "vqvae_nat_base" else arch]
+    preset = PRESETS["vqvae_nat" if arch == "vqvae_nat_base" else arch]
     expected = {
         f: preset.get(f, getattr(VQVAENATConfig, f))
         for f in VQVAENATConfig.__dataclass_fields__

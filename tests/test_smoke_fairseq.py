@@ -150,19 +150,29 @@ pair = hub.translate(["a man is riding a bike .", "two dogs play in the snow ."]
 assert isinstance(single, str) and isinstance(pair[1], str), (single, pair)
 assert pair[0] == single, (single, pair)
 print("TRANSLATION:" + single)
-# A checkpoint from before the task had gen_dedup/gen_eos: fairseq alone would drop these
-# keyword options (it overrides saved options only); the model's from_pretrained sets them.
+# Keyword options of translate() reach the generator (as fairseq's iter_decode_* options do),
+# also for a checkpoint saved before the task had them; those of from_pretrained set the task's.
 for key in ("gen_dedup", "gen_eos"):
     del state["cfg"]["task"][key]
 torch.save(state, sys.argv[1] + "/old_options.pt")
 old = VQVAENATModel.from_pretrained(
     sys.argv[1], checkpoint_file="old_options.pt", data_name_or_path=sys.argv[2],
-    user_dir=sys.argv[3], gen_dedup=True, gen_eos="length",
+    user_dir=sys.argv[3],
 )
-assert old.task.cfg.gen_dedup is True and old.task.cfg.gen_eos == "length", old.task.cfg
-generator = old.task.build_generator(old.models, old.cfg.generation)
+import copy
+from omegaconf import open_dict
+options = copy.deepcopy(old.cfg.generation)
+with open_dict(options):
+    options.gen_dedup, options.gen_eos = True, "length"
+generator = old.task.build_generator(old.models, options)
 assert generator.dedup is True and generator.eos_policy == "length", vars(generator)
-assert isinstance(old.translate("a man is riding a bike ."), str)
+assert isinstance(old.translate("a man is riding a bike .", gen_dedup=True, gen_eos="length"), str)
+saved = VQVAENATModel.from_pretrained(
+    sys.argv[1], checkpoint_file="checkpoint_last.pt", data_name_or_path=sys.argv[2],
+    user_dir=sys.argv[3], gen_dedup=True,
+)
+generator = saved.task.build_generator(saved.models, saved.cfg.generation)
+assert generator.dedup is True, vars(generator)
 """
 
 
@@ -511,7 +521,15 @@ def test_hub_interface_translates(runs, trained):
     result = runs.jobs["hub"].result()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     translation = re.search(r"^TRANSLATION:(.*)$", result.stdout, re.M)
-    assert translation and translation.group(1).strip(), result.stdout[-3000:]
+    assert translation, result.stdout[-3000:]
+    # the same checkpoint and sentence through fairseq-interactive
+    interactive = runs.jobs["interactive"].result()
+    assert interactive.returncode == 0, interactive.log
+    expected = _hypotheses(interactive.stdout)[0]
+    assert expected and translation.group(1) == expected, (
+        translation.group(1),
+        expected,
+    )
 
 
 def test_generate_with_a_transformer_checkpoint_fails_clearly(runs):

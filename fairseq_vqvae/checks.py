@@ -1,0 +1,71 @@
+"""Checks of vqvae_nat's task, precision flags and checkpoints, each failing with one line that
+says what to change (``errors.OptionError``)."""
+
+import torch
+from fairseq.tasks import TASK_REGISTRY
+
+from .errors import OptionError
+
+
+def check_state_dict(model, state_dict):
+    """Refuse a checkpoint that is not a vqvae_nat model, holds a non-finite codebook, or was
+    trained with dictionaries of another size."""
+    if "bottleneck.codebook.weight" not in state_dict:
+        raise OptionError(
+            "this checkpoint is not a vqvae_nat model (it has no bottleneck.codebook.weight); "
+            "load it with the task and --arch it was trained with"
+        )
+    for key in (
+        "bottleneck.codebook.weight",
+        "bottleneck.codebook.ema_counts",
+        "bottleneck.codebook.ema_sums",
+    ):
+        if key in state_dict and not bool(torch.isfinite(state_dict[key]).all()):
+            raise OptionError(
+                f"this checkpoint's codebook is not finite ({key} holds NaN or inf): the run "
+                f"diverged before it was saved; load or resume from an earlier checkpoint"
+            )
+    ours = model.state_dict()
+    for key, what in (
+        ("encoder.embed_tokens.weight", "source"),
+        ("embed_target.weight", "target"),
+    ):
+        if key not in state_dict or key not in ours:
+            continue
+        theirs = state_dict[key].shape
+        if ours[key].shape != theirs:
+            raise OptionError(
+                f"dictionary mismatch: the checkpoint's {what} dictionary has {theirs[0]} "
+                f"symbols, the data's has {ours[key].shape[0]}; binarize the data with the checkpoint's "
+                f"dictionaries (fairseq-preprocess --srcdict/--tgtdict, or --joined-dictionary)"
+            )
+
+
+def check_precision(args):
+    """fairseq's --fp16 and --bf16 fail deep inside fairseq under --cpu (a CUDA assertion, an
+    XLA attribute error); say what works instead, before they are reached."""
+    if not getattr(args, "cpu", False):
+        return
+    for name in ("fp16", "memory_efficient_fp16", "bf16", "memory_efficient_bf16"):
+        if getattr(args, name, False):
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(
+                f"{flag} needs a GPU ({flag} with --cpu fails inside fairseq); on a CPU, "
+                f"drop {flag} and train in mixed precision with --bf16-autocast"
+            )
+
+
+def check_task(cfg, task):
+    """Refuse a task that would train or decode the model wrongly, and options that do not
+    fit the task's data."""
+    if not isinstance(task, TASK_REGISTRY.get("translation_vqvae", ())):
+        # Another task would train an EM codebook that never updates (the M-step runs in this
+        # task's optimizer_step) and could not decode the codes.
+        raise OptionError(
+            f"--arch vqvae_nat needs --task translation_vqvae (it applies the codebook's EM "
+            f"updates and decodes the latent codes); got a {type(task).__name__}"
+        )
+    if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
+        raise OptionError(
+            "--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)"
+        )

@@ -1,0 +1,57 @@
+"""What vqvae_nat's token decoder reads in training besides the target's quantized codes.
+
+Three schedules, each off unless its option is set: the bottleneck warm-up of the paper's code
+(Roy et al. 2018, https://arxiv.org/abs/1805.11063, section 5.1; tensor2tensor
+``bottleneck_warmup_steps``), glancing (GLAT, Qian et al. 2021, https://arxiv.org/abs/2008.07905)
+and scheduled sampling of codes (CNAT, Bao et al. 2021; latent-GLAT, Bao et al. 2022).
+"""
+
+import torch
+
+from .bottleneck import em
+
+
+def warmup_mix(quantized, continuous, num_updates: int, warmup_updates: int):
+    """Bottleneck warm-up: per example, the quantized latents (B, N, C) with probability
+    p(t) (``em.inverse_exp_decay``), else the continuous ones; quantized when it is off."""
+    if warmup_updates <= 0:
+        return quantized
+    p = em.inverse_exp_decay(num_updates, warmup_updates)
+    use_quantized = torch.rand(quantized.shape[0], 1, 1, device=quantized.device) < p
+    return torch.where(use_quantized, quantized, continuous)
+
+
+def mix_predicted(latents, predicted, latent_mask, ratio: float):
+    """Scheduled sampling of codes: each real latent position (``latent_mask`` True at
+    padding) takes the predictor's vector ``predicted`` (B, N, C) with probability ``ratio``,
+    so that the decoder learns to translate from predicted codes as at inference."""
+    if ratio <= 0:
+        return latents
+    chosen = torch.rand(latent_mask.shape, device=latents.device) < ratio
+    chosen = (chosen & ~latent_mask).unsqueeze(-1)
+    return torch.where(chosen, predicted.to(latents.dtype), latents)
+
+
+def glance_ratio(
+    start: float, end: float, anneal_updates: int, num_updates: int
+) -> float:
+    """GLAT's sampling ratio at this update: ``start`` annealed linearly to ``end`` over
+    ``anneal_updates`` (constant ``start`` when that is 0)."""
+    if anneal_updates <= 0:
+        return start
+    return start + (end - start) * min(1.0, num_updates / anneal_updates)
+
+
+@torch.no_grad()
+def glance_positions(predicted, target, pad: int, ratio: float):
+    """GLAT's glanced positions (B, L), or None when ``ratio`` is 0: given the first pass's
+    ``predicted`` tokens, ``ratio`` x (a sentence's wrong tokens) of its real positions, chosen
+    at random, get the reference token as decoder input; the loss skips them."""
+    if ratio <= 0:
+        return None
+    real = target.ne(pad)
+    wrong = (predicted.ne(target) & real).sum(1)  # (B,)
+    count = (wrong.float() * ratio).long()  # GLAT rounds down
+    scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
+    rank = scores.argsort(1).argsort(1)  # a random order of the real positions first
+    return rank < count.unsqueeze(1)
