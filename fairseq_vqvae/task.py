@@ -95,6 +95,7 @@ BEAM_SEARCH_OPTIONS = {
     "unkpen": 0,
     "prefix_size": 0,
 }
+HEALTH_INTERVAL = 100  # updates between checks of the codebook's health
 GENERATION_OPTIONS = tuple(
     name
     for name in TranslationVQVAENATConfig.__dataclass_fields__
@@ -199,6 +200,8 @@ class TranslationVQVAENATTask(TranslationTask):
             bottleneck.update_(
                 process_group=group
             )  # a collective: every worker calls it
+        if update_num % HEALTH_INTERVAL == 0:
+            log_codebook_health(model)
 
     def get_batch_iterator(
         self,
@@ -223,6 +226,18 @@ class TranslationVQVAENATTask(TranslationTask):
             required_batch_size_multiple=required_batch_size_multiple,
             **kwargs,
         )
+
+
+def log_codebook_health(model) -> list[str]:
+    """Warn in the log about a diverged or collapsed codebook (``Codebook.health``); the
+    warnings, for tests."""
+    warnings = []
+    for bottleneck in _bottlenecks(model):
+        problem = bottleneck.codebook.health()
+        if problem is not None:
+            warnings.append(problem)
+            logger.warning("codebook: %s", problem)
+    return warnings
 
 
 def _check_autocast_optimizer(optimizer):

@@ -298,3 +298,33 @@ def test_ema_perplexity_counts_only_codes_in_use_when_dead_codes_restart():
     plain.accumulate_(counts, plain.weight.detach().clone() * counts.unsqueeze(-1))
     plain.update_()
     assert float(plain.ema_perplexity()[0]) == pytest.approx(4.0, rel=0.01)
+
+
+def test_health_names_a_diverged_or_collapsed_codebook_and_passes_a_sound_one():
+    torch.manual_seed(0)
+    codebook = Codebook(1, 16, 4, decay=0.5)
+    assert codebook.health() is None  # fresh
+    codebook.weight[0, 3] = 100.0  # norm 200 > 10 sqrt(4)
+    assert "the run is diverging" in codebook.health()
+    codebook.weight[0, 3] = float("nan")
+    assert "NaN or inf" in codebook.health()
+    codebook.weight[0, 3] = 0.0
+    for _ in range(
+        3
+    ):  # every vector on code 0; the unused codes' norms blow up (t2t's EMA)
+        counts = torch.zeros(1, 16)
+        counts[0, 0] = 10.0
+        codebook.accumulate_(counts, codebook.weight.clone() * counts.unsqueeze(-1))
+        codebook.update_()
+    assert float(codebook.weight.norm(dim=-1).max()) > 1e3
+    assert (
+        codebook.health(min_updates=5) is None
+    )  # too early to judge, unused codes ignored
+    assert "codebook collapsed" in codebook.health(min_updates=3)
+    spread = Codebook(1, 16, 4, decay=0.5)
+    for _ in range(3):  # usage over 8 codes
+        counts = torch.zeros(1, 16)
+        counts[0, :8] = 10.0
+        spread.accumulate_(counts, spread.weight.clone() * counts.unsqueeze(-1))
+        spread.update_()
+    assert spread.health(min_updates=3) is None

@@ -702,3 +702,15 @@ def test_a_checkpoint_with_a_non_finite_codebook_is_refused(build_vqvae, key):
         ValueError, match=re.escape(f"codebook is not finite ({key} holds NaN or inf)")
     ):
         build_vqvae("--bottleneck", "hard_em").model.load_state_dict(state)
+
+
+def test_the_task_logs_a_diverged_codebook_every_health_interval(build_vqvae, caplog):
+    from fairseq_vqvae import task as task_module
+
+    built = build_vqvae()
+    assert task_module.log_codebook_health(built.model) == []
+    built.model.bottleneck.codebook.weight.mul_(1e3)
+    with caplog.at_level("WARNING", logger="fairseq_vqvae.task"):
+        problems = task_module.log_codebook_health(built.model)
+    assert len(problems) == 1 and "the run is diverging" in caplog.text
+    assert task_module.HEALTH_INTERVAL == 100

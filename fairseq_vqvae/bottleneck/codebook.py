@@ -263,6 +263,35 @@ class Codebook(nn.Module):
             )
         return em.perplexity(counts)
 
+    @torch.no_grad()
+    def health(self, min_updates: int = 100) -> str | None:
+        """What is wrong with the codebook, in words, or None: codes in use whose norm
+        exploded (10x the sqrt(D) of layer-normalised latents: a diverged run), or, after ``min_updates``
+        M-steps, EMA usage collapsed onto fewer than 2 codes in a slice."""
+        norms = self.weight.float().norm(dim=-1)  # (S, K)
+        if not bool(norms.isfinite().all()):
+            return "the codebook holds NaN or inf: the run diverged"
+        if self.ema and int(self.num_updates) > 0:
+            # Unused codes grow without bound under plain EMA (their smoothed counts go to 0,
+            # as in tensor2tensor): judge the codes in use only.
+            counts = self.ema_counts
+            in_use = counts >= 0.01 * counts.mean(-1, keepdim=True)
+            norms = norms.masked_fill(~in_use, 0.0)
+        limit = 10 * self.code_dim**0.5
+        if float(norms.max()) > limit:
+            return (
+                f"code norms up to {float(norms.max()):.3g}, over {limit:.3g} (10 sqrt(D)): "
+                f"the run is diverging; lower --lr or raise --warmup-updates"
+            )
+        if self.ema and int(self.num_updates) >= min_updates:
+            used = float(self.ema_perplexity().min())
+            if used < 2:
+                return (
+                    f"codebook collapsed: its EMA usage perplexity is {used:.2f} (all mass "
+                    f"on one code); raise --dead-code-threshold or lower --codebook-decay"
+                )
+        return None
+
     def extra_repr(self) -> str:
         return (
             f"num_slices={self.num_slices}, codebook_size={self.codebook_size}, "
