@@ -1,9 +1,12 @@
 """Checks of vqvae_nat's task, precision flags and checkpoints, each failing with one line that
 says what to change (``errors.OptionError``)."""
 
+import hashlib
+
 import torch
 from fairseq.tasks import TASK_REGISTRY
 
+from .bottleneck import BOTTLENECKS
 from .errors import OptionError
 
 
@@ -68,4 +71,44 @@ def check_task(cfg, task):
     if cfg.share_all_embeddings and task.source_dictionary != task.target_dictionary:
         raise OptionError(
             "--share-all-embeddings needs a joined dictionary (fairseq-preprocess --joined-dictionary)"
+        )
+
+
+def signature(cfg, source_dictionary, target_dictionary) -> torch.Tensor:
+    """(3,) what a checkpoint's weights only make sense with and shapes do not show: the
+    fingerprints of both dictionaries (symbols in order) and the bottleneck kind."""
+    return torch.tensor(
+        [
+            dictionary_fingerprint(source_dictionary),
+            dictionary_fingerprint(target_dictionary),
+            list(BOTTLENECKS).index(str(cfg.bottleneck)),
+        ]
+    )
+
+
+def dictionary_fingerprint(dictionary) -> int:
+    digest = hashlib.sha256("\n".join(dictionary.symbols).encode("utf-8")).digest()
+    return int.from_bytes(digest[:7], "big")  # fits an int64
+
+
+def check_signature(ours: torch.Tensor, state_dict) -> None:
+    """Refuse a checkpoint trained with other dictionaries (same size, other symbols) or with
+    another --bottleneck (resuming would silently continue with the command line's)."""
+    theirs = state_dict.get("signature")
+    if theirs is None:  # saved before checkpoints had one: nothing to compare
+        state_dict["signature"] = ours.clone()
+        return
+    for i, what in ((0, "source"), (1, "target")):
+        if int(theirs[i]) != int(ours[i]):
+            raise OptionError(
+                f"dictionary mismatch: the data's {what} dictionary is not the one this "
+                f"checkpoint was trained with (same size, other symbols or order); binarize "
+                f"the data with the checkpoint's dictionaries (fairseq-preprocess --srcdict/--tgtdict)"
+            )
+    if int(theirs[2]) != int(ours[2]):
+        names = list(BOTTLENECKS)
+        raise OptionError(
+            f"this checkpoint was trained with --bottleneck {names[int(theirs[2])]}, the "
+            f"command line says --bottleneck {names[int(ours[2])]}: resume with --bottleneck "
+            f"{names[int(theirs[2])]}, or train the other one in a new --save-dir"
         )

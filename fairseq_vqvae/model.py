@@ -24,7 +24,13 @@ from . import criterion as _criterion  # noqa: F401
 from . import curriculum
 from . import task as _task  # noqa: F401
 from .bottleneck import BottleneckConfig, VQBottleneck, em
-from .checks import check_precision, check_state_dict, check_task
+from .checks import (
+    check_precision,
+    check_signature,
+    check_state_dict,
+    check_task,
+    signature,
+)
 from .config import VQVAENATConfig, validate
 from .errors import install_one_line_errors
 from .latent import (
@@ -84,6 +90,10 @@ class VQVAENATModel(BaseFairseqModel):
         )
         self.dropout = nn.Dropout(cfg.dropout)
         self.num_updates = 0
+        # checked when a checkpoint is loaded (checks.check_signature)
+        self.register_buffer(
+            "signature", signature(cfg, encoder.dictionary, target_dictionary)
+        )
 
     @classmethod
     def add_args(cls, parser):
@@ -309,6 +319,7 @@ class VQVAENATModel(BaseFairseqModel):
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         check_state_dict(self, state_dict)
+        check_signature(self.signature, state_dict)
         return super().load_state_dict(
             state_dict, strict=strict, model_cfg=model_cfg, args=args
         )

@@ -714,3 +714,34 @@ def test_the_task_logs_a_diverged_codebook_every_health_interval(build_vqvae, ca
         problems = task_module.log_codebook_health(built.model)
     assert len(problems) == 1 and "the run is diverging" in caplog.text
     assert task_module.HEALTH_INTERVAL == 100
+
+
+def test_a_checkpoint_refuses_same_size_dictionaries_and_another_bottleneck(
+    build_vqvae,
+):
+    built = build_vqvae()
+    state = built.model.state_dict()
+    assert "signature" in state
+    # the same symbols: loads; a checkpoint without a signature (older): loads
+    build_vqvae().model.load_state_dict(state)
+    old = {k: v for k, v in state.items() if k != "signature"}
+    build_vqvae().model.load_state_dict(old)
+    # same size, two symbols swapped
+    other = build_vqvae()
+    symbols = other.task.target_dictionary.symbols
+    symbols[10], symbols[11] = symbols[11], symbols[10]
+    from fairseq_vqvae.checks import signature
+
+    other.model.signature.copy_(
+        signature(
+            other.model.cfg, other.task.source_dictionary, other.task.target_dictionary
+        )
+    )
+    with pytest.raises(ValueError, match="dictionary mismatch: the data's target"):
+        other.model.load_state_dict(state)
+    hard = build_vqvae("--bottleneck", "hard_em")
+    with pytest.raises(
+        ValueError,
+        match="trained with --bottleneck soft_em, the command line says --bottleneck hard_em",
+    ):
+        hard.model.load_state_dict(state)
