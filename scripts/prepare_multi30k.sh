@@ -73,6 +73,18 @@ PARAMS="src=$SRC tgt=$TGT merges=$MERGES"
 
 # Stages are skipped when OUT/.done.STAGE records the same PARAMS (done_stage/mark_done in lib.sh).
 if [[ $FORCE == 1 ]]; then rm -f "$OUT"/.done.*; fi
+# A changed source file (fixed, or another copy) redoes every stage: OUT/.sources records the
+# checksums of the files the stages were made from.
+if [[ $DOWNLOAD == 0 && -d "$SRC_DIR" ]]; then
+  SOURCES="$(cd "$SRC_DIR" && for split in "${SPLITS[@]}"; do for lang in "$SRC" "$TGT"; do
+    cksum "${NAMES[$split]}.$lang.gz" 2>/dev/null || echo "missing ${NAMES[$split]}.$lang.gz"
+  done; done | cksum | cut -d' ' -f1)"
+  if [[ -f "$OUT/.done.raw" && -f "$OUT/.sources" && "$(cat "$OUT/.sources")" != "$SOURCES" ]]; then
+    log "the files in $SRC_DIR changed since $OUT was prepared: redoing every stage"
+    rm -f "$OUT"/.done.*
+  fi
+  echo "$SOURCES" > "$OUT/.sources"
+fi
 
 # ---- 1. raw ---------------------------------------------------------------------------------
 if done_stage raw; then
@@ -104,6 +116,8 @@ else
       file="$SRC_DIR/${NAMES[$split]}.$lang.gz"
       [[ -f "$file" ]] || die "missing $file: Multi30k needs ${NAMES[$split]}.$lang.gz in --src-dir (or use --download)"
       gzip -dc "$file" | sed 's/\r$//' > "$OUT/raw/$split.$lang"
+      bad="$(LC_ALL=C.UTF-8 grep -naxv '.*' "$OUT/raw/$split.$lang" | head -1 | cut -d: -f1 || true)"
+      [[ -z "$bad" ]] || die "$file: line $bad is not valid UTF-8; re-encode the file (e.g. iconv -f LATIN1 -t UTF-8) and rerun"
     done
     n_src=$(wc -l < "$OUT/raw/$split.$SRC"); n_tgt=$(wc -l < "$OUT/raw/$split.$TGT")
     [[ "$n_src" == "$n_tgt" ]] || die "$split: $n_src $SRC lines but $n_tgt $TGT lines in $SRC_DIR"

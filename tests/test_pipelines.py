@@ -1257,3 +1257,38 @@ def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
     ), result.log
     bad = sh(sys.executable, SCRIPTS / "train_step_speed.py")
     assert bad.returncode != 0 and "give the fairseq-train flags" in bad.stderr, bad.log
+
+
+def test_prepare_multi30k_names_a_non_utf8_line_and_redoes_stages_when_sources_change(
+    tmp_path,
+):
+    import gzip
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    lines = {
+        "en": [f"a man number {i} rides a red bike ." for i in range(12)],
+        "de": [f"ein mann nummer {i} fährt ein rotes fahrrad ." for i in range(12)],
+    }
+
+    def write(name, lang, text_lines, extra=b""):
+        data = ("\n".join(text_lines) + "\n").encode("utf-8") + extra
+        with gzip.open(src / f"{name}.{lang}.gz", "wb") as f:
+            f.write(data)
+
+    for name in ("train", "val", "test_2016_flickr"):
+        for lang in ("en", "de"):
+            write(name, lang, lines[lang])
+    write("train", "de", lines["de"][:-1], extra=b"kaputt \xe9 zeile\n")
+    args = ("bash", SCRIPTS / "prepare_multi30k.sh", "--src-dir", src, "--out", out)
+    bad = sh(*args, "--bpe-merges", "20")
+    assert bad.returncode != 0, bad.log
+    assert "train.de.gz: line 12 is not valid UTF-8" in bad.stderr, bad.log
+    write("train", "de", lines["de"])  # fixed: the rerun works without --force
+    ok(sh(*args, "--bpe-merges", "20"))
+    again = ok(sh(*args, "--bpe-merges", "20"))
+    assert again.stderr.count("skipping") == 4, again.log
+    write("test_2016_flickr", "de", lines["de"][::-1])  # another source: stages redone
+    changed = ok(sh(*args, "--bpe-merges", "20"))
+    assert "changed since" in changed.stderr and "skipping" not in changed.stderr
+    assert (out / "raw" / "test.de").read_text().splitlines() == lines["de"][::-1]
