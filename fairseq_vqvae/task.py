@@ -8,6 +8,7 @@ accumulated per micro-batch and applied once per optimizer update on every worke
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +20,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .bottleneck import VQBottleneck
 from .checkpoints import install_atomic_checkpoint_copies
+from .errors import OptionError
 from .generator import EOS_POLICIES, RESCORERS, VQVAENATGenerator
 from .warm_start import init_from_autoregressive
 
@@ -115,6 +117,29 @@ class TranslationVQVAENATTask(TranslationTask):
         ):  # fairseq-train; checkpoints loaded for inference skip it
             init_from_autoregressive(model, path)
         return model
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        """fairseq's, with one-line errors for an empty split and for source and target
+        files of different lengths (fairseq: "cannot mmap an empty file", an AssertionError)."""
+        src, tgt = self.cfg.source_lang, self.cfg.target_lang
+        for data in self.cfg.data.split(":"):
+            for lang in (src, tgt):
+                for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+                    path = os.path.join(data, f"{split}.{pair}.{lang}.bin")
+                    if os.path.isfile(path) and os.path.getsize(path) == 0:
+                        raise OptionError(
+                            f"the {split} set is empty ({path} holds no sentences): "
+                            f"binarize a non-empty {split} set with fairseq-preprocess"
+                        )
+        try:
+            super().load_dataset(split, epoch, combine, **kwargs)
+        except AssertionError as error:
+            if "same number of examples" not in str(error):
+                raise
+            raise OptionError(
+                f"the {split} set's {src} and {tgt} files hold different numbers of sentences "
+                f"(in {self.cfg.data}): binarize both sides from line-aligned text files"
+            ) from None
 
     def build_generator(
         self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs

@@ -745,3 +745,28 @@ def test_a_checkpoint_refuses_same_size_dictionaries_and_another_bottleneck(
         match="trained with --bottleneck soft_em, the command line says --bottleneck hard_em",
     ):
         hard.model.load_state_dict(state)
+
+
+def test_an_empty_or_misaligned_split_gets_a_one_line_error(
+    build_vqvae, tiny_databin, tmp_path
+):
+    import shutil
+
+    empty = tmp_path / "empty"
+    shutil.copytree(tiny_databin, empty)
+    (empty / "valid.src-tgt.tgt.bin").write_bytes(b"")
+    with pytest.raises(
+        ValueError, match=r"the valid set is empty \(.*valid.src-tgt.tgt.bin"
+    ):
+        build_vqvae(databin=empty).task.load_dataset("valid")
+    misaligned = tmp_path / "misaligned"
+    shutil.copytree(tiny_databin, misaligned)
+    for ext in ("bin", "idx"):  # the target side of the test set instead of valid's
+        shutil.copy(
+            misaligned / f"test.src-tgt.tgt.{ext}",
+            misaligned / f"valid.src-tgt.tgt.{ext}",
+        )
+    with pytest.raises(
+        ValueError, match="the valid set's src and tgt files hold different numbers"
+    ):
+        build_vqvae(databin=misaligned).task.load_dataset("valid")
