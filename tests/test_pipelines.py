@@ -1220,6 +1220,24 @@ def test_wmt14_recipe_plan(tmp_path):
     ), result.log
 
 
+def test_wmt14_and_cifar10_recipes_say_what_is_missing(tmp_path):
+    wmt = REPO / "examples" / "wmt14_en_de" / "run.sh"
+    env = {"WORK": str(tmp_path / "w"), "CUDA_VISIBLE_DEVICES": ""}
+    no_data = sh("bash", wmt, "--stages", "vqvae", env=env)
+    assert no_data.returncode != 0, no_data.log
+    assert (
+        "no training data at" in no_data.stderr and "--stages prepare" in no_data.stderr
+    )
+    (tmp_path / "w" / "distill" / "data-bin").mkdir(parents=True)
+    no_gpu = sh("bash", wmt, "--stages", "vqvae", env=env)  # was: world size is 8 ...
+    assert no_gpu.returncode != 0 and "has no CUDA device" in no_gpu.stderr, no_gpu.log
+    cifar = REPO / "examples" / "cifar10" / "run.sh"
+    flag = sh("bash", cifar, "--stages", "foo")  # was: argument --data: expected one
+    assert flag.returncode != 0 and "no options; got '--stages foo'" in flag.stderr
+    missing = sh("bash", cifar, tmp_path / "nowhere")
+    assert missing.returncode != 0 and "no CIFAR-10 folder" in missing.stderr
+
+
 def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
     result = ok(
         sh(

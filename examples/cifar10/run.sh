@@ -3,8 +3,12 @@
 # Usage: bash examples/cifar10/run.sh [DATA_DIR]   (default: ../shared/data/cifar10-subset)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+[[ $# -le 1 && "${1:-}" != -* ]] || {
+  echo "usage: bash examples/cifar10/run.sh [DATA_DIR] (no options; got '$*')" >&2; exit 2; }
 DATA="${1:-../shared/data/cifar10-subset}"
+[[ -d "$DATA" ]] || { echo "error: no CIFAR-10 folder at '$DATA' (the python pickle layout: data_batch_*, test_batch)" >&2; exit 1; }
 PY=.venv/bin/python
+[[ -x "$PY" ]] || { echo "error: $PY not found: set up the environment first (bash scripts/setup_env.sh)" >&2; exit 1; }
 
 # 1. Train one model (about 5 minutes on one CPU thread); rerunning resumes.
 $PY -m fairseq_vqvae.image.train --data "$DATA" --bottleneck soft_em --max-updates 1000 \

@@ -62,6 +62,11 @@ train() {  # train SAVE_DIR ARGS...: fairseq-train, resumed from checkpoint_last
   run mkdir -p "$save"
   echo "+ fairseq-train $(printf '%q ' "$@") --save-dir $save" >&2
   [[ $DRY_RUN == 1 ]] && return 0
+  [[ -d "$1" ]] || die "no training data at $1: run the earlier stages first (--stages prepare,teacher,distill)"
+  local devices
+  devices="$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)"
+  [[ "$devices" -gt 0 ]] || die "this machine has no CUDA device: the WMT14 recipe trains on GPUs (GPUS=$GPUS); run it on a GPU machine"
+  [[ "$devices" -ge "$GPUS" ]] || die "GPUS=$GPUS but this machine has $devices CUDA device(s): set GPUS=$devices (and UPDATE_FREQ to keep the batch size)"
   "$BIN/fairseq-train" "$@" --save-dir "$save" 2>&1 | tee -a "$save/train.log"
   [[ ${PIPESTATUS[0]} == 0 ]] || die "fairseq-train failed; see $save/train.log (rerun to resume)"
   touch "$save/train.done"
