@@ -457,6 +457,53 @@ def apply_task_options(task, overrides: dict) -> None:
                 task.cfg[key] = value
 
 
+def _throughput_cell(row) -> str:
+    """Median sentences/s, with the range of the passes when there were several."""
+    if "throughput_sentences_per_s" not in row:
+        return "—"
+    cell = f"{row['throughput_sentences_per_s']:.1f}"
+    low, high = row.get("throughput_range", (None, None))
+    return cell if low is None or low == high else f"{cell} ({low:.0f}-{high:.0f})"
+
+
+def measure_throughput(args, task, generator, models, dataset, refs, context, name):
+    """Sentences per second with --throughput-max-tokens batches: --throughput-passes whole
+    passes over the test set (after one warm-up batch each); their median, min and max."""
+    rates, passes = [], None
+    for i in range(args.throughput_passes):
+        log(
+            f"{name}: throughput, --max-tokens {args.throughput_max_tokens}, "
+            f"pass {i + 1}/{args.throughput_passes}"
+        )
+        texts, seconds, sizes = translate(
+            task,
+            generator,
+            models,
+            dataset,
+            max_sentences=None,
+            max_tokens=args.throughput_max_tokens,
+            device=context["device"],
+            bpe_symbol=args.bpe_symbol,
+            warmup=1,
+        )
+        rates.append(len(dataset) / sum(seconds))
+        passes = (texts, sizes)
+    texts, sizes = passes
+    tok = [texts[i] for i in range(len(dataset))]
+    return {
+        "sentences_per_s": round(statistics.median(rates), 2),
+        "sentences_per_s_min": round(min(rates), 2),
+        "sentences_per_s_max": round(max(rates), 2),
+        "passes": len(rates),
+        "max_tokens": args.throughput_max_tokens,
+        "batches": len(sizes),
+        "sentences": sum(sizes),
+        "bleu_tok": bleu_scores(
+            [detokenize(t, args.detok, task.cfg.target_lang) for t in tok], tok, refs
+        )["bleu_tok"],
+    }
+
+
 def evaluate(spec: dict, args, context: dict) -> dict:
     """Load, translate at batch 1 and at large batches, score. Returns the model's record."""
     import torch
@@ -572,31 +619,9 @@ def evaluate(spec: dict, args, context: dict) -> dict:
         record["hypotheses"] = str(args.save_hyps / f"{stem}.detok.txt")
 
     if args.throughput_max_tokens > 0:
-        log(f"{spec['name']}: throughput, --max-tokens {args.throughput_max_tokens}")
-        big_texts, big_seconds, big_sizes = translate(
-            task,
-            generator,
-            models,
-            dataset,
-            max_sentences=None,
-            max_tokens=args.throughput_max_tokens,
-            device=context["device"],
-            bpe_symbol=args.bpe_symbol,
-            warmup=1,
+        record["throughput"] = measure_throughput(
+            args, task, generator, models, dataset, refs, context, spec["name"]
         )
-        big_tok = [big_texts[i] for i in range(len(dataset))]
-        record["throughput"] = {
-            "sentences_per_s": round(len(dataset) / sum(big_seconds), 2),
-            "total_s": round(sum(big_seconds), 3),
-            "max_tokens": args.throughput_max_tokens,
-            "batches": len(big_sizes),
-            "sentences": sum(big_sizes),
-            "bleu_tok": bleu_scores(
-                [detokenize(t, args.detok, task.cfg.target_lang) for t in big_tok],
-                big_tok,
-                refs,
-            )["bleu_tok"],
-        }
     record["wall_s"] = round(time.perf_counter() - started, 2)
     record["status"] = "ok"
     record["run"] = context["run"]
@@ -737,6 +762,15 @@ def aggregate(records: list, ar_beam_row: str, ar_greedy_row: str) -> list:
                 row["throughput_sentences_per_s"] = round(
                     statistics.fmean(throughputs), 2
                 )
+                spread = [
+                    (t.get("sentences_per_s_min"), t.get("sentences_per_s_max"))
+                    for t in (r["throughput"] for r in ok if "throughput" in r)
+                ]
+                if all(low is not None for low, _ in spread):
+                    row["throughput_range"] = [
+                        min(low for low, _ in spread),
+                        max(high for _, high in spread),
+                    ]
             row["params"] = ok[0].get("params")
             row["task"], row["args"] = ok[0].get("task"), ok[0].get("args", {})
         out.append(row)
@@ -805,9 +839,7 @@ def markdown(report: dict) -> str:
             f"{row['speedup_vs_ar_greedy']:.2f}"
             if "speedup_vs_ar_greedy" in row
             else "—",
-            f"{row['throughput_sentences_per_s']:.1f}"
-            if "throughput_sentences_per_s" in row
-            else "—",
+            _throughput_cell(row),
             f"{row['params'] / 1e6:.2f}M" if row.get("params") else "—",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -1019,6 +1051,12 @@ def build_parser():
         help="tokens per batch of the throughput pass; 0 = skip (default: 8000)",
     )
     parser.add_argument(
+        "--throughput-passes",
+        type=int,
+        default=3,
+        help="whole passes of the throughput measurement; the median is reported, with min and max (default: 3)",
+    )
+    parser.add_argument(
         "--ar-beam-row",
         default=AR_BEAM_ROW,
         help=f"row the speed-ups are relative to (default: {AR_BEAM_ROW!r})",
@@ -1099,6 +1137,8 @@ def main(argv=None) -> int:
         args.png = args.png or args.out_dir / "benchmark.png"
     if not (args.md or args.json or args.png):
         parser.error("nowhere to write: pass --out-dir DIR (or --md/--json/--png)")
+    if args.throughput_passes < 1:
+        parser.error("--throughput-passes must be >= 1")
     if args.threads < 1 or args.warmup < 0 or args.throughput_max_tokens < 0:
         parser.error(
             "--threads must be >= 1, --warmup and --throughput-max-tokens >= 0"

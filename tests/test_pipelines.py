@@ -311,6 +311,8 @@ def pipeline(tmp_path_factory):
             "2",
             "--throughput-max-tokens",
             "1000",
+            "--throughput-passes",
+            "2",
             "--model",
             f"AR beam 4=translation:{d.teacher / 'checkpoint_last.pt'}:beam=4,max_len_b=20",
             "--model",
@@ -681,6 +683,12 @@ def test_benchmark_outputs(pipeline):
     assert [m["status"] for m in models] == ["ok"] * 6 + ["missing"], run.log
     for m in models[:6]:
         assert m["sentences_translated"] == 20 and m["latency_ms"]["sentences"] == 20
+        tp = m["throughput"]
+        assert tp["passes"] == 2 and (
+            tp["sentences_per_s_min"]
+            <= tp["sentences_per_s"]
+            <= tp["sentences_per_s_max"]
+        )
         assert (
             m["throughput"]["sentences"] == 20
             and m["params"] > 0
