@@ -151,8 +151,16 @@ class TranslationVQVAENATTask(TranslationTask):
                 f"--task translation_vqvae needs a vqvae_nat checkpoint, got a {name}; decode that "
                 f"one with the task it was trained with (e.g. --task translation)"
             )
+        # A generation option (hub: translate(..., gen_latent_beam=4)) wins over the task's,
+        # as fairseq's IterativeRefinementGenerator reads iter_decode_* from ``args``.
+        options = {
+            name: getattr(args, name, None)
+            if getattr(args, name, None) is not None
+            else getattr(self.cfg, name)
+            for name in GENERATION_OPTIONS
+        }
         if (
-            self.cfg.gen_rescore == "teacher"
+            options["gen_rescore"] == "teacher"
             and len(models) == 2
             and isinstance(models[1], vqvae_nat)
         ):
@@ -173,14 +181,6 @@ class TranslationVQVAENATTask(TranslationTask):
                     f"does not use; drop it (vqvae_nat searches with --gen-latent-beam, "
                     f"--gen-length-beam and --gen-latent-samples)"
                 )
-        # A generation option (hub: translate(..., gen_latent_beam=4)) wins over the task's,
-        # as fairseq's IterativeRefinementGenerator reads iter_decode_* from ``args``.
-        options = {
-            name: getattr(args, name, None)
-            if getattr(args, name, None) is not None
-            else getattr(self.cfg, name)
-            for name in GENERATION_OPTIONS
-        }
         return VQVAENATGenerator(
             self.target_dictionary,
             latent_beam=options["gen_latent_beam"],
