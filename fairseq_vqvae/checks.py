@@ -12,7 +12,7 @@ from .errors import OptionError
 
 def check_state_dict(model, state_dict):
     """Refuse a checkpoint that is not a vqvae_nat model, holds a non-finite codebook, or was
-    trained with dictionaries of another size."""
+    trained with other dictionaries or another bottleneck kind (``check_signature``)."""
     if "bottleneck.codebook.weight" not in state_dict:
         raise OptionError(
             "this checkpoint is not a vqvae_nat model (it has no bottleneck.codebook.weight); "
@@ -28,20 +28,20 @@ def check_state_dict(model, state_dict):
                 f"this checkpoint's codebook is not finite ({key} holds NaN or inf): the run "
                 f"diverged before it was saved; load or resume from an earlier checkpoint"
             )
-    ours = model.state_dict()
-    for key, what in (
-        ("encoder.embed_tokens.weight", "source"),
-        ("embed_target.weight", "target"),
+    for key, ours, what in (
+        ("encoder.embed_tokens.weight", model.encoder.embed_tokens.weight, "source"),
+        ("embed_target.weight", model.embed_target.weight, "target"),
     ):
-        if key not in state_dict or key not in ours:
+        if key not in state_dict:
             continue
         theirs = state_dict[key].shape
-        if ours[key].shape != theirs:
+        if ours.shape != theirs:
             raise OptionError(
                 f"dictionary mismatch: the checkpoint's {what} dictionary has {theirs[0]} "
-                f"symbols, the data's has {ours[key].shape[0]}; binarize the data with the checkpoint's "
+                f"symbols, the data's has {ours.shape[0]}; binarize the data with the checkpoint's "
                 f"dictionaries (fairseq-preprocess --srcdict/--tgtdict, or --joined-dictionary)"
             )
+    check_signature(model.signature, state_dict)
 
 
 def check_precision(args):

@@ -26,7 +26,6 @@ from . import task as _task  # noqa: F401
 from .bottleneck import BottleneckConfig, VQBottleneck, em
 from .checks import (
     check_precision,
-    check_signature,
     check_state_dict,
     check_task,
     signature,
@@ -319,7 +318,6 @@ class VQVAENATModel(BaseFairseqModel):
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         check_state_dict(self, state_dict)
-        check_signature(self.signature, state_dict)
         return super().load_state_dict(
             state_dict, strict=strict, model_cfg=model_cfg, args=args
         )
