@@ -172,6 +172,19 @@ def test_dry_run_trains_the_variant_with_the_common_recipe(
     )  # distilled variants train on the shared set
 
 
+def test_teacher_variant_reads_the_teacher_checkpoint(tmp_path):
+    result = _ablate("fsg_init_ar", "1", WORK=str(tmp_path), MAX_UPDATE="7")
+    assert result.returncode != 0
+    assert f"there is none at {tmp_path}/teacher/checkpoint_best.pt" in result.stderr
+    teacher = tmp_path / "ar.pt"
+    result = _ablate(
+        "fsg_init_ar", "1", DRY_RUN="1", WORK=str(tmp_path), TEACHER=str(teacher)
+    )
+    assert result.returncode == 0, result.stderr
+    train = next(line for line in result.stderr.splitlines() if "fairseq-train" in line)
+    assert f"--post-norm --init-from-ar {teacher} " in train and "{teacher}" not in train
+
+
 def test_every_variant_names_known_options():
     """Each variant's flags parse with fairseq's own parser (a typo would cost a training)."""
     from fairseq import options

@@ -20,6 +20,9 @@
 # (every epoch; decisions are taken on it), test BLEU, length ratio, oracle-latent BLEU, latent
 # accuracy and codes in use at the last validation, updates, training wall time, the commit and
 # the exact command. Training resumes from checkpoint_last.pt when rerun.
+#
+# A variant's flags may name {teacher}: the AR teacher checkpoint (TEACHER, default the one
+# scripts/train_teacher.sh writes), for example `--post-norm --init-from-ar {teacher}`.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +39,7 @@ THREADS="${THREADS:-2}"
 BENCH_THREADS="${BENCH_THREADS:-1}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"
 DRY_RUN="${DRY_RUN:-0}"
+TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
 usage() {
@@ -45,6 +49,7 @@ usage() {
 Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
   BENCH_THREADS=$BENCH_THREADS  MAX_TOKENS=$MAX_TOKENS  DRY_RUN=0 (1: print the commands)
   SRC_DIR=$SRC_DIR  DISTILLED=$DISTILLED
+  TEACHER=$TEACHER (for variants whose flags name {teacher})
 EOF
 }
 
@@ -67,6 +72,12 @@ for seed in "${SEEDS[@]}"; do [[ "$seed" =~ ^[0-9]+$ ]] || die "seed must be a n
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
 IFS='|' read -r DATA_KIND DESCRIPTION FLAGS <<< "$(variant "$ID")"
 [[ "$DATA_KIND" == distill || "$DATA_KIND" == raw ]] || die "variant $ID: data must be 'distill' or 'raw', got '$DATA_KIND'"
+TRAIN_FLAGS="$FLAGS"  # the row keeps {teacher}: the flags mean the same on every machine
+if [[ "$FLAGS" == *"{teacher}"* ]]; then
+  [[ $DRY_RUN == 1 || -f "$TEACHER" ]] \
+    || die "variant $ID starts from the AR teacher, and there is none at $TEACHER: run scripts/train_teacher.sh or set TEACHER=path/to/checkpoint.pt"
+  TRAIN_FLAGS="${FLAGS//\{teacher\}/$TEACHER}"
+fi
 
 DATA="$WORK/data"
 SHARED_DISTILL="$WORK/distill_shared"
@@ -116,7 +127,7 @@ for seed in "${SEEDS[@]}"; do
   row="$ABL/rows/${ID}__seed${seed}__u${MAX_UPDATE}.json"
   if [[ -f "$row" ]]; then log "$ID seed $seed: row already in $row"; continue; fi
   # shellcheck disable=SC2206
-  variant_flags=($FLAGS)
+  variant_flags=($TRAIN_FLAGS)
   flags=()
   for ((i = 0; i < ${#DEFAULTS[@]}; i += 2)); do  # a variant's own value wins
     [[ " ${variant_flags[*]} " == *" ${DEFAULTS[i]} "* ]] || flags+=("${DEFAULTS[i]}" "${DEFAULTS[i + 1]}")
