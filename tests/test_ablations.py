@@ -182,7 +182,9 @@ def test_teacher_variant_reads_the_teacher_checkpoint(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     train = next(line for line in result.stderr.splitlines() if "fairseq-train" in line)
-    assert f"--post-norm --init-from-ar {teacher} " in train and "{teacher}" not in train
+    assert (
+        f"--post-norm --init-from-ar {teacher} " in train and "{teacher}" not in train
+    )
 
 
 def test_every_variant_names_known_options():
