@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from fairseq.dataclass import ChoiceEnum
@@ -140,6 +141,19 @@ class TranslationVQVAENATTask(TranslationTask):
                 f"the {split} set's {src} and {tgt} files hold different numbers of sentences "
                 f"(in {self.cfg.data}): binarize both sides from line-aligned text files"
             ) from None
+        dataset = self.datasets[split]
+        for side, tokens, dictionary in (
+            (src, getattr(dataset, "src", None), self.src_dict),
+            (tgt, getattr(dataset, "tgt", None), self.tgt_dict),
+        ):
+            largest = _largest_token_id(tokens)
+            if largest is not None and largest >= len(dictionary):
+                raise OptionError(
+                    f"the {split} set's {side} side holds token id {largest}, the dictionary "
+                    f"dict.{side}.txt in {self.cfg.data} has {len(dictionary)} entries: the "
+                    f"split was binarized with another dictionary; rerun fairseq-preprocess "
+                    f"with --srcdict/--tgtdict set to this data's dictionaries"
+                )
 
     def build_generator(
         self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs
@@ -147,7 +161,7 @@ class TranslationVQVAENATTask(TranslationTask):
         vqvae_nat = MODEL_REGISTRY["vqvae_nat"]
         if not models or not isinstance(models[0], vqvae_nat):
             name = type(models[0]).__name__ if models else "nothing"
-            raise ValueError(
+            raise OptionError(
                 f"--task translation_vqvae needs a vqvae_nat checkpoint, got a {name}; decode that "
                 f"one with the task it was trained with (e.g. --task translation)"
             )
@@ -164,19 +178,19 @@ class TranslationVQVAENATTask(TranslationTask):
             and len(models) == 2
             and isinstance(models[1], vqvae_nat)
         ):
-            raise ValueError(
+            raise OptionError(
                 "--gen-rescore teacher: the second checkpoint must be an autoregressive model "
                 "(e.g. the distillation teacher, --arch transformer), got a vqvae_nat one"
             )
         if getattr(args, "score_reference", False):
-            raise ValueError(
+            raise OptionError(
                 "--score-reference is not supported by vqvae_nat (its score of a given "
                 "translation needs the latents of that translation); drop it"
             )
         for name, default in BEAM_SEARCH_OPTIONS.items():
             if getattr(args, name, default) not in (default, None):
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(
+                raise OptionError(
                     f"{flag} is an option of fairseq's autoregressive search, which vqvae_nat "
                     f"does not use; drop it (vqvae_nat searches with --gen-latent-beam, "
                     f"--gen-length-beam and --gen-latent-samples)"
@@ -309,3 +323,13 @@ def _data_parallel_group():
     from fairseq.distributed import utils as distributed_utils
 
     return distributed_utils.get_data_parallel_group()
+
+
+def _largest_token_id(tokens) -> int | None:
+    """The largest id in an mmap-binarized split (one pass over the file, no copy); None for
+    other dataset kinds, which are left to fairseq."""
+    buffer = getattr(tokens, "_bin_buffer", None)
+    index = getattr(tokens, "_index", None)
+    if buffer is None or index is None or len(buffer) == 0:
+        return None
+    return int(np.frombuffer(buffer, dtype=index.dtype).max())

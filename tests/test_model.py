@@ -770,3 +770,30 @@ def test_an_empty_or_misaligned_split_gets_a_one_line_error(
         ValueError, match="the valid set's src and tgt files hold different numbers"
     ):
         build_vqvae(databin=misaligned).task.load_dataset("valid")
+
+
+def test_a_split_binarized_with_another_dictionary_gets_a_one_line_error(
+    build_vqvae, tiny_databin, tmp_path
+):
+    import shutil
+
+    from fairseq.data import indexed_dataset
+
+    build = build_vqvae()
+    build.task.load_dataset("valid")  # in range: loads
+    size = len(build.task.target_dictionary)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_databin, other)
+    prefix = str(other / "valid.src-tgt.tgt")
+    builder = indexed_dataset.make_builder(
+        prefix + ".bin", impl="mmap", vocab_size=size + 10
+    )
+    for sentence in build.task.dataset("valid").tgt:  # one id past the dictionary
+        builder.add_item(torch.cat([sentence[:-1], torch.tensor([size, 2])]))
+    builder.finalize(prefix + ".idx")
+    with pytest.raises(
+        ValueError,
+        match=rf"the valid set's tgt side holds token id {size}, the dictionary dict.tgt.txt "
+        rf"in .* has {size} entries: the split was binarized with another dictionary",
+    ):
+        build_vqvae(databin=other).task.load_dataset("valid")
