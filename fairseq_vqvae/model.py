@@ -31,7 +31,7 @@ from .checks import (
     signature,
 )
 from .config import VQVAENATConfig, validate
-from .errors import install_one_line_errors
+from .errors import OptionError, install_one_line_errors
 from .latent import (
     Compressor,
     Decompressor,
@@ -134,7 +134,7 @@ class VQVAENATModel(BaseFairseqModel):
     ):
         """Named loss terms for the ``vqvae_em`` criterion (prev_output_tokens is unused)."""
         if tgt_tokens is None:
-            raise ValueError(
+            raise OptionError(
                 "vqvae_nat trains with --criterion vqvae_em, which passes it the target tokens "
                 "(tgt_tokens=...); other criteria cannot train it"
             )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
+from fairseq.criterions import CRITERION_REGISTRY
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import MODEL_REGISTRY
 from fairseq.tasks import register_task
@@ -118,6 +119,16 @@ class TranslationVQVAENATTask(TranslationTask):
         ):  # fairseq-train; checkpoints loaded for inference skip it
             init_from_autoregressive(model, path)
         return model
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        vqvae_em = CRITERION_REGISTRY["vqvae_em"]
+        if not isinstance(criterion, vqvae_em):
+            raise OptionError(
+                f"--task translation_vqvae trains vqvae_nat with --criterion vqvae_em (the EM "
+                f"loss: words, latent codes, commitment, length); got {type(criterion).__name__}"
+            )
+        return criterion
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         """fairseq's, with one-line errors for an empty split and for source and target

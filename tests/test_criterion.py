@@ -1,6 +1,7 @@
 """vqvae_em: the total is the weighted sum of its parts; metrics aggregate exactly."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,3 +260,26 @@ def test_a_term_counts_with_the_factor_the_model_gives_it(build_vqvae, make_samp
     assert torch.allclose(loss, base + 2 * base_log["commit_loss"] + 1.0, atol=1e-5)
     assert torch.allclose(log["extra_loss"], torch.tensor(1.0))
     assert torch.allclose(log["commit_loss"], 3 * base_log["commit_loss"])
+
+
+def test_readme_names_exactly_the_logged_keys(build_vqvae, make_sample):
+    """README's "Configuration and logged keys" lists what vqvae_em logs, no more, no less."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    paragraph = readme[readme.index("Logged by `vqvae_em`") :].split("\n\n")[0]
+    documented = set(re.findall(r"`([a-z_]+)`", paragraph)) - {"vqvae_em", "vqvae"}
+    logged = set()
+    for flags in (
+        (),
+        ("--latent-length", "source"),
+    ):  # with and without the length term
+        built = build_vqvae(*flags)
+        built.model.train()
+        _, _, log, _, _ = _run_criterion(
+            built, make_sample(built.task, "train", range(8))
+        )
+        values, _ = _reduce([log])
+        logged |= set(values)
+    logged -= {"ppl"}  # fairseq's, derived from nll_loss
+    assert documented == logged, (documented - logged, logged - documented)

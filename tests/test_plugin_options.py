@@ -80,3 +80,39 @@ def test_no_plugin_option_has_the_name_of_a_fairseq_option():
     }
     assert "codebook_decay" in ours
     assert not ours & fairseq_names, sorted(ours & fairseq_names)
+
+
+def test_readme_preset_table_matches_the_presets(tmp_path):
+    """README's arch table (d, layers, FFN, heads, K) is what fairseq's parser builds."""
+    import re
+
+    from fairseq import options
+
+    import fairseq_vqvae.model  # noqa: F401
+
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    rows = re.findall(
+        r"^\| `(vqvae_nat\w*)`[^|]*\| (\d+) \| (\d+) / (\d+) / (\d+) \| (\d+) \| (\d+) \| (\d+) \|",
+        readme,
+        flags=re.M,
+    )
+    assert {row[0] for row in rows} == {
+        "vqvae_nat",
+        "vqvae_nat_small",
+        "vqvae_nat_tiny",
+    }
+    for arch, *numbers in rows:
+        argv = [str(tmp_path), "--user-dir", str(SCRIPT.parents[1] / "fairseq_vqvae")]
+        argv += ["--task", "translation_vqvae", "--arch", arch]
+        argv += ["--criterion", "vqvae_em"]
+        args = options.parse_args_and_arch(options.get_training_parser(), argv)
+        built = [
+            args.encoder_embed_dim,
+            args.encoder_layers,
+            args.decoder_layers,
+            args.latent_layers,
+            args.encoder_ffn_embed_dim,
+            args.encoder_attention_heads,
+            args.codebook_size,
+        ]
+        assert [int(n) for n in numbers] == built, arch
