@@ -894,7 +894,7 @@ def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
     other baselines, this plugin's models and oracle diagnostics apart."""
     sys.path.insert(0, str(SCRIPTS))
     try:
-        import benchmark
+        from bench import report
     finally:
         sys.path.remove(str(SCRIPTS))
     import matplotlib.pyplot as plt
@@ -931,7 +931,7 @@ def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
             {"gen_oracle_latents": True},
         ),
     ]
-    rows = benchmark.aggregate(records, "AR beam 4", "AR greedy")
+    rows = report.aggregate(records, "AR beam 4", "AR greedy")
     bench = {
         "ar_beam_row": "AR beam 4",
         "ar_greedy_row": "AR greedy",
@@ -940,7 +940,7 @@ def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
         "test_set": {"sentences": 3},
     }
     styles = [
-        benchmark._plot_style(row, bench) for row in rows if "bleu" in row
+        report.plot_style(row, bench) for row in rows if "bleu" in row
     ]  # the missing row is not drawn
     assert [s["fmt"] for s in styles] == ["s", "s", "^", "o", "o"]
     assert "markerfacecolor" not in styles[3] and styles[4]["markerfacecolor"] == "none"
@@ -954,7 +954,7 @@ def test_benchmark_plot_numbers_rows_and_marks_kinds(tmp_path):
 
     plt.Figure.savefig = spy
     try:
-        benchmark.plot({"benchmark": bench, "rows": rows}, tmp_path / "p.png")
+        report.plot({"benchmark": bench, "rows": rows}, tmp_path / "p.png")
     finally:
         plt.Figure.savefig = real_savefig
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
@@ -976,14 +976,14 @@ def test_benchmark_sets_task_options_the_checkpoint_never_saved():
 
     sys.path.insert(0, str(SCRIPTS))
     try:
-        import benchmark
+        from bench import specs
     finally:
         sys.path.remove(str(SCRIPTS))
     task = SimpleNamespace(
         cfg=OmegaConf.create({"gen_eos": "first", "gen_dedup": False})
     )
     OmegaConf.set_struct(task.cfg, True)
-    benchmark.apply_task_options(
+    specs.apply_task_options(
         task, {"gen_eos": "last-latent", "gen_dedup": True, "dropout": 0.3, "data": "d"}
     )
     assert task.cfg.gen_eos == "last-latent" and task.cfg.gen_dedup is True
@@ -998,7 +998,7 @@ def test_benchmark_refuses_a_misspelt_option_before_fairseq_saves_it(tmp_path):
 
     sys.path.insert(0, str(SCRIPTS))
     try:
-        import benchmark
+        from bench import specs
     finally:
         sys.path.remove(str(SCRIPTS))
     import fairseq_vqvae.model  # noqa: F401  (registers translation_vqvae)
@@ -1028,13 +1028,13 @@ def test_benchmark_refuses_a_misspelt_option_before_fairseq_saves_it(tmp_path):
         {"args": args, "model": {}, "optimizer_history": history, "extra_state": extra},
         checkpoint,
     )
-    benchmark.check_known_options(
+    specs.check_known_options(
         checkpoint,
         "translation_vqvae",
         {"gen_eos": "length", "dropout": 0.2, "data": "x"},
     )
     with pytest.raises(ValueError, match="unknown option gen_eoss='first'"):
-        benchmark.check_known_options(
+        specs.check_known_options(
             checkpoint, "translation_vqvae", {"gen_eoss": "first"}
         )
 

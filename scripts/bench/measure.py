@@ -1,0 +1,425 @@
+"""The benchmark's measurements: hardware and commit, references, BLEU, batch-1 latency and
+throughput of one model (``evaluate``)."""
+
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .specs import (
+    REPO,
+    apply_task_options,
+    build_generation_config,
+    check_known_options,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+def git_commit() -> dict:
+    def run(*cmd):
+        return subprocess.run(
+            ["git", "-C", str(REPO), *cmd],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    try:
+        head = run("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": "unknown (not a git checkout)", "dirty": None}
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown (git not available)", "dirty": None}
+
+
+def hardware(device: str) -> dict:
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import fairseq
+
+        info["fairseq"] = fairseq.__version__
+    except (ImportError, AttributeError):
+        pass
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def log(message: str) -> None:
+    print(
+        f"[benchmark {time.strftime('%H:%M:%S')}] {message}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+class References:
+    """Raw and tokenized references of the test set (from files, or from the binarized targets)."""
+
+    def __init__(self, args, task, dataset):
+        from fairseq.data import data_utils
+
+        self.count = len(dataset)
+        tgt_dict = task.target_dictionary
+        binarized = None
+        if not (args.ref_raw and args.ref_tok):
+            binarized = [
+                data_utils.post_process(
+                    tgt_dict.string(dataset[i]["target"], escape_unk=True),
+                    args.bpe_symbol,
+                )
+                for i in range(self.count)
+            ]
+        if args.ref_tok:
+            self.tok = self._read(args.ref_tok)
+            self.tok_source = str(args.ref_tok)
+        else:
+            self.tok = binarized
+            self.tok_source = (
+                f"binarized {args.subset} targets, BPE removed (no --ref-tok)"
+            )
+        if args.ref_raw:
+            self.raw = self._read(args.ref_raw)
+            self.raw_source = str(args.ref_raw)
+        else:
+            self.raw = [
+                detokenize(line, args.detok, task.cfg.target_lang) for line in binarized
+            ]
+            self.raw_source = f"binarized {args.subset} targets, detokenized (no --ref-raw: not the raw references)"
+            log(
+                "WARNING: no --ref-raw: sacreBLEU is computed against detokenized binarized references, not the raw text"
+            )
+
+    def _read(self, path: Path) -> list:
+        try:
+            lines = path.read_text(encoding="utf-8").split("\n")
+        except OSError as err:
+            raise SystemExit(
+                f"benchmark: cannot read references {path}: {err}"
+            ) from err
+        if lines and lines[-1] == "":
+            lines.pop()
+        if len(lines) != self.count:
+            raise SystemExit(
+                f"benchmark: {path} has {len(lines)} lines but the test set has {self.count} sentences: "
+                f"pass the references of the same split (--subset) as --data"
+            )
+        return lines
+
+
+_DETOKENIZERS = {}
+
+
+def detokenize(text: str, mode: str, lang: str) -> str:
+    if mode == "none":
+        return text
+    if lang not in _DETOKENIZERS:
+        from sacremoses import MosesDetokenizer
+
+        _DETOKENIZERS[lang] = MosesDetokenizer(lang=lang)
+    return _DETOKENIZERS[lang].detokenize(text.split(), unescape=False)
+
+
+def bleu_scores(hyps_detok, hyps_tok, refs) -> dict:
+    from sacrebleu.metrics import BLEU
+
+    sacre = BLEU()
+    detok_score = sacre.corpus_score(hyps_detok, [refs.raw])
+    tok = BLEU(
+        tokenize="none", force=True
+    )  # tokenized on purpose (the paper's number): no warning
+    tok_score = tok.corpus_score(hyps_tok, [refs.tok])
+    return {
+        "bleu": round(detok_score.score, 2),
+        "bleu_detail": str(detok_score),
+        "bleu_signature": str(sacre.get_signature()),
+        "bleu_tok": round(tok_score.score, 2),
+        "bleu_tok_detail": str(tok_score),
+        "bleu_tok_signature": str(tok.get_signature()),
+    }
+
+
+def translate(
+    task,
+    generator,
+    models,
+    dataset,
+    *,
+    max_sentences,
+    max_tokens,
+    device,
+    bpe_symbol,
+    warmup=0,
+    timed=True,
+):
+    """Translate ``dataset``; returns ({id: text with BPE removed}, [seconds per batch], [batch sizes])."""
+    import torch
+    from fairseq import utils
+    from fairseq_cli.generate import get_symbols_to_strip_from_output
+
+    max_positions = utils.resolve_max_positions(
+        task.max_positions(), *[m.max_positions() for m in models]
+    )
+
+    def batches():
+        return task.get_batch_iterator(
+            dataset=dataset,
+            max_tokens=max_tokens,
+            max_sentences=max_sentences,
+            max_positions=max_positions,
+            ignore_invalid_inputs=False,
+            required_batch_size_multiple=1,
+            seed=1,
+            num_shards=1,
+            shard_id=0,
+            num_workers=0,
+            disable_iterator_cache=True,
+        ).next_epoch_itr(shuffle=False)
+
+    cuda = device == "cuda"
+    strip = get_symbols_to_strip_from_output(generator)
+    tgt_dict = task.target_dictionary
+    if warmup:
+        for i, sample in enumerate(batches()):
+            if i >= warmup:
+                break
+            if "net_input" in sample:
+                task.inference_step(
+                    generator, models, utils.move_to_cuda(sample) if cuda else sample
+                )
+    texts, seconds, sizes = {}, [], []
+    for sample in batches():
+        if "net_input" not in sample:
+            continue
+        if cuda:
+            sample = utils.move_to_cuda(sample)
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        hypos = task.inference_step(generator, models, sample)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+        ids = sample["id"].tolist()
+        sizes.append(len(ids))
+        for i, sentence_id in enumerate(ids):
+            if sentence_id in texts:
+                raise RuntimeError(f"sentence {sentence_id} was translated twice")
+            tokens = hypos[i][0]["tokens"].int().cpu()
+            texts[sentence_id] = tgt_dict.string(
+                tokens, bpe_symbol, extra_symbols_to_ignore=strip
+            )
+    missing = set(range(len(dataset))) - set(texts)
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} of {len(dataset)} test sentences were not translated (e.g. id {min(missing)}); "
+            f"fairseq dropped or skipped batches"
+        )
+    return texts, seconds, sizes
+
+
+def measure_throughput(args, task, generator, models, dataset, refs, context, name):
+    """Sentences per second with --throughput-max-tokens batches: --throughput-passes whole
+    passes over the test set (after one warm-up batch each); their median, min and max."""
+    rates, passes = [], None
+    for i in range(args.throughput_passes):
+        log(
+            f"{name}: throughput, --max-tokens {args.throughput_max_tokens}, "
+            f"pass {i + 1}/{args.throughput_passes}"
+        )
+        texts, seconds, sizes = translate(
+            task,
+            generator,
+            models,
+            dataset,
+            max_sentences=None,
+            max_tokens=args.throughput_max_tokens,
+            device=context["device"],
+            bpe_symbol=args.bpe_symbol,
+            warmup=1,
+        )
+        rates.append(len(dataset) / sum(seconds))
+        passes = (texts, sizes)
+    texts, sizes = passes
+    tok = [texts[i] for i in range(len(dataset))]
+    return {
+        "sentences_per_s": round(statistics.median(rates), 2),
+        "sentences_per_s_min": round(min(rates), 2),
+        "sentences_per_s_max": round(max(rates), 2),
+        "passes": len(rates),
+        "max_tokens": args.throughput_max_tokens,
+        "batches": len(sizes),
+        "sentences": sum(sizes),
+        "bleu_tok": bleu_scores(
+            [detokenize(t, args.detok, task.cfg.target_lang) for t in tok], tok, refs
+        )["bleu_tok"],
+    }
+
+
+def evaluate(spec: dict, args, context: dict) -> dict:
+    """Load, translate at batch 1 and at large batches, score. Returns the model's record."""
+    import torch
+    from fairseq import checkpoint_utils
+
+    record = {
+        "name": spec["name"],
+        "task": spec["task"],
+        "checkpoint": spec["checkpoint"],
+        "args": spec["args"],
+    }
+    checkpoint = Path(spec["checkpoint"])
+    if not checkpoint.is_file():
+        record["status"] = "missing"
+        record["error"] = f"checkpoint not found: {checkpoint}"
+        log(f"{spec['name']}: MISSING ({checkpoint}): skipped")
+        return record
+    started = time.perf_counter()
+    model_args = dict(spec["args"])
+    data = str(model_args.pop("data", args.data))
+    teacher = model_args.pop(
+        "teacher", None
+    )  # a second checkpoint: the --gen-rescore teacher
+    gen_cfg, gen_settings, overrides = build_generation_config(spec["task"], model_args)
+    record["generation"] = gen_settings
+    record["data"] = data
+    overrides = {"data": data, "eval_bleu": False, **overrides}
+    check_known_options(checkpoint, spec["task"], overrides)
+    models, saved_cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(checkpoint)], arg_overrides=overrides
+    )
+    if teacher:  # the --gen-rescore teacher: its own configuration, the student's task
+        teachers, _ = checkpoint_utils.load_model_ensemble(
+            [str(teacher)], arg_overrides={"data": data}, task=task
+        )
+        models = models + teachers
+    trained_task = saved_cfg.task._name
+    if trained_task != spec["task"]:
+        raise ValueError(
+            f"{checkpoint} was trained with --task {trained_task}, but the spec says {spec['task']}: "
+            f"use {spec['name']}={trained_task}:{checkpoint}"
+        )
+    apply_task_options(task, overrides)
+    for model in models:
+        model.eval()
+        if context["device"] == "cuda":
+            model.cuda()
+    record["params"] = sum(p.numel() for p in models[0].parameters())
+    record["arch"] = getattr(saved_cfg.model, "arch", None) or getattr(
+        saved_cfg.model, "_name", None
+    )
+    task.load_dataset(args.subset)
+    dataset = task.dataset(args.subset)
+    refs = context.get("refs")
+    if refs is None:
+        refs = context["refs"] = References(args, task, dataset)
+        context["test_set"] = {
+            "data": data,
+            "subset": args.subset,
+            "sentences": len(dataset),
+            "source_lang": task.cfg.source_lang,
+            "target_lang": task.cfg.target_lang,
+            "raw_references": refs.raw_source,
+            "tokenized_references": refs.tok_source,
+        }
+    elif len(dataset) != refs.count:
+        raise ValueError(
+            f"{data} {args.subset} has {len(dataset)} sentences, the first model's test set had {refs.count}"
+        )
+    generator = task.build_generator(models, gen_cfg)
+    record["load_s"] = round(time.perf_counter() - started, 2)
+
+    log(
+        f"{spec['name']}: batch 1, {len(dataset)} sentences after {args.warmup} warm-up ({checkpoint})"
+    )
+    texts, seconds, sizes = translate(
+        task,
+        generator,
+        models,
+        dataset,
+        max_sentences=1,
+        max_tokens=None,
+        device=context["device"],
+        bpe_symbol=args.bpe_symbol,
+        warmup=args.warmup,
+    )
+    assert all(size == 1 for size in sizes) and len(seconds) == len(dataset)
+    ms = [1000.0 * s for s in seconds]
+    record["latency_ms"] = {
+        "median": round(statistics.median(ms), 3),
+        "mean": round(statistics.fmean(ms), 3),
+        "p90": round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 3),
+        "total_s": round(sum(seconds), 3),
+        "sentences": len(ms),
+        "warmup_sentences": args.warmup,
+        "batch_size": 1,
+    }
+    hyps_tok = [texts[i] for i in range(len(dataset))]
+    hyps_detok = [
+        detokenize(text, args.detok, task.cfg.target_lang) for text in hyps_tok
+    ]
+    record.update(bleu_scores(hyps_detok, hyps_tok, refs))
+    record["sentences_translated"] = len(texts)
+    if args.save_hyps:
+        args.save_hyps.mkdir(parents=True, exist_ok=True)
+        stem = "".join(
+            c if c.isalnum() or c in "-_." else "_"
+            for c in f"{spec['name']}__{checkpoint.parent.name}"
+        )
+        (args.save_hyps / f"{stem}.detok.txt").write_text(
+            "\n".join(hyps_detok) + "\n", encoding="utf-8"
+        )
+        record["hypotheses"] = str(args.save_hyps / f"{stem}.detok.txt")
+
+    if args.throughput_max_tokens > 0:
+        record["throughput"] = measure_throughput(
+            args, task, generator, models, dataset, refs, context, spec["name"]
+        )
+    record["wall_s"] = round(time.perf_counter() - started, 2)
+    record["status"] = "ok"
+    record["run"] = context["run"]
+    log(
+        f"{spec['name']}: sacreBLEU {record['bleu']:.2f}, tok BLEU {record['bleu_tok']:.2f}, "
+        f"{record['latency_ms']['median']:.1f} ms/sentence (median), "
+        + (
+            f"{record['throughput']['sentences_per_s']:.1f} sentences/s, "
+            if "throughput" in record
+            else ""
+        )
+        + f"{record['wall_s']:.0f}s"
+    )
+    del models, generator, task
+    gc.collect()
+    if context["device"] == "cuda":
+        torch.cuda.empty_cache()
+    return record
