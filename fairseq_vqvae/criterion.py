@@ -167,7 +167,7 @@ class VQVAEEMLoss(FairseqCriterion):
                 "code_perplexity", em.perplexity(counts).mean().item(), 1, round=1
             )
             metrics.log_scalar(
-                "code_usage", (counts > 0).float().sum(-1).mean().item(), 1, round=1
+                "codes_in_use", (counts > 0).float().sum(-1).mean().item(), 1, round=1
             )
 
     @staticmethod
@@ -182,7 +182,7 @@ def model_codebook_size(terms) -> int:
 
 def _code_histogram(extra, codebook_size):
     """(S, K) counts of nearest codes over real latents; sums exactly across workers."""
-    codes = extra["codes"][~extra["latent_mask"]]  # (M, S)
+    codes = extra["codes"][~extra["latent_padding"]]  # (M, S)
     one_hot = F.one_hot(codes, codebook_size).to(torch.float32)  # (M, S, K)
     return one_hot.sum(0).double()
 

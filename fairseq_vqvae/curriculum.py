@@ -21,14 +21,14 @@ def warmup_mix(quantized, continuous, num_updates: int, warmup_updates: int):
     return torch.where(use_quantized, quantized, continuous)
 
 
-def mix_predicted(latents, predicted, latent_mask, ratio: float):
-    """Scheduled sampling of codes: each real latent position (``latent_mask`` True at
+def mix_predicted(latents, predicted, latent_padding, ratio: float):
+    """Scheduled sampling of codes: each real latent position (``latent_padding`` True at
     padding) takes the predictor's vector ``predicted`` (B, N, C) with probability ``ratio``,
     so that the decoder learns to translate from predicted codes as at inference."""
     if ratio <= 0:
         return latents
-    chosen = torch.rand(latent_mask.shape, device=latents.device) < ratio
-    chosen = (chosen & ~latent_mask).unsqueeze(-1)
+    chosen = torch.rand(latent_padding.shape, device=latents.device) < ratio
+    chosen = (chosen & ~latent_padding).unsqueeze(-1)
     return torch.where(chosen, predicted.to(latents.dtype), latents)
 
 

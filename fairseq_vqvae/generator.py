@@ -44,7 +44,7 @@ class Candidates(NamedTuple):
 
     sentence: torch.Tensor  # (C,) the source sentence of each candidate
     codes: torch.Tensor  # (C, N, S)
-    latent_mask: torch.Tensor  # (C, N) True at padding
+    latent_padding: torch.Tensor  # (C, N) True at padding
     target_lengths: (
         torch.Tensor | None
     )  # (C,) T, EOS included, or None without a length head
@@ -138,7 +138,7 @@ class VQVAENATGenerator:
             encoder_out["encoder_out"][0].dtype
         )
         # (C, L, V)
-        logits = model.decode(latents, cand.latent_mask, encoder_out).float()
+        logits = model.decode(latents, cand.latent_padding, encoder_out).float()
         # The best token and the EOS score per position, from one max and one logsumexp
         # (no (C, L, V) log-softmax): EOS goes at the end only.
         logits[..., self.banned] = float("-inf")
@@ -148,7 +148,7 @@ class VQVAENATGenerator:
         normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
         scores, eos_scores = best - normalizer, eos_logits - normalizer
         # Decoded positions per candidate.
-        lengths = (~cand.latent_mask).sum(1) * model.ratio
+        lengths = (~cand.latent_padding).sum(1) * model.ratio
         ends = self.sentence_ends(
             eos_scores, eos_logits >= best, lengths, model.ratio, cand.target_lengths
         )
@@ -173,7 +173,7 @@ class VQVAENATGenerator:
         for i, (hypo, sentence) in enumerate(zip(hypos, cand.sentence.tolist())):
             hypo["rank_score"] = float(ranks[i])
             # (N, S): the codes this hypothesis was decoded from
-            hypo["latent_codes"] = cand.codes[i][~cand.latent_mask[i]]
+            hypo["latent_codes"] = cand.codes[i][~cand.latent_padding[i]]
             results[sentence].append(hypo)
         for hyps in results:  # a stable sort: ties keep the beam's order
             hyps.sort(key=lambda h: -h["rank_score"])
@@ -201,14 +201,14 @@ class VQVAENATGenerator:
         src_lengths = sample["net_input"]["src_lengths"]
         batch, device = src_lengths.shape[0], src_lengths.device
         if self.oracle_latents:
-            codes, latent_mask, target_lengths = self.oracle_codes(
+            codes, latent_padding, target_lengths = self.oracle_codes(
                 model, sample, encoder_out
             )
             prior = torch.zeros(batch, device=device)
             return Candidates(
                 torch.arange(batch, device=device),
                 codes,
-                latent_mask,
+                latent_padding,
                 target_lengths,
                 prior,
             )
@@ -241,7 +241,7 @@ class VQVAENATGenerator:
                 per_length * width
             ),
             codes=codes.flatten(0, 1),
-            latent_mask=positions >= num_latents[:, None],
+            latent_padding=positions >= num_latents[:, None],
             target_lengths=flat_lengths.repeat_interleave(width)
             if lengths is not None
             else None,
@@ -326,10 +326,10 @@ class VQVAENATGenerator:
                 "--gen-oracle-latents decodes the references' own codes: it needs a test set "
                 "with targets (fairseq-generate), not fairseq-interactive"
             )
-        _, latent_mask, _, vq = model.autoencode(
+        _, latent_padding, _, vq = model.autoencode(
             target, sample["net_input"]["src_lengths"], encoder_out
         )
-        return vq.codes, latent_mask, target.ne(model.pad).sum(1)
+        return vq.codes, latent_padding, target.ne(model.pad).sum(1)
 
     def _hypothesis(self, tokens, scores, eos_scores, end, length):
         """Tokens before ``end``, then EOS (fairseq hypotheses end with EOS).

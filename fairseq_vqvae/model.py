@@ -96,7 +96,11 @@ class VQVAENATModel(BaseFairseqModel):
 
     @classmethod
     def add_args(cls, parser):
-        # No argparse defaults, so that the architecture presets can fill them in.
+        # No argparse defaults, so that the architecture presets can fill them in. Registered
+        # without ``dataclass=`` as fairseq's own ``transformer`` (transformer_legacy.py): with
+        # it, fairseq fills every default before the architecture function runs, and a preset
+        # could not tell an unset option from a default one. ``build_model`` turns the
+        # namespace into the typed ``VQVAENATConfig`` (``from_namespace``) and validates it.
         gen_parser_from_dataclass(
             parser, VQVAENATConfig(), delete_default=True, with_prefix=""
         )
@@ -139,18 +143,20 @@ class VQVAENATModel(BaseFairseqModel):
                 "(tgt_tokens=...); other criteria cannot train it"
             )
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
-        target, latent_mask, z, vq = self.autoencode(
+        target, latent_padding, z, vq = self.autoencode(
             tgt_tokens, src_lengths, encoder_out
         )
         lp = self.latent_predictor
-        latent_logits = lp(lp.embed(vq.codes), encoder_out, latent_mask)  # (B, N, S, K)
-        latents = self._training_latents(vq.quantized, z, latent_logits, latent_mask)
-        h, token_mask = self.decoder_inputs(latents, latent_mask)
-        glanced = self._glance(h, token_mask, target, encoder_out)  # (B, L) or None
+        latent_logits = lp(
+            lp.embed(vq.codes), encoder_out, latent_padding
+        )  # (B, N, S, K)
+        latents = self._training_latents(vq.quantized, z, latent_logits, latent_padding)
+        h, token_padding = self.decoder_inputs(latents, latent_padding)
+        glanced = self._glance(h, token_padding, target, encoder_out)  # (B, L) or None
         if glanced is not None:
             gold = self.embed_target(target) * self.scale
             h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
-        word_logits = self.decode_inputs(h, token_mask, encoder_out)  # (B, L, V)
+        word_logits = self.decode_inputs(h, token_padding, encoder_out)  # (B, L, V)
         self._em_stats = vq.em_stats
         word_mask = target.ne(self.pad)
         if glanced is not None:
@@ -167,7 +173,7 @@ class VQVAENATModel(BaseFairseqModel):
                 "out": latent_logits,
                 "tgt": vq.soft_targets,
                 "codes": vq.codes,  # nearest codes, for latent_acc
-                "mask": ~latent_mask,
+                "mask": ~latent_padding,
                 "factor": self.cfg.latent_loss_factor
                 * em.step_on(self.num_updates, self.cfg.latent_loss_start_update),
             },
@@ -180,10 +186,14 @@ class VQVAENATModel(BaseFairseqModel):
                 "tgt": self.length_head.classes(target_lengths, src_lengths),
                 "factor": self.cfg.length_loss_factor,
             }
-        extra = {"vq_stats": vq.stats, "codes": vq.codes, "latent_mask": latent_mask}
+        extra = {
+            "vq_stats": vq.stats,
+            "codes": vq.codes,
+            "latent_padding": latent_padding,
+        }
         return terms, extra
 
-    def _training_latents(self, quantized, continuous, latent_logits, latent_mask):
+    def _training_latents(self, quantized, continuous, latent_logits, latent_padding):
         """What the decoder reads in training: the quantized latents, mixed with continuous
         ones during the bottleneck warm-up and with predicted codes' vectors under scheduled
         sampling of codes (``curriculum``); as they are in evaluation."""
@@ -196,7 +206,7 @@ class VQVAENATModel(BaseFairseqModel):
         if cfg.predicted_latent_ratio > 0:
             predicted = self.bottleneck.lookup(latent_logits.detach().argmax(-1))
             latents = curriculum.mix_predicted(
-                latents, predicted, latent_mask, cfg.predicted_latent_ratio
+                latents, predicted, latent_padding, cfg.predicted_latent_ratio
             )
         return latents
 
@@ -208,11 +218,11 @@ class VQVAENATModel(BaseFairseqModel):
         target = pad_to(
             tgt_tokens, int(num_latents.max()) * self.ratio, self.pad
         )  # (B, L)
-        latent_mask = padding_mask(num_latents)  # (B, N) True at padding
+        latent_padding = padding_mask(num_latents)  # (B, N) True at padding
         z = self.compressor(
             self.embed_for_compression(target, encoder_out), target.eq(self.pad)
         )  # (B, N, C)
-        return target, latent_mask, z, self.bottleneck(z, latent_mask)
+        return target, latent_padding, z, self.bottleneck(z, latent_padding)
 
     def pop_em_statistics(self):
         """The EM statistics of the last training forward (None after eval/vqvae), once."""
@@ -252,7 +262,7 @@ class VQVAENATModel(BaseFairseqModel):
             self.num_updates,
         )
 
-    def _glance(self, h, token_mask, target, encoder_out):
+    def _glance(self, h, token_padding, target, encoder_out):
         """Glancing (GLAT, beyond the paper): the (B, L) positions that read the reference
         token's embedding, from a first decoder pass without gradient; None when off or in
         evaluation (``curriculum.glance_positions``)."""
@@ -260,30 +270,30 @@ class VQVAENATModel(BaseFairseqModel):
         if ratio <= 0:
             return None
         with torch.no_grad():
-            predicted = self.decode_inputs(h, token_mask, encoder_out).argmax(-1)
+            predicted = self.decode_inputs(h, token_padding, encoder_out).argmax(-1)
         return curriculum.glance_positions(predicted, target, self.pad, ratio)
 
     # Shared by training and inference ------------------------------------------------------
 
-    def decode(self, latents, latent_mask, encoder_out):
+    def decode(self, latents, latent_padding, encoder_out):
         """One parallel pass: latents (B, N, C) -> token logits (B, N * 2^n_c, V)."""
         return self.decode_inputs(
-            *self.decoder_inputs(latents, latent_mask), encoder_out
+            *self.decoder_inputs(latents, latent_padding), encoder_out
         )
 
-    def decoder_inputs(self, latents, latent_mask):
+    def decoder_inputs(self, latents, latent_padding):
         """Decompressed latents (B, L, C) and the token padding mask (B, L), True at padding."""
-        h = self.decompressor(latents, latent_mask)  # (B, L, C)
-        return h, latent_mask.repeat_interleave(self.ratio, dim=1)
+        h = self.decompressor(latents, latent_padding)  # (B, L, C)
+        return h, latent_padding.repeat_interleave(self.ratio, dim=1)
 
-    def decode_inputs(self, h, token_mask, encoder_out):
+    def decode_inputs(self, h, token_padding, encoder_out):
         """The token decoder on its inputs (B, L, C) -> token logits (B, L, V)."""
         h = self.dropout(h + self.positions[: h.shape[1]].to(h.dtype)).transpose(
             0, 1
         )  # (L, B, C)
         enc, enc_mask = encoder_out["encoder_out"][0], source_padding_mask(encoder_out)
         for layer in self.decoder_layers:
-            h, _, _ = layer(h, enc, enc_mask, self_attn_padding_mask=token_mask)
+            h, _, _ = layer(h, enc, enc_mask, self_attn_padding_mask=token_padding)
         if self.decoder_norm is not None:
             h = self.decoder_norm(h)
         return F.linear(h.transpose(0, 1), self.embed_target.weight)

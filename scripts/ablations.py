@@ -76,7 +76,7 @@ def make_row(args) -> dict:
         "oracle_test_bleu": oracle.get("bleu"),
         "latency_ms_median": (model.get("latency_ms") or {}).get("median"),
         "latent_acc": last.get("latent_acc"),
-        "codes_in_use": last.get("code_usage"),
+        "codes_in_use": last.get("codes_in_use", last.get("code_usage")),  # older logs
         "code_perplexity": last.get("code_perplexity"),
         "train_wall_s": train_wall(log_text),
         "hardware": bench["benchmark"]["hardware"],

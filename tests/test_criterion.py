@@ -114,7 +114,7 @@ def test_total_loss_is_the_weighted_sum_of_its_parts(
         latent["codes"], extra["codes"]
     )  # latent_acc against the nearest codes
     # The code histogram counts each real latent once per slice.
-    codes = extra["codes"][~extra["latent_mask"]]  # (M, S)
+    codes = extra["codes"][~extra["latent_padding"]]  # (M, S)
     histogram = torch.zeros(codes.shape[1], k, dtype=torch.float64)
     for row in codes:
         for s, code in enumerate(row.tolist()):
@@ -207,7 +207,7 @@ def test_reduce_metrics_matches_a_manual_aggregate():
     assert values["code_perplexity"] == pytest.approx(
         (2.0 + 4.0) / 2
     )  # from the summed histogram
-    assert values["code_usage"] == pytest.approx((2 + 4) / 2)
+    assert values["codes_in_use"] == pytest.approx((2 + 4) / 2)
 
 
 def test_reduce_metrics_of_summed_logging_outputs_is_the_same():

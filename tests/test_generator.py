@@ -142,9 +142,9 @@ def test_oracle_latents_decode_the_references_own_codes(
     )
     seen = {}
 
-    def decode(latents, latent_mask, encoder_out):
-        seen["latents"], seen["mask"] = latents, latent_mask
-        return original_decode(latents, latent_mask, encoder_out)
+    def decode(latents, latent_padding, encoder_out):
+        seen["latents"], seen["mask"] = latents, latent_padding
+        return original_decode(latents, latent_padding, encoder_out)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the oracle must not predict codes or lengths")
@@ -282,8 +282,10 @@ def test_dedup_drops_repeated_tokens_only(build_vqvae, make_sample, monkeypatch)
     )
     original_decode = model.decode
 
-    def stuttering_decode(latents, latent_mask, encoder_out):  # words a a b b b c a ...
-        logits = original_decode(latents, latent_mask, encoder_out)
+    def stuttering_decode(
+        latents, latent_padding, encoder_out
+    ):  # words a a b b b c a ...
+        logits = original_decode(latents, latent_padding, encoder_out)
         pattern = [words[0], words[0], words[1], words[1], words[1], words[2], words[0]]
         for position in range(logits.shape[1]):
             logits[:, position, pattern[position % len(pattern)]] = 1e4

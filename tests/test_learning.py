@@ -159,11 +159,11 @@ def quantization_error(task, model):
         encoder_out = model.encoder(
             net_input["src_tokens"], src_lengths=net_input["src_lengths"]
         )
-        _, latent_mask, z, vq = model.autoencode(
+        _, latent_padding, z, vq = model.autoencode(
             sample["target"], net_input["src_lengths"], encoder_out
         )
-        z = z[~latent_mask].float()
-        q = vq.quantized[~latent_mask].float()
+        z = z[~latent_padding].float()
+        q = vq.quantized[~latent_padding].float()
         errors.append(((z - q) ** 2).sum(-1) / (z**2).sum(-1))
     return torch.cat(errors).mean().item()
 

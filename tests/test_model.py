@@ -87,7 +87,7 @@ def test_forward_returns_named_loss_terms_with_shapes_and_masks(
     latent = terms["latent"]
     assert latent["out"].shape == latent["tgt"].shape == (batch, n, 2, 8)
     assert torch.equal(latent["mask"].sum(1), num_latents)
-    assert torch.equal(latent["mask"], ~extra["latent_mask"])
+    assert torch.equal(latent["mask"], ~extra["latent_padding"])
     assert torch.allclose(latent["tgt"].sum(-1), torch.ones(batch, n, 2))
     assert terms["commit"]["loss"].dim() == 0 and terms["commit"]["loss"] > 0
     length = terms["length"]
@@ -511,14 +511,14 @@ def test_glancing_feeds_reference_embeddings_where_it_drops_the_loss(
     seen = {}
     original = model.decode_inputs
 
-    def spy(h, token_mask, encoder_out):
-        seen.setdefault("passes", []).append((h.detach().clone(), token_mask))
-        return original(h, token_mask, encoder_out)
+    def spy(h, token_padding, encoder_out):
+        seen.setdefault("passes", []).append((h.detach().clone(), token_padding))
+        return original(h, token_padding, encoder_out)
 
     model.decode_inputs = spy
     torch.manual_seed(0)
     terms, _ = _forward(model, sample)
-    (first, token_mask), (second, _) = seen[
+    (first, token_padding), (second, _) = seen[
         "passes"
     ]  # gradient-free pass, trained pass
     target = terms["word_ins"]["tgt"]
@@ -527,7 +527,7 @@ def test_glancing_feeds_reference_embeddings_where_it_drops_the_loss(
     assert glanced.any() and not (glanced & ~real).any()
     # Per sentence: floor(0.5 x the first pass's wrong tokens) positions glanced.
     with torch.no_grad():
-        logits = original(first, token_mask, _encoder_out(model, sample))
+        logits = original(first, token_padding, _encoder_out(model, sample))
     wrong = (logits.argmax(-1).ne(target) & real).sum(1)
     assert torch.equal(glanced.sum(1), (wrong.float() * 0.5).long())
     gold = model.embed_target(target) * model.scale
@@ -540,9 +540,9 @@ def _decoder_latents(model, sample):
     seen = {}
     original = model.decoder_inputs
 
-    def spy(latents, latent_mask):
+    def spy(latents, latent_padding):
         seen["latents"] = latents.detach().clone()
-        return original(latents, latent_mask)
+        return original(latents, latent_padding)
 
     model.decoder_inputs = spy
     terms, extra = _forward(model, sample)
@@ -559,7 +559,7 @@ def test_predicted_latents_are_off_by_default_and_in_evaluation(
     model.train()
     sample = make_sample(built.task, "train", range(8))
     latents, _, extra = _decoder_latents(model, sample)
-    real = ~extra["latent_mask"]
+    real = ~extra["latent_padding"]
     # The decoder reads the target's own codes (the untrained predictor's are mostly others).
     target_vectors = model.bottleneck.lookup(extra["codes"])
     assert torch.allclose(latents[real], target_vectors[real], atol=1e-5)
@@ -568,7 +568,7 @@ def test_predicted_latents_are_off_by_default_and_in_evaluation(
     ).model
     mixing.eval()
     latents, _, extra = _decoder_latents(mixing, sample)
-    real = ~extra["latent_mask"]
+    real = ~extra["latent_padding"]
     assert torch.allclose(
         latents[real], mixing.bottleneck.lookup(extra["codes"])[real], atol=1e-5
     )
@@ -585,7 +585,7 @@ def test_predicted_latents_replace_the_target_codes_at_the_ratio(
     sample = make_sample(built.task, "train", range(8))
     torch.manual_seed(0)
     latents, terms, extra = _decoder_latents(model, sample)
-    real = ~extra["latent_mask"]
+    real = ~extra["latent_padding"]
     best = terms["latent"]["out"].argmax(
         -1
     )  # the predictor's teacher-forced best codes
@@ -602,7 +602,7 @@ def test_predicted_latents_replace_the_target_codes_at_the_ratio(
     half.train()
     torch.manual_seed(0)
     latents, terms, extra = _decoder_latents(half, sample)
-    real = ~extra["latent_mask"]
+    real = ~extra["latent_padding"]
     predicted = half.bottleneck.lookup(terms["latent"]["out"].argmax(-1))
     target_vectors = half.bottleneck.lookup(extra["codes"])
     from_predicted = (latents - predicted).abs().amax(-1).lt(1e-5) & real
