@@ -178,7 +178,12 @@ def test_teacher_variant_reads_the_teacher_checkpoint(tmp_path):
     assert f"there is none at {tmp_path}/teacher/checkpoint_best.pt" in result.stderr
     teacher = tmp_path / "ar.pt"
     result = _ablate(
-        "fsg_init_ar", "1", DRY_RUN="1", WORK=str(tmp_path), TEACHER=str(teacher)
+        "fsg_init_ar",
+        "1",
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        TEACHER=str(teacher),
+        MAX_UPDATE="7",  # no committed row of that budget
     )
     assert result.returncode == 0, result.stderr
     train = next(line for line in result.stderr.splitlines() if "fairseq-train" in line)
