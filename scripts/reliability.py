@@ -361,6 +361,52 @@ for _name, (_flags, _needle) in BAD_OPTIONS.items():
     _bad_option_case(_name, _flags, _needle)
 
 
+def _clear_failure(result, *needles):
+    """(ok, observed) for "fails without a traceback, the last line holding every needle"."""
+    lines = (result.stderr or "").strip().splitlines()
+    last = lines[-1] if lines else "(nothing on stderr)"
+    ok = (
+        result.returncode != 0
+        and "Traceback" not in result.stderr
+        and all(needle in last for needle in needles)
+    )
+    return ok, f"exit {result.returncode}: {last[:160]}"
+
+
+@case("one-line error: --max-updates must be >= 1")
+def image_negative_updates(env):
+    result = subprocess.run(
+        [sys.executable, "-m", "fairseq_vqvae.image.train", "--data", env.work]
+        + ["--save-dir", env.work / "image_run", "--max-updates", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    return (*_clear_failure(result, "--max-updates", "must be >= 1"), "nothing")
+
+
+@case("the WMT14 and CIFAR-10 recipes say which data is missing")
+def recipes_without_data(env):
+    environment = dict(os.environ, WORK=str(env.work / "wmt"), CUDA_VISIBLE_DEVICES="")
+    wmt = subprocess.run(
+        ["bash", ROOT / "examples/wmt14_en_de/run.sh", "--stages", "vqvae"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+    cifar = subprocess.run(
+        ["bash", ROOT / "examples/cifar10/run.sh", env.work / "nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    ok_wmt, seen_wmt = _clear_failure(wmt, "no training data at", "--stages prepare")
+    ok_cifar, seen_cifar = _clear_failure(cifar, "no CIFAR-10 folder")
+    return ok_wmt and ok_cifar, f"{seen_wmt}; {seen_cifar}", "nothing"
+
+
 @case("a codebook warning in the log within 110 updates", fast=False)
 def divergence(env):
     save = env.work / "diverged"
