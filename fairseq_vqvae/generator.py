@@ -18,6 +18,9 @@ from typing import NamedTuple
 
 import torch
 
+from .errors import OptionError
+from .lengths import token_lengths
+
 logger = logging.getLogger(__name__)
 
 # Where the sentence ends (--gen-eos). In training a target of T tokens (EOS included) is
@@ -322,14 +325,14 @@ class VQVAENATGenerator:
         """
         target = sample.get("target")
         if target is None:
-            raise ValueError(
+            raise OptionError(
                 "--gen-oracle-latents decodes the references' own codes: it needs a test set "
                 "with targets (fairseq-generate), not fairseq-interactive"
             )
         _, latent_padding, _, vq = model.autoencode(
             target, sample["net_input"]["src_lengths"], encoder_out
         )
-        return vq.codes, latent_padding, target.ne(model.pad).sum(1)
+        return vq.codes, latent_padding, token_lengths(target, model.pad)
 
     def _hypothesis(self, tokens, scores, eos_scores, end, length):
         """Tokens before ``end``, then EOS (fairseq hypotheses end with EOS).

@@ -42,6 +42,11 @@ class LengthClassifier(nn.Linear):
         return (src_lengths + classes - LENGTH_OFFSET).clamp_min(1)
 
 
+def token_lengths(tokens, pad: int):
+    """(B, L) right-padded targets -> (B,) lengths, tokens + EOS."""
+    return tokens.ne(pad).sum(1)
+
+
 def ceil_div(x, d):
     return torch.div(x + d - 1, d, rounding_mode="floor")
 

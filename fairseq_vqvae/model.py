@@ -39,7 +39,7 @@ from .latent import (
     sinusoidal_table,
     source_padding_mask,
 )
-from .lengths import LengthClassifier, ceil_div, pad_to, padding_mask
+from .lengths import LengthClassifier, ceil_div, pad_to, padding_mask, token_lengths
 from .presets import apply_preset
 
 logger = logging.getLogger(__name__)
@@ -180,10 +180,10 @@ class VQVAENATModel(BaseFairseqModel):
             "commit": {"loss": vq.commit_loss + vq.codebook_loss, "factor": 1.0},
         }
         if self.length_head is not None:
-            target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
+            lengths = token_lengths(tgt_tokens, self.pad)
             terms["length"] = {
                 "out": self.length_head(encoder_out),
-                "tgt": self.length_head.classes(target_lengths, src_lengths),
+                "tgt": self.length_head.classes(lengths, src_lengths),
                 "factor": self.cfg.length_loss_factor,
             }
         extra = {
@@ -213,8 +213,8 @@ class VQVAENATModel(BaseFairseqModel):
     def autoencode(self, tgt_tokens, src_lengths, encoder_out):
         """Compress and quantize the target: (padded target (B, L), latent padding mask
         (B, N), continuous latents z (B, N, C), the bottleneck's VQOutput)."""
-        target_lengths = tgt_tokens.ne(self.pad).sum(1)  # (B,) tokens + EOS
-        num_latents = self.training_latent_counts(target_lengths, src_lengths)  # (B,)
+        lengths = token_lengths(tgt_tokens, self.pad)  # (B,) tokens + EOS
+        num_latents = self.training_latent_counts(lengths, src_lengths)  # (B,)
         target = pad_to(
             tgt_tokens, int(num_latents.max()) * self.ratio, self.pad
         )  # (B, L)
