@@ -317,20 +317,29 @@ def _misaligned_split(data):
         shutil.copy(data / f"train.en-de.en.{ext}", data / f"valid.en-de.en.{ext}")
 
 
-@case("one-line error naming the empty split")
-def empty_split(env):
-    data = env.copy_data("data_empty")
-    _empty_split(data)
-    result = env.train(env.work / "empty_save", "--max-update", "1", data=data)
-    return (*one_line_error(result, "the valid set is empty"), "nothing")
+def _data_fault_case(name, damage, needle, expected):
+    def run(env):
+        data = env.copy_data(f"data_{name}")
+        damage(data)
+        result = env.train(env.work / f"save_{name}", "--max-update", "1", data=data)
+        return (*one_line_error(result, needle), "nothing")
+
+    run.__name__ = name
+    case(expected)(run)
 
 
-@case("one-line error: the split's two sides differ in length")
-def misaligned_split(env):
-    data = env.copy_data("data_misaligned")
-    _misaligned_split(data)
-    result = env.train(env.work / "misaligned_save", "--max-update", "1", data=data)
-    return (*one_line_error(result, "different numbers of sentences"), "nothing")
+_data_fault_case(
+    "empty_split",
+    _empty_split,
+    "the valid set is empty",
+    "one-line error naming the empty split",
+)
+_data_fault_case(
+    "misaligned_split",
+    _misaligned_split,
+    "different numbers of sentences",
+    "one-line error: the split's two sides differ in length",
+)
 
 
 BAD_OPTIONS = {
