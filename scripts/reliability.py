@@ -47,6 +47,7 @@ TINY = (
     "--log-format simple --log-interval 10 --no-progress-bar --no-epoch-checkpoints"
 ).split()
 CASES = {}
+ENVIRONMENT = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
 
 
 def case(expected, fast=True):
@@ -67,7 +68,12 @@ class Env:
             work / "base"
         )  # a trained tiny model's save dir (copied, never changed)
 
-    def tool(self, name, *args, timeout=300, cwd=None):
+    def train_command(self, save, *flags, data=None):
+        command = [BIN / "fairseq-train", data or self.data, "--user-dir", USER_DIR]
+        command += ["--task", "translation_vqvae", *TINY, "--save-dir", save, *flags]
+        return list(map(str, command))
+
+    def tool(self, name, *args, timeout=300):
         """Run fairseq-NAME (or a python script path) and capture its output."""
         command = (
             [sys.executable, str(name)]
@@ -79,23 +85,18 @@ class Env:
             capture_output=True,
             text=True,
             timeout=timeout,
-            cwd=cwd or self.work,
-            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+            cwd=self.work,
+            env=ENVIRONMENT,
         )
 
     def train(self, save, *flags, data=None, timeout=300):
-        return self.tool(
-            "train",
-            data or self.data,
-            "--user-dir",
-            USER_DIR,
-            "--task",
-            "translation_vqvae",
-            *TINY,
-            "--save-dir",
-            save,
-            *flags,
+        return subprocess.run(
+            self.train_command(save, *flags, data=data),
+            capture_output=True,
+            text=True,
             timeout=timeout,
+            cwd=self.work,
+            env=ENVIRONMENT,
         )
 
     def generate(self, checkpoint, data=None):
@@ -147,19 +148,24 @@ def _check(result, what):
         sys.exit(f"reliability: error: {what} failed:\n{result.stderr[-3000:]}")
 
 
-def one_line_error(result, *needles):
-    """(ok, observed) for "a one-line error containing every needle, status 2, no traceback"."""
+def _clear_failure(result, *needles):
+    """(ok, observed) for "fails without a traceback, the last line holding every needle"."""
     lines = (result.stderr or "").strip().splitlines()
     last = lines[-1] if lines else "(nothing on stderr)"
     ok = (
-        result.returncode == 2
+        result.returncode != 0
         and "Traceback" not in result.stderr
-        and ": error: " in last
         and all(needle in last for needle in needles)
     )
     if "Traceback" in result.stderr:
         last = "traceback: " + last
     return ok, f"exit {result.returncode}: {last[:160]}"
+
+
+def one_line_error(result, *needles):
+    """(ok, observed) for "a one-line error containing every needle, status 2, no traceback"."""
+    ok, observed = _clear_failure(result, ": error: ", *needles)
+    return ok and result.returncode == 2, observed
 
 
 def _load(path):
@@ -188,18 +194,17 @@ def kill_loop(env):
     shutil.rmtree(save, ignore_errors=True)
     flags = ["--max-update", "100", "--save-interval-updates", "4"]
     flags += ["--keep-interval-updates", "1", "--disable-validation"]
-    command = [BIN / "fairseq-train", env.data, "--user-dir", USER_DIR]
-    command += ["--task", "translation_vqvae", *TINY, "--save-dir", save, *flags]
+    command = env.train_command(save, *flags)
     rng = random.Random(1)
     broken, after_save = [], 0
     for kill in range(env.kills):
         process = subprocess.Popen(
-            list(map(str, command)),
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=env.work,
-            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+            env=ENVIRONMENT,
         )
         saves = rng.randint(1, 3)  # kill 0-50 ms after the n-th "Finished saving"
         for line in process.stdout:
@@ -368,18 +373,6 @@ def _bad_option_case(name, flags, needle):
 
 for _name, (_flags, _needle) in BAD_OPTIONS.items():
     _bad_option_case(_name, _flags, _needle)
-
-
-def _clear_failure(result, *needles):
-    """(ok, observed) for "fails without a traceback, the last line holding every needle"."""
-    lines = (result.stderr or "").strip().splitlines()
-    last = lines[-1] if lines else "(nothing on stderr)"
-    ok = (
-        result.returncode != 0
-        and "Traceback" not in result.stderr
-        and all(needle in last for needle in needles)
-    )
-    return ok, f"exit {result.returncode}: {last[:160]}"
 
 
 @case("one-line error: --max-updates must be >= 1")
