@@ -212,6 +212,14 @@ class VQVAENATConfig(FairseqDataclass):
         },
     )
 
+    # Training stages (beyond the paper).
+    latent_predictor_only: bool = field(
+        default=False,
+        metadata={
+            "help": "a second training stage (beyond the paper; the two-stage recipe of van den Oord et al.'s VQ-VAE): train only the latent predictor on the codes of a frozen model (load it with --finetune-from-model): no dropout outside the predictor, no codebook update, so its targets are the nearest codes and stop moving; the word loss is measured, not trained"
+        },
+    )
+
 
 # Valid range of every numeric option: (low, high, high_inclusive); low is inclusive, None is
 # unbounded. validate() checks them all once, when the model is built.

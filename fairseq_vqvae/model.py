@@ -8,6 +8,7 @@ Inference (``VQVAENATGenerator``): predict the codes from the source, then decod
 
 import argparse
 import logging
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,10 @@ class VQVAENATModel(BaseFairseqModel):
         )
         self.dropout = nn.Dropout(cfg.dropout)
         self.num_updates = 0
+        if cfg.latent_predictor_only:
+            for name, param in self.named_parameters():
+                if not name.startswith("latent_predictor."):
+                    param.requires_grad_(False)  # fairseq's optimizer leaves them out
         # checked when a checkpoint is loaded (checks.check_signature)
         self.register_buffer(
             "signature", signature(cfg, encoder.dictionary, target_dictionary)
@@ -124,6 +129,21 @@ class VQVAENATModel(BaseFairseqModel):
         )
         return cls(cfg, encoder, embed_target, tgt_dict)
 
+    def train(self, mode: bool = True):
+        """With --latent-predictor-only every part but the latent predictor stays in
+        evaluation mode: no dropout in the E-step, no EM statistics, nearest codes."""
+        super().train(mode)
+        if mode and self.cfg.latent_predictor_only:
+            for child in self.children():
+                if child is not self.latent_predictor:
+                    child.train(False)
+        return self
+
+    @property
+    def trains_autoencoder(self) -> bool:
+        """In training, except in the predictor-only stage (--latent-predictor-only)."""
+        return self.training and not self.cfg.latent_predictor_only
+
     def set_num_updates(self, num_updates):
         super().set_num_updates(num_updates)
         self.num_updates = num_updates
@@ -142,21 +162,27 @@ class VQVAENATModel(BaseFairseqModel):
                 "vqvae_nat trains with --criterion vqvae_em, which passes it the target tokens "
                 "(tgt_tokens=...); other criteria cannot train it"
             )
-        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
-        target, latent_padding, z, vq = self.autoencode(
-            tgt_tokens, src_lengths, encoder_out
-        )
+        # The predictor-only stage measures the frozen parts without building their graph.
+        frozen = torch.no_grad() if self.cfg.latent_predictor_only else nullcontext()
+        with frozen:
+            encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
+            target, latent_padding, z, vq = self.autoencode(
+                tgt_tokens, src_lengths, encoder_out
+            )
         lp = self.latent_predictor
         latent_logits = lp(
             lp.embed(vq.codes), encoder_out, latent_padding
         )  # (B, N, S, K)
-        latents = self._training_latents(vq.quantized, z, latent_logits, latent_padding)
-        h, token_padding = self.decoder_inputs(latents, latent_padding)
-        glanced = self._glance(h, token_padding, target, encoder_out)  # (B, L) or None
-        if glanced is not None:
-            gold = self.embed_target(target) * self.scale
-            h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
-        word_logits = self.decode_inputs(h, token_padding, encoder_out)  # (B, L, V)
+        with frozen:
+            latents = self._training_latents(
+                vq.quantized, z, latent_logits, latent_padding
+            )
+            h, token_padding = self.decoder_inputs(latents, latent_padding)
+            glanced = self._glance(h, token_padding, target, encoder_out)  # or None
+            if glanced is not None:
+                gold = self.embed_target(target) * self.scale
+                h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
+            word_logits = self.decode_inputs(h, token_padding, encoder_out)  # (B, L, V)
         self._em_stats = vq.em_stats
         word_mask = target.ne(self.pad)
         if glanced is not None:
@@ -197,7 +223,7 @@ class VQVAENATModel(BaseFairseqModel):
         """What the decoder reads in training: the quantized latents, mixed with continuous
         ones during the bottleneck warm-up and with predicted codes' vectors under scheduled
         sampling of codes (``curriculum``); as they are in evaluation."""
-        if not self.training:
+        if not self.trains_autoencoder:
             return quantized
         cfg = self.cfg
         latents = curriculum.warmup_mix(
@@ -266,7 +292,7 @@ class VQVAENATModel(BaseFairseqModel):
         """Glancing (GLAT, beyond the paper): the (B, L) positions that read the reference
         token's embedding, from a first decoder pass without gradient; None when off or in
         evaluation (``curriculum.glance_positions``)."""
-        ratio = self.glance_ratio() if self.training else 0.0
+        ratio = self.glance_ratio() if self.trains_autoencoder else 0.0
         if ratio <= 0:
             return None
         with torch.no_grad():

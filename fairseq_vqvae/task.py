@@ -245,6 +245,10 @@ class TranslationVQVAENATTask(TranslationTask):
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
+        if getattr(
+            getattr(_unwrap(model), "cfg", None), "latent_predictor_only", False
+        ):
+            return  # a frozen codebook: an M-step without statistics would still decay it
         group = _data_parallel_group()
         for bottleneck in _bottlenecks(model):
             bottleneck.update_(

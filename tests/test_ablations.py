@@ -192,6 +192,21 @@ def test_teacher_variant_reads_the_teacher_checkpoint(tmp_path):
     )
 
 
+def test_second_stage_variant_continues_its_first_stage_of_the_same_seed(tmp_path):
+    result = _ablate("fsg_hard_em_lp", "2", WORK=str(tmp_path), MAX_UPDATE="7")
+    first = tmp_path / "ablations/u1000/fsg_hard_em/seed2/checkpoint_best.pt"
+    assert result.returncode != 0
+    assert f"its first is not there: {first} (run MAX_UPDATE=1000 bash" in result.stderr
+    assert "ablate.sh fsg_hard_em 2)" in result.stderr
+    result = _ablate(
+        "fsg_hard_em_lp", "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="7"
+    )
+    assert result.returncode == 0, result.stderr
+    train = next(line for line in result.stderr.splitlines() if "fairseq-train" in line)
+    assert f"--latent-predictor-only --finetune-from-model {first} " in train
+    assert "{best:" not in train
+
+
 def test_every_variant_names_known_options():
     """Each variant's flags parse with fairseq's own parser (a typo would cost a training)."""
     from fairseq import options

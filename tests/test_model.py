@@ -797,3 +797,45 @@ def test_a_split_binarized_with_another_dictionary_gets_a_one_line_error(
         rf"in .* has {size} entries: the split was binarized with another dictionary",
     ):
         build_vqvae(databin=other).task.load_dataset("valid")
+
+
+# The predictor-only stage (--latent-predictor-only) ----------------------------------
+
+
+def test_latent_predictor_only_is_off_by_default(build_vqvae):
+    built = build_vqvae("--dropout", "0.3")
+    assert built.args.latent_predictor_only is False
+    model = built.model.train()
+    assert model.trains_autoencoder and model.encoder.training
+    assert all(param.requires_grad for param in model.parameters())
+
+
+def test_latent_predictor_only_trains_the_predictor_on_frozen_nearest_codes(
+    build_vqvae, make_sample
+):
+    built = build_vqvae("--latent-predictor-only", "--dropout", "0.3")
+    model, task, criterion = built.model, built.task, built.criterion
+    model.train()
+    assert model.training and not model.trains_autoencoder
+    assert model.latent_predictor.training
+    assert not (model.encoder.training or model.compressor.training)
+    assert not (model.bottleneck.training or model.dropout.training)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("latent_predictor.") for n in trained)
+    sample = make_sample(task, "train", range(8))
+    # No dropout outside the predictor: the frozen parts give the same codes and word loss.
+    first, _ = _forward(model, sample)
+    second, _ = _forward(model, sample)
+    assert torch.equal(first["word_ins"]["out"], second["word_ins"]["out"])
+    assert not first["word_ins"]["out"].requires_grad
+    # Under soft EM the targets are the nearest codes, not Monte-Carlo samples.
+    latent = first["latent"]
+    expected = torch.nn.functional.one_hot(latent["codes"], latent["tgt"].shape[-1])
+    assert torch.equal(latent["tgt"], expected.float())
+    before = copy.deepcopy(model.state_dict())
+    optimizer = _adam(built)
+    task.train_step(sample, model, criterion, optimizer, 0)
+    task.optimizer_step(optimizer, model, 0)
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(n.startswith("latent_predictor.") for n in changed), changed

@@ -22,7 +22,10 @@
 # the exact command. Training resumes from checkpoint_last.pt when rerun.
 #
 # A variant's flags may name {teacher}: the AR teacher checkpoint (TEACHER, default the one
-# scripts/train_teacher.sh writes), for example `--post-norm --init-from-ar {teacher}`.
+# scripts/train_teacher.sh writes), for example `--post-norm --init-from-ar {teacher}`; and
+# {best:uBUDGET/VARIANT}: the best checkpoint of that variant's run with the same seed, for a
+# second training stage, for example `--latent-predictor-only --finetune-from-model
+# {best:u1000/fsg_hard_em}` (MAX_UPDATE is then the second stage's own budget).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,7 +46,7 @@ TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
 usage() {
-  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   cat >&2 <<EOF
 
 Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
@@ -78,6 +81,23 @@ if [[ "$FLAGS" == *"{teacher}"* ]]; then
     || die "variant $ID starts from the AR teacher, and there is none at $TEACHER: run scripts/train_teacher.sh or set TEACHER=path/to/checkpoint.pt"
   TRAIN_FLAGS="${FLAGS//\{teacher\}/$TEACHER}"
 fi
+
+# {best:uBUDGET/VARIANT} -> that run's best checkpoint for SEED (dies when it is malformed)
+parent_checkpoint() {
+  [[ "$1" =~ ^\{best:(u[1-9][0-9]*)/([A-Za-z0-9_]+)\}$ ]] \
+    || die "variant $ID: '$1' is not {best:uBUDGET/VARIANT}, e.g. {best:u1000/fsg_hard_em}"
+  echo "$WORK/ablations/${BASH_REMATCH[1]}/${BASH_REMATCH[2]}/seed$2/checkpoint_best.pt"
+}
+# shellcheck disable=SC2206
+for flag in $TRAIN_FLAGS; do  # a second stage needs its first: check before anything runs
+  [[ "$flag" == *"{best:"* ]] || continue
+  for seed in "${SEEDS[@]}"; do
+    parent="$(parent_checkpoint "$flag" "$seed")" || exit 1
+    budget="${flag#\{best:u}"; budget="${budget%%/*}"; first="${flag#*/}"; first="${first%\}}"
+    [[ $DRY_RUN == 1 || -f "$parent" || -f "$ABL/rows/${ID}__seed${seed}__u${MAX_UPDATE}.json" ]] \
+      || die "variant $ID is a second stage, and its first is not there: $parent (run MAX_UPDATE=$budget bash examples/multi30k/ablate.sh $first $seed)"
+  done
+done
 
 DATA="$WORK/data"
 SHARED_DISTILL="$WORK/distill_shared"
@@ -131,6 +151,9 @@ for seed in "${SEEDS[@]}"; do
   flags=()
   for ((i = 0; i < ${#DEFAULTS[@]}; i += 2)); do  # a variant's own value wins
     [[ " ${variant_flags[*]} " == *" ${DEFAULTS[i]} "* ]] || flags+=("${DEFAULTS[i]}" "${DEFAULTS[i + 1]}")
+  done
+  for ((i = 0; i < ${#variant_flags[@]}; i++)); do
+    [[ "${variant_flags[i]}" == "{best:"* ]] && variant_flags[i]="$(parent_checkpoint "${variant_flags[i]}" "$seed")"
   done
   cmd=("$BIN/fairseq-train" "${COMMON[@]}" "${flags[@]}" "${variant_flags[@]}" --seed "$seed" --save-dir "$save")
   log "$ID seed $seed: $DESCRIPTION ($MAX_UPDATE updates)"
