@@ -17,11 +17,29 @@ import logging
 from typing import NamedTuple
 
 import torch
+from torch.profiler import record_function
 
 from .errors import OptionError
 from .lengths import token_lengths
 
 logger = logging.getLogger(__name__)
+
+# The stages of one generate() call, as torch.profiler labels (``scripts/benchmark.py
+# --profile-sentences`` sums them); outside a profiler a label costs about a microsecond.
+STAGES = (
+    "encoder",
+    "length",
+    "latent_predictor",
+    "decompressor",
+    "decoder",
+    "output",
+    "ranking",
+)
+
+
+def stage(name: str):
+    return record_function(f"vqvae_nat.{name}")
+
 
 # Where the sentence ends (--gen-eos). In training a target of T tokens (EOS included) is
 # compressed into N = ceil(T / 2^n_c) latents, so its EOS always lies in the last latent's
@@ -131,55 +149,64 @@ class VQVAENATGenerator:
                 "vqvae_nat decodes all tokens at once: --prefix-size and constraints are not supported"
             )
         src_lengths = sample["net_input"]["src_lengths"]
-        encoder_out = model.encoder(
-            sample["net_input"]["src_tokens"], src_lengths=src_lengths
-        )
+        with stage("encoder"):
+            encoder_out = model.encoder(
+                sample["net_input"]["src_tokens"], src_lengths=src_lengths
+            )
         cand = self.candidates(model, sample, encoder_out)
         if cand.sentence.shape[0] != src_lengths.shape[0]:
             encoder_out = model.encoder.reorder_encoder_out(encoder_out, cand.sentence)
-        latents = model.bottleneck.lookup(cand.codes).to(
-            encoder_out["encoder_out"][0].dtype
-        )
-        # (C, L, V)
-        logits = model.decode(latents, cand.latent_padding, encoder_out).float()
-        # The best token and the EOS score per position, from one max and one logsumexp
-        # (no (C, L, V) log-softmax): EOS goes at the end only.
-        logits[..., self.banned] = float("-inf")
-        eos_logits = logits[..., self.eos].clone()  # (C, L)
-        logits[..., self.eos] = float("-inf")
-        best, tokens = logits.max(-1)  # (C, L)
-        normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
-        scores, eos_scores = best - normalizer, eos_logits - normalizer
-        # Decoded positions per candidate.
-        lengths = (~cand.latent_padding).sum(1) * model.ratio
-        ends = self.sentence_ends(
-            eos_scores, eos_logits >= best, lengths, model.ratio, cand.target_lengths
-        )
-        if self.max_len is not None:  # fairseq's --max-len-a/b, per sentence
-            a, b = self.max_len
-            limit = (a * src_lengths.float() + b).long()
-            ends = torch.minimum(ends, limit[cand.sentence].clamp_min(0))
-        empty_source = src_lengths <= 1  # only EOS: an empty input line
-        if bool(empty_source.any()):
-            logger.warning(
-                "%d input sentence(s) are empty; their translations are empty",
-                int(empty_source.sum()),
+        with stage("decompressor"):
+            latents = model.bottleneck.lookup(cand.codes).to(
+                encoder_out["encoder_out"][0].dtype
             )
-            ends = ends.masked_fill(empty_source[cand.sentence], 0)
-        # One host transfer for all candidates' ends and lengths, not two per candidate.
-        hypos = [
-            self._hypothesis(tokens[i], scores[i], eos_scores[i], end, length)
-            for i, (end, length) in enumerate(zip(ends.tolist(), lengths.tolist()))
-        ]
-        ranks = self.rank_scores(hypos, cand, teacher, sample)
-        results = [[] for _ in range(src_lengths.shape[0])]
-        for i, (hypo, sentence) in enumerate(zip(hypos, cand.sentence.tolist())):
-            hypo["rank_score"] = float(ranks[i])
-            # (N, S): the codes this hypothesis was decoded from
-            hypo["latent_codes"] = cand.codes[i][~cand.latent_padding[i]]
-            results[sentence].append(hypo)
-        for hyps in results:  # a stable sort: ties keep the beam's order
-            hyps.sort(key=lambda h: -h["rank_score"])
+        # (C, L, V); the model labels its decompressor and decoder stages
+        logits = model.decode(latents, cand.latent_padding, encoder_out)
+        with stage("output"):
+            logits = logits.float()
+            # The best token and the EOS score per position, from one max and one logsumexp
+            # (no (C, L, V) log-softmax): EOS goes at the end only.
+            logits[..., self.banned] = float("-inf")
+            eos_logits = logits[..., self.eos].clone()  # (C, L)
+            logits[..., self.eos] = float("-inf")
+            best, tokens = logits.max(-1)  # (C, L)
+            normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
+            scores, eos_scores = best - normalizer, eos_logits - normalizer
+            # Decoded positions per candidate.
+            lengths = (~cand.latent_padding).sum(1) * model.ratio
+            ends = self.sentence_ends(
+                eos_scores,
+                eos_logits >= best,
+                lengths,
+                model.ratio,
+                cand.target_lengths,
+            )
+            if self.max_len is not None:  # fairseq's --max-len-a/b, per sentence
+                a, b = self.max_len
+                limit = (a * src_lengths.float() + b).long()
+                ends = torch.minimum(ends, limit[cand.sentence].clamp_min(0))
+            empty_source = src_lengths <= 1  # only EOS: an empty input line
+            if bool(empty_source.any()):
+                logger.warning(
+                    "%d input sentence(s) are empty; their translations are empty",
+                    int(empty_source.sum()),
+                )
+                ends = ends.masked_fill(empty_source[cand.sentence], 0)
+            # One host transfer for all candidates' ends and lengths, not two per candidate.
+            hypos = [
+                self._hypothesis(tokens[i], scores[i], eos_scores[i], end, length)
+                for i, (end, length) in enumerate(zip(ends.tolist(), lengths.tolist()))
+            ]
+        with stage("ranking"):
+            ranks = self.rank_scores(hypos, cand, teacher, sample)
+            results = [[] for _ in range(src_lengths.shape[0])]
+            for i, (hypo, sentence) in enumerate(zip(hypos, cand.sentence.tolist())):
+                hypo["rank_score"] = float(ranks[i])
+                # (N, S): the codes this hypothesis was decoded from
+                hypo["latent_codes"] = cand.codes[i][~cand.latent_padding[i]]
+                results[sentence].append(hypo)
+            for hyps in results:  # a stable sort: ties keep the beam's order
+                hyps.sort(key=lambda h: -h["rank_score"])
         return results
 
     def _models(self, models):
@@ -204,9 +231,10 @@ class VQVAENATGenerator:
         src_lengths = sample["net_input"]["src_lengths"]
         batch, device = src_lengths.shape[0], src_lengths.device
         if self.oracle_latents:
-            codes, latent_padding, target_lengths = self.oracle_codes(
-                model, sample, encoder_out
-            )
+            with stage("latent_predictor"):  # here: the autoencoder on the reference
+                codes, latent_padding, target_lengths = self.oracle_codes(
+                    model, sample, encoder_out
+                )
             prior = torch.zeros(batch, device=device)
             return Candidates(
                 torch.arange(batch, device=device),
@@ -216,7 +244,10 @@ class VQVAENATGenerator:
                 prior,
             )
         # (B, Lb) each
-        lengths, length_prior = self.length_candidates(model, encoder_out, src_lengths)
+        with stage("length"):
+            lengths, length_prior = self.length_candidates(
+                model, encoder_out, src_lengths
+            )
         per_length = lengths.shape[1] if lengths is not None else 1
         width = self.latent_beam + self.latent_samples
         if per_length > 1:
@@ -226,17 +257,18 @@ class VQVAENATGenerator:
             )
             src_lengths = src_lengths.repeat_interleave(per_length)
         flat_lengths = lengths.reshape(-1) if lengths is not None else None
-        num_latents = model.inference_latent_counts(
-            encoder_out, src_lengths, flat_lengths
-        )  # (B * Lb,)
-        if width > 1:
-            order = torch.arange(num_latents.shape[0], device=device).repeat_interleave(
-                width
-            )
-            encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
-        codes, code_prior = model.latent_predictor.search(
-            encoder_out, num_latents, self.latent_beam, self.latent_samples
-        )  # (B * Lb, W, N, S), (B * Lb, W)
+        with stage("latent_predictor"):
+            num_latents = model.inference_latent_counts(
+                encoder_out, src_lengths, flat_lengths
+            )  # (B * Lb,)
+            if width > 1:
+                order = torch.arange(
+                    num_latents.shape[0], device=device
+                ).repeat_interleave(width)
+                encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
+            codes, code_prior = model.latent_predictor.search(
+                encoder_out, num_latents, self.latent_beam, self.latent_samples
+            )  # (B * Lb, W, N, S), (B * Lb, W)
         num_latents = num_latents.repeat_interleave(width)
         positions = torch.arange(codes.shape[2], device=device)[None]
         return Candidates(

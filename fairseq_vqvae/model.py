@@ -33,6 +33,7 @@ from .checks import (
 )
 from .config import VQVAENATConfig, validate
 from .errors import OptionError, install_one_line_errors
+from .generator import stage
 from .latent import (
     Compressor,
     Decompressor,
@@ -303,9 +304,10 @@ class VQVAENATModel(BaseFairseqModel):
 
     def decode(self, latents, latent_padding, encoder_out):
         """One parallel pass: latents (B, N, C) -> token logits (B, N * 2^n_c, V)."""
-        return self.decode_inputs(
-            *self.decoder_inputs(latents, latent_padding), encoder_out
-        )
+        with stage("decompressor"):
+            h, token_padding = self.decoder_inputs(latents, latent_padding)
+        with stage("decoder"):
+            return self.decode_inputs(h, token_padding, encoder_out)
 
     def decoder_inputs(self, latents, latent_padding):
         """Decompressed latents (B, L, C) and the token padding mask (B, L), True at padding."""

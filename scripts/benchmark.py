@@ -146,6 +146,12 @@ def build_parser():
         help="whole passes of the throughput measurement; the median is reported, with min and max (default: 3)",
     )
     parser.add_argument(
+        "--profile-sentences",
+        type=int,
+        default=0,
+        help="profile this many test sentences at batch 1 with torch.profiler: ms per sentence by stage (vqvae_nat: encoder, length, latent predictor, decompressor, decoder, output, ranking; fairseq models: encoder, decoder); 0 = skip (default)",
+    )
+    parser.add_argument(
         "--ar-beam-row",
         default=AR_BEAM_ROW,
         help=f"row the speed-ups are relative to (default: {AR_BEAM_ROW!r})",
@@ -228,9 +234,15 @@ def main(argv=None) -> int:
         parser.error("nowhere to write: pass --out-dir DIR (or --md/--json/--png)")
     if args.throughput_passes < 1:
         parser.error("--throughput-passes must be >= 1")
-    if args.threads < 1 or args.warmup < 0 or args.throughput_max_tokens < 0:
+    if (
+        args.threads < 1
+        or args.warmup < 0
+        or args.throughput_max_tokens < 0
+        or args.profile_sentences < 0
+    ):
         parser.error(
-            "--threads must be >= 1, --warmup and --throughput-max-tokens >= 0"
+            "--threads must be >= 1, --warmup, --throughput-max-tokens and "
+            "--profile-sentences >= 0"
         )
     if not args.data.is_dir():
         parser.error(

@@ -313,6 +313,8 @@ def pipeline(tmp_path_factory):
             "1000",
             "--throughput-passes",
             "2",
+            "--profile-sentences",
+            "3",
             "--model",
             f"AR beam 4=translation:{d.teacher / 'checkpoint_last.pt'}:beam=4,max_len_b=20",
             "--model",
@@ -334,6 +336,7 @@ def pipeline(tmp_path_factory):
             d.bench / "hyps",
             "--meta",
             "note=test",
+            timeout=480,
         )
 
     jobs["benchmark"] = pool.submit(benchmark)
@@ -697,6 +700,25 @@ def test_benchmark_outputs(pipeline):
         assert 0 <= m["bleu"] <= 100 and 0 <= m["bleu_tok"] <= 100
         assert m["run"]["threads"] == 1 and m["run"]["hardware"]["torch_threads"] == 1
         assert len(lines(Path(m["hypotheses"]))) == 20
+    for m in models[:6]:  # the batch-1 profile: fairseq's halves, or vqvae_nat's stages
+        prof = m["profile"]
+        expected = (
+            {"encoder", "decoder"}
+            if m["task"] != "translation_vqvae"
+            else {
+                "encoder",
+                "length",
+                "latent_predictor",
+                "decompressor",
+                "decoder",
+                "output",
+                "ranking",
+            }
+        )
+        assert prof["sentences"] == 3 and set(prof["stages_ms"]) == expected, prof
+        assert all(ms > 0 for ms in prof["stages_ms"].values()), prof
+        assert sum(prof["stages_ms"].values()) <= prof["profiled_ms_per_sentence"]
+    assert "Batch-1 profile" in md and "| latent_predictor |" in md
     assert models[0]["generation"]["beam"] == 4 and models[1]["generation"]["beam"] == 1
     assert models[2]["generation"]["iter_decode_max_iter"] == 0
     bench_info = report["benchmark"]

@@ -171,6 +171,28 @@ def bleu_scores(hyps_detok, hyps_tok, refs) -> dict:
     }
 
 
+def batch_iterator(task, models, dataset, max_sentences, max_tokens):
+    """The test set's batches in order, as fairseq-generate forms them."""
+    from fairseq import utils
+
+    max_positions = utils.resolve_max_positions(
+        task.max_positions(), *[m.max_positions() for m in models]
+    )
+    return task.get_batch_iterator(
+        dataset=dataset,
+        max_tokens=max_tokens,
+        max_sentences=max_sentences,
+        max_positions=max_positions,
+        ignore_invalid_inputs=False,
+        required_batch_size_multiple=1,
+        seed=1,
+        num_shards=1,
+        shard_id=0,
+        num_workers=0,
+        disable_iterator_cache=True,
+    ).next_epoch_itr(shuffle=False)
+
+
 def translate(
     task,
     generator,
@@ -189,24 +211,8 @@ def translate(
     from fairseq import utils
     from fairseq_cli.generate import get_symbols_to_strip_from_output
 
-    max_positions = utils.resolve_max_positions(
-        task.max_positions(), *[m.max_positions() for m in models]
-    )
-
     def batches():
-        return task.get_batch_iterator(
-            dataset=dataset,
-            max_tokens=max_tokens,
-            max_sentences=max_sentences,
-            max_positions=max_positions,
-            ignore_invalid_inputs=False,
-            required_batch_size_multiple=1,
-            seed=1,
-            num_shards=1,
-            shard_id=0,
-            num_workers=0,
-            disable_iterator_cache=True,
-        ).next_epoch_itr(shuffle=False)
+        return batch_iterator(task, models, dataset, max_sentences, max_tokens)
 
     cuda = device == "cuda"
     strip = get_symbols_to_strip_from_output(generator)
@@ -247,6 +253,88 @@ def translate(
             f"fairseq dropped or skipped batches"
         )
     return texts, seconds, sizes
+
+
+class _Labelled:
+    """Runs a module's ``forward`` under a torch.profiler label until ``remove()``. Wraps the
+    method, not hooks: fairseq's search calls ``decoder.forward`` directly, past the hooks."""
+
+    def __init__(self, module, label):
+        from torch.profiler import record_function
+
+        forward = module.forward
+
+        def labelled(*args, **kwargs):
+            with record_function(label):
+                return forward(*args, **kwargs)
+
+        self.module = module
+        module.forward = labelled
+
+    def remove(self):
+        del self.module.forward  # the class's own method again
+
+
+def profile_batch1(task, generator, models, dataset, *, sentences, device) -> dict:
+    """Where batch-1 time goes: the first ``sentences`` test sentences under torch.profiler,
+    in ms per sentence by stage. vqvae_nat's generator labels its own stages
+    (``fairseq_vqvae.generator.STAGES``); fairseq's models are split at their encoder's and
+    decoder's forward (an AR model's decoder runs once per token; the rest is the search).
+    The profiler adds its own cost per operator: compare shares, and take absolute times from
+    the unprofiled latency."""
+    import itertools
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from fairseq_vqvae.generator import STAGES
+
+    cuda = device == "cuda"
+    samples = [
+        s
+        for s in itertools.islice(
+            batch_iterator(task, models, dataset, 1, None), sentences
+        )
+        if "net_input" in s
+    ]
+    if cuda:
+        from fairseq import utils
+
+        samples = [utils.move_to_cuda(s) for s in samples]
+    model = models[0]
+    hooks, labels = [], [f"vqvae_nat.{name}" for name in STAGES]
+    if hasattr(model, "decoder"):  # a fairseq model: label its two halves
+        hooks = [
+            _Labelled(model.encoder, "fairseq.encoder"),
+            _Labelled(model.decoder, "fairseq.decoder"),
+        ]
+        labels = ["fairseq.encoder", "fairseq.decoder"]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    try:
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for sample in samples:
+                task.inference_step(generator, models, sample)
+            if cuda:
+                torch.cuda.synchronize()
+            total = time.perf_counter() - start
+    finally:
+        for hook in hooks:
+            hook.remove()
+    spent = {event.key: event.cpu_time_total for event in prof.key_averages()}
+    n = len(samples)
+    stages = {
+        label.split(".", 1)[1]: round(spent[label] / 1000 / n, 3)
+        for label in labels
+        if label in spent
+    }
+    total_ms = 1000 * total / n
+    return {
+        "sentences": n,
+        "profiled_ms_per_sentence": round(total_ms, 3),
+        "stages_ms": stages,
+        "other_ms": round(total_ms - sum(stages.values()), 3),
+    }
 
 
 def measure_throughput(args, task, generator, models, dataset, refs, context, name):
@@ -401,6 +489,16 @@ def evaluate(spec: dict, args, context: dict) -> dict:
         )
         record["hypotheses"] = str(args.save_hyps / f"{stem}.detok.txt")
 
+    if args.profile_sentences > 0:
+        log(f"{spec['name']}: profile of {args.profile_sentences} sentences at batch 1")
+        record["profile"] = profile_batch1(
+            task,
+            generator,
+            models,
+            dataset,
+            sentences=args.profile_sentences,
+            device=context["device"],
+        )
     if args.throughput_max_tokens > 0:
         record["throughput"] = measure_throughput(
             args, task, generator, models, dataset, refs, context, spec["name"]

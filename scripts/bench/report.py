@@ -177,6 +177,35 @@ def _fmt(row, key, digits=2):
     return text
 
 
+def profile_table(records: list) -> list:
+    """Markdown lines: the batch-1 profile of every model that has one (``--profile-sentences``)."""
+    profiled = [r for r in records if r.get("status") == "ok" and "profile" in r]
+    if not profiled:
+        return []
+    from fairseq_vqvae.generator import STAGES  # fairseq models: encoder and decoder
+
+    seen = {s for r in profiled for s in r["profile"]["stages_ms"]}
+    stages = [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+    lines = [
+        "",
+        f"Batch-1 profile (torch.profiler, ms per sentence over the first "
+        f"{profiled[0]['profile']['sentences']} test sentences; the profiler adds its own cost, "
+        f"the unprofiled median is in the first table):",
+        "",
+        "| Model | " + " | ".join(stages) + " | other | profiled total |",
+        "|---|" + "---:|" * (len(stages) + 2),
+    ]
+    for r in profiled:
+        prof = r["profile"]
+        cells = [
+            f"{prof['stages_ms'][s]:.2f}" if s in prof["stages_ms"] else "—"
+            for s in stages
+        ]
+        cells += [f"{prof['other_ms']:.2f}", f"{prof['profiled_ms_per_sentence']:.2f}"]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     bench, rows = report["benchmark"], report["rows"]
     hw = bench["hardware"]
@@ -248,6 +277,7 @@ def markdown(report: dict) -> str:
         ]
     if failed:
         lines += ["", "Failed:"] + [f"- {name}: {err}" for name, err in failed]
+    lines += profile_table(report["models"])
     lines += [
         "",
         "Per checkpoint:",
