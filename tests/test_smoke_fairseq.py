@@ -289,6 +289,20 @@ def start(root):
                 text=True,
                 timeout=300,
             )
+            jobs["predictor_only"] = pool.submit(
+                fairseq,
+                "train",
+                databin,
+                *VQVAE_TRAIN_FLAGS,
+                "--max-update",
+                "2",
+                "--latent-predictor-only",
+                "--finetune-from-model",
+                checkpoint,
+                "--save-dir",
+                root / "predictor_only",
+                cwd=root,
+            )
             jobs["generate_bs1"] = pool.submit(
                 generate, checkpoint, "--batch-size", "1"
             )
@@ -507,6 +521,23 @@ def test_resumed_training_ends_with_the_same_codebook(runs, trained):
     assert (
         not different
     )  # fairseq re-seeds every update, so the whole model is bit-identical
+
+
+def test_predictor_only_stage_changes_the_predictor_alone(runs, trained):
+    """fairseq-train --latent-predictor-only --finetune-from-model: a second stage."""
+    result = runs.jobs["predictor_only"].result()
+    assert result.returncode == 0, result.log
+    assert "loading pretrained model" in result.output, result.log
+    first = torch.load(
+        runs.dirs.full / "checkpoint_last.pt", map_location="cpu", weights_only=True
+    )["model"]
+    second = torch.load(
+        runs.dirs.root / "predictor_only" / "checkpoint_last.pt",
+        map_location="cpu",
+        weights_only=True,
+    )["model"]
+    changed = {k for k, v in first.items() if not torch.equal(v, second[k])}
+    assert changed and all(k.startswith("latent_predictor.") for k in changed), changed
 
 
 def test_checkpoints_load_with_weights_only_after_importing_the_plugin(runs, trained):
