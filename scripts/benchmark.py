@@ -149,7 +149,7 @@ def build_parser():
         "--profile-sentences",
         type=int,
         default=0,
-        help="profile this many test sentences at batch 1 with torch.profiler: ms per sentence by stage (vqvae_nat: encoder, length, latent predictor, decompressor, decoder, output, ranking; fairseq models: encoder, decoder); 0 = skip (default)",
+        help="profile this many test sentences at batch 1 with torch.profiler: ms per sentence by stage (vqvae_nat: encoder, length, latent predictor, decompressor, decoder, output, ranking; fairseq models: encoder, decoder); the profiler keeps every event, so keep N small (about 30) for autoregressive rows; 0 = skip (default)",
     )
     parser.add_argument(
         "--ar-beam-row",
