@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
-from .bottleneck import BOTTLENECKS
+from .bottleneck import BOTTLENECKS, INITS
 from .errors import OptionError
 
 BottleneckChoice = ChoiceEnum(list(BOTTLENECKS))
 LatentLengthChoice = ChoiceEnum(["predict", "source"])
+CodebookInitChoice = ChoiceEnum(list(INITS))
 
 
 @dataclass
@@ -167,6 +168,12 @@ class VQVAENATConfig(FairseqDataclass):
         default=0.0,
         metadata={
             "help": "EM variants: restart codes used less than this many times per update (bias-corrected EMA) from current latents; 0 = off (paper)"
+        },
+    )
+    codebook_init: CodebookInitChoice = field(
+        default="uniform",
+        metadata={
+            "help": "how the codes start: uniform = U(+-sqrt(3/K)) (paper's code); data = K latents of the first update, drawn at random (beyond the paper; common VQ practice): the first update sets the codes instead of an M-step"
         },
     )
     # Schedules, in optimizer updates.

@@ -399,6 +399,7 @@ def _bottleneck_config(cfg: VQVAENATConfig) -> BottleneckConfig:
         num_samples=cfg.num_samples,
         temperature=cfg.soft_em_temperature,
         dead_code_threshold=cfg.dead_code_threshold,
+        codebook_init=str(cfg.codebook_init),
     )
 
 

@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from fairseq_vqvae.bottleneck import BOTTLENECKS
+from fairseq_vqvae.bottleneck import BOTTLENECKS, INITS
 from fairseq_vqvae.image.checkpoint import LAST_CHECKPOINT
 from fairseq_vqvae.image.config import EvaluateConfig, ImageVQVAEConfig, TrainConfig
 from fairseq_vqvae.image.evaluate import evaluate
@@ -78,6 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--decay", type=float, default=0.99, help="EMA decay (paper: 0.999)"
     )
+    parser.add_argument(
+        "--codebook-init",
+        default="uniform",
+        choices=tuple(INITS),
+        help="where the codes start (uniform: the paper's; data: latents of the first "
+        "update); runs with data go to <bottleneck>_seed<N>_data_init",
+    )
     parser.add_argument("--max-train-images", type=int, default=0, help="0 = all")
     parser.add_argument("--max-eval-images", type=int, default=0, help="0 = all")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -100,12 +107,15 @@ def _finished_metrics(path: Path, max_updates: int) -> dict | None:
 
 def run_one(args: argparse.Namespace, bottleneck: str, seed: int) -> dict:
     """Train and evaluate one (bottleneck, seed), or read its finished metrics."""
-    run_dir = Path(args.out_dir) / f"{bottleneck}_seed{seed}"
+    suffix = "" if args.codebook_init == "uniform" else f"_{args.codebook_init}_init"
+    run_dir = Path(args.out_dir) / f"{bottleneck}_seed{seed}{suffix}"
     done = _finished_metrics(run_dir / "metrics.json", args.max_updates)
     if done is not None:
         logger.info("%s seed %d: already done", bottleneck, seed)
         return done
-    model_config = ImageVQVAEConfig(bottleneck=bottleneck, decay=args.decay)
+    model_config = ImageVQVAEConfig(
+        bottleneck=bottleneck, decay=args.decay, codebook_init=args.codebook_init
+    )
     train(
         model_config,
         TrainConfig(

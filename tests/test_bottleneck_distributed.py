@@ -35,11 +35,14 @@ def fixed_batches(num_updates=2):
     ]
 
 
-def make_vq(bottleneck, dead_code_threshold=0.0):
+def make_vq(bottleneck, dead_code_threshold=0.0, codebook_init="uniform"):
     torch.manual_seed(0)  # the same initial codebook in every process
     return VQBottleneck(
         BottleneckConfig(
-            bottleneck=bottleneck, dead_code_threshold=dead_code_threshold, **CONFIG
+            bottleneck=bottleneck,
+            dead_code_threshold=dead_code_threshold,
+            codebook_init=codebook_init,
+            **CONFIG,
         )
     )
 
@@ -55,17 +58,22 @@ def soft_step(codebook, x):
 def run_scenarios(parts):
     """Train every scenario on ``parts(batch)``, this process's rows; returns its state."""
     results = {}
-    for name, threshold, split in [
-        ("hard_em", 0.0, "halves"),
-        ("hard_em_empty_rank", 0.0, "all_on_rank_0"),
-        ("hard_em_restart", 2.5, "halves"),
+    for name, threshold, split, init in [
+        ("hard_em", 0.0, "halves", "uniform"),
+        ("hard_em_empty_rank", 0.0, "all_on_rank_0", "uniform"),
+        ("hard_em_restart", 2.5, "halves", "uniform"),
+        ("hard_em_data_init", 0.0, "halves", "data"),
     ]:
-        vq = make_vq("hard_em", threshold)
-        for batch in fixed_batches():
+        vq = make_vq("hard_em", threshold, init)
+        for step, batch in enumerate(fixed_batches()):
             torch.manual_seed(
                 11
             )  # restart candidates are drawn with the global generator
             vq.step_(vq(parts(batch, split)).em_stats)
+            if step == 0 and init == "data":
+                results[f"{name}_first"] = {
+                    k: v.clone() for k, v in vq.codebook.state_dict().items()
+                }
         results[name] = {k: v.clone() for k, v in vq.codebook.state_dict().items()}
     for name, split in [("soft_em", "halves"), ("soft_em_empty_rank", "all_on_rank_0")]:
         codebook = make_vq("soft_em").codebook
@@ -145,6 +153,7 @@ SCENARIOS = [
     "hard_em",
     "hard_em_empty_rank",
     "hard_em_restart",
+    "hard_em_data_init",
     "soft_em",
     "soft_em_empty_rank",
 ]
@@ -159,7 +168,11 @@ def test_ranks_hold_identical_buffers(rank_results, scenario):
     assert int(rank0["num_updates"]) == 2
 
 
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "hard_em_restart"])
+# Restarts and the data initialisation draw from the gathered vectors in rank order.
+@pytest.mark.parametrize(
+    "scenario",
+    [s for s in SCENARIOS if s not in ("hard_em_restart", "hard_em_data_init")],
+)
 def test_distributed_update_equals_single_process_on_union(
     rank_results, single_process_results, scenario
 ):
@@ -188,6 +201,20 @@ def test_restarted_codes_are_vectors_of_the_last_batch(rank_results):
         torch.testing.assert_close(
             state["ema_sums"][s, k], 1.275 * state["weight"][s, k]
         )
+
+
+def test_data_init_draws_the_same_codes_from_both_ranks_vectors(rank_results):
+    """Rank 0 holds rows 0, 2, ... of the first batch and rank 1 rows 1, 3, ...; after the
+    first update both hold the same 6 codes, each a distinct row of either rank."""
+    first = [r["hard_em_data_init_first"] for r in rank_results]
+    assert torch.equal(first[0]["weight"], first[1]["weight"])
+    assert bool(first[0]["initialized"]) and int(first[0]["num_updates"]) == 1
+    rows = fixed_batches()[0].reshape(10, CONFIG["num_slices"], -1)  # (N, S, D/S)
+    for s in range(CONFIG["num_slices"]):
+        matches = (first[0]["weight"][s][:, None] == rows[None, :, s]).all(-1)  # (K, N)
+        assert (matches.sum(1) == 1).all() and (matches.sum(0) <= 1).all()
+        source_rows = matches.float().argmax(1)
+        assert {int(r) % WORLD_SIZE for r in source_rows} == {0, 1}  # from both ranks
 
 
 def test_codebook_without_distributed_is_unchanged_by_empty_update():

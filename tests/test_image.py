@@ -266,6 +266,28 @@ def test_one_training_step_updates_weights_and_codebook(bottleneck):
         assert all(id(p) != id(codebook.weight) for p in model.parameters())
 
 
+@pytest.mark.parametrize("bottleneck", BOTTLENECKS)
+def test_codebook_init_reaches_the_codebook_and_data_starts_on_encoder_outputs(
+    bottleneck,
+):
+    assert ImageVQVAEConfig().codebook_init == "uniform"
+    uniform = ImageVQVAE(tiny_config(bottleneck=bottleneck))
+    assert uniform.bottleneck.codebook.init == "uniform"
+    model = ImageVQVAE(tiny_config(bottleneck=bottleneck, codebook_init="data"))
+    assert model.bottleneck.codebook.awaits_data
+    images = random_images(4)
+    latents = []
+    model.bottleneck.register_forward_hook(
+        lambda module, args, out: latents.append(args[0].detach().clone())
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # codes stay as initialised
+    train_cli._train_step(model, optimizer, images)
+    codes = model.bottleneck.codebook.weight[0]  # (K, D)
+    vectors = latents[0].reshape(-1, codes.shape[-1])  # 4 images x 8 x 8 latents
+    matches = (codes[:, None] == vectors[None]).all(-1)  # (K, N)
+    assert (matches.sum(1) >= 1).all()  # every code is one of this update's latents
+
+
 def test_evaluate_model_reports_exact_bits_per_dim():
     model = ImageVQVAE(tiny_config())
     images = random_images(5)
@@ -426,9 +448,13 @@ def test_train_config_flags_round_trip():
             "--no-resume",
             "--decay",
             "0.9",
+            "--codebook-init",
+            "data",
         ]
     )
-    assert model_config == ImageVQVAEConfig(bottleneck="hard_em", decay=0.9)
+    assert model_config == ImageVQVAEConfig(
+        bottleneck="hard_em", decay=0.9, codebook_init="data"
+    )
     assert config == TrainConfig(data="d", save_dir="s", resume=False)
 
 

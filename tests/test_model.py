@@ -439,6 +439,73 @@ def test_bf16_autocast_step_matches_fp32_em_bookkeeping(
     assert abs(bf16_loss - fp32_loss) < 0.05 * abs(fp32_loss)
 
 
+@pytest.mark.parametrize("bottleneck", ["vqvae", "soft_em"])
+def test_codebook_init_data_sets_the_codes_at_the_first_fairseq_update(
+    bottleneck, build_vqvae, make_sample
+):
+    """--codebook-init data through the task's train_step (two micro-batches, one of them a
+    dummy batch) and optimizer_step: the codes become latents of the update."""
+    flags = (
+        "--bottleneck",
+        bottleneck,
+        "--codebook-init",
+        "data",
+        "--codebook-size",
+        "64",
+    )
+    built = build_vqvae(*flags)
+    model = built.model
+    codebook = model.bottleneck.codebook
+    assert codebook.awaits_data
+    model.train()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    class Optimizer:
+        backward = staticmethod(lambda loss: loss.backward())
+        step = staticmethod(sgd.step)
+
+    latents = []
+    original = model.bottleneck.forward
+
+    def spy(x, padding_mask=None):
+        keep = ~padding_mask.reshape(-1)
+        latents.append(x.reshape(-1, x.shape[-1])[keep].detach().clone())
+        return original(x, padding_mask)
+
+    model.bottleneck.forward = spy
+    sample = make_sample(built.task, "train", range(8))
+    built.task.train_step(sample, model, built.criterion, Optimizer(), 0)
+    built.task.train_step(
+        make_sample(built.task, "train", range(8, 16)),
+        model,
+        built.criterion,
+        Optimizer(),
+        0,
+        ignore_grad=True,  # fairseq's dummy batch: no candidates
+    )
+    assert codebook.awaits_data  # nothing happens before the optimizer step
+    built.task.optimizer_step(Optimizer(), model, 0)
+    assert not codebook.awaits_data
+    first = (
+        model.bottleneck.project_in(latents[0])
+        if model.bottleneck.project_in
+        else latents[0]
+    )
+    codes = codebook.weight[0]
+    # every vector of the real micro-batch is a code (fewer latents than codes), none of
+    # the dummy batch's
+    assert first.shape[0] < codes.shape[0]
+    for vector in first:
+        assert (codes == vector).all(-1).any()
+    dummy = latents[1]
+    if model.bottleneck.project_in is not None:
+        dummy = model.bottleneck.project_in(dummy)
+    assert not any(bool((codes == vector).all(-1).any()) for vector in dummy)
+    reloaded = build_vqvae(*flags).model
+    reloaded.load_state_dict(model.state_dict())
+    assert not reloaded.bottleneck.codebook.awaits_data
+
+
 def test_bottleneck_under_autocast_computes_fp32_distances():
     from fairseq_vqvae.bottleneck import BottleneckConfig, VQBottleneck
 
@@ -479,6 +546,7 @@ def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, a
     assert codebook.decay == expected["codebook_decay"]
     assert codebook.epsilon == expected["codebook_epsilon"]
     assert codebook.dead_code_threshold == expected["dead_code_threshold"]
+    assert codebook.init == expected["codebook_init"] and not codebook.awaits_data
     assert codebook.codebook_size == expected["codebook_size"]
     assert len(model.decoder_layers) == expected["decoder_layers"]
     assert model.ratio == 2 ** expected["compress_steps"]

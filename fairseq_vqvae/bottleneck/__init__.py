@@ -5,7 +5,7 @@ Roy et al. 2018, https://arxiv.org/abs/1805.11063. Used by the translation model
 """
 
 from . import em
-from .codebook import Codebook
+from .codebook import INITS, Codebook
 from .quantizer import (
     BOTTLENECKS,
     BottleneckConfig,
@@ -18,6 +18,7 @@ __all__ = [
     "BOTTLENECKS",
     "BottleneckConfig",
     "Codebook",
+    "INITS",
     "EMStatistics",
     "VQBottleneck",
     "VQOutput",

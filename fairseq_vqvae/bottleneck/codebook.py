@@ -27,6 +27,12 @@ _FP32_BUFFERS = (
     "pending_num_candidates",
 )
 
+# How the codes start (--codebook-init).
+INITS = {
+    "uniform": "U(+-sqrt(3 / K)), tensor2tensor's uniform_unit_scaling (the paper's code)",
+    "data": "K latents of the first update, drawn at random (duplicates jittered when it has fewer): the codes start where the latents are",
+}
+
 
 class Codebook(nn.Module):
     """S independent codebooks of K codes of dimension D.
@@ -48,6 +54,10 @@ class Codebook(nn.Module):
         epsilon: Laplace smoothing epsilon > 0.
         dead_code_threshold: restart codes whose bias-corrected EMA count (about: uses per
             update) falls below this, from vectors of the current update (0 = never).
+        init: one of ``INITS``. With ``"data"`` the first :meth:`update_` replaces the codes
+            (and their EMA state, as if every code had been used equally) by vectors of that
+            update instead of applying an M-step; the ``initialized`` buffer, saved in
+            ``state_dict``, records that it happened.
     """
 
     def __init__(
@@ -59,8 +69,11 @@ class Codebook(nn.Module):
         decay: float = 0.999,
         epsilon: float = 1e-5,
         dead_code_threshold: float = 0.0,
+        init: str = "uniform",
     ):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         if min(num_slices, codebook_size, code_dim) < 1:
             raise ValueError("num_slices, codebook_size and code_dim must all be >= 1")
         if not 0.0 <= decay < 1.0:
@@ -76,16 +89,28 @@ class Codebook(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         # tensor2tensor's uniform_unit_scaling init: U(+-sqrt(3 / K)).
         bound = (3.0 / codebook_size) ** 0.5
-        init = torch.empty(num_slices, codebook_size, code_dim).uniform_(-bound, bound)
+        init_codes = torch.empty(num_slices, codebook_size, code_dim).uniform_(
+            -bound, bound
+        )
+        self.init = init
+        # False until a data initialisation happened; checkpoints without it were trained.
+        self.register_buffer("initialized", torch.tensor(init == "uniform"))
+        # Up to K batch vectors per slice kept as restart (and data-init) candidates.
+        self.register_buffer(
+            "pending_candidates",
+            torch.zeros(codebook_size, num_slices, code_dim),
+            persistent=False,
+        )
+        self.register_buffer("pending_num_candidates", torch.zeros(1), persistent=False)
         if not ema:
-            self.weight = nn.Parameter(init)
+            self.weight = nn.Parameter(init_codes)
             return
-        self.register_buffer("weight", init)  # (S, K, D)
+        self.register_buffer("weight", init_codes)  # (S, K, D)
         self.register_buffer(
             "ema_counts", torch.zeros(num_slices, codebook_size)
         )  # (S, K)
         self.register_buffer(
-            "ema_sums", init.clone()
+            "ema_sums", init_codes.clone()
         )  # (S, K, D), t2t: copy of the codes
         # Statistics of the current optimizer update; not saved (a checkpoint is written
         # between updates, when they are zero).
@@ -96,13 +121,6 @@ class Codebook(nn.Module):
         self.register_buffer(
             "pending_sums", zeros(num_slices, codebook_size, code_dim), persistent=False
         )
-        # Up to K batch vectors per slice kept as restart candidates for dead codes.
-        self.register_buffer(
-            "pending_candidates",
-            zeros(codebook_size, num_slices, code_dim),
-            persistent=False,
-        )
-        self.register_buffer("pending_num_candidates", zeros(1), persistent=False)
         # M-steps applied so far; saved, so restarts and usage debiasing survive a resume.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -118,6 +136,16 @@ class Codebook(nn.Module):
             moved = self._buffers[name]
             self._buffers[name] = original.to(device=moved.device, dtype=torch.float32)
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before --codebook-init hold trained codes: initialized.
+        state_dict.setdefault(prefix + "initialized", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def awaits_data(self) -> bool:
+        """True until a ``data`` initialisation has replaced the starting codes."""
+        return not bool(self.initialized)
 
     def distances(self, x: torch.Tensor) -> torch.Tensor:
         """(N, S, D) vectors -> (N, S, K) fp32 squared distances to this slice's codes."""
@@ -141,11 +169,15 @@ class Codebook(nn.Module):
         candidates: torch.Tensor | None = None,
     ) -> None:
         """Add one micro-batch's statistics (S, K), (S, K, D) and candidate vectors (N, S, D)."""
-        if not self.ema:
+        awaits_data = self.awaits_data
+        if not (self.ema or awaits_data):
             return
-        self.pending_counts += counts.float()
-        self.pending_sums += sums.float()
-        if candidates is not None and self.dead_code_threshold > 0:
+        if self.ema:
+            self.pending_counts += counts.float()
+            self.pending_sums += sums.float()
+        if candidates is not None and (
+            awaits_data or (self.ema and self.dead_code_threshold > 0)
+        ):
             self._keep_candidates_(candidates.detach().float())
 
     def _keep_candidates_(self, candidates: torch.Tensor) -> None:
@@ -163,11 +195,15 @@ class Codebook(nn.Module):
         """All-reduce the pending statistics, apply one EMA M-step, restart dead codes.
 
         Every worker must call this the same number of times (it is a collective when
-        torch.distributed is initialised), also with empty statistics.
+        torch.distributed is initialised), also with empty statistics. The first call of a
+        ``data``-initialised codebook sets the codes from the update's vectors instead.
         """
+        distributed = dist.is_available() and dist.is_initialized()
+        if self.awaits_data:
+            self._initialize_from_data_(distributed, process_group)
+            return
         if not self.ema:
             return
-        distributed = dist.is_available() and dist.is_initialized()
         if distributed:
             dist.all_reduce(self.pending_counts, group=process_group)
             dist.all_reduce(self.pending_sums, group=process_group)
@@ -203,9 +239,53 @@ class Codebook(nn.Module):
         if self.ema:
             self.pending_counts.zero_()
             self.pending_sums.zero_()
-            self.pending_num_candidates.zero_()
+        self.pending_num_candidates.zero_()
 
-    def _restart_dead_codes_(self, distributed: bool, process_group) -> None:
+    def _initialize_from_data_(self, distributed: bool, process_group) -> None:
+        """Codes <- K random candidate vectors of this update, the same on every worker."""
+        candidates = self._gathered_candidates(distributed, process_group)
+        candidates = candidates[candidates.flatten(1).isfinite().all(1)]
+        if distributed and self.ema:  # the mean use per code, for the EMA state below
+            dist.all_reduce(self.pending_counts, group=process_group)
+        if candidates.shape[0] == 0:  # nothing seen yet (dummy batches only): next time
+            self.clear_pending_()
+            return
+        # Same seed on every worker: every worker picks the same vectors.
+        generator = torch.Generator().manual_seed(7_919)
+        have, size = candidates.shape[0], self.codebook_size
+        for s in range(self.num_slices):
+            if have >= size:
+                pick = torch.randperm(have, generator=generator)[:size]
+            else:  # every vector once, then repeats
+                pick = torch.cat(
+                    [
+                        torch.arange(have),
+                        torch.randint(have, (size - have,), generator=generator),
+                    ]
+                )
+            vectors = candidates[pick.to(candidates.device), s]
+            if have < size:  # jitter the repeats so that they can part
+                scale = 0.01 * float(vectors[:have].std()) if have > 1 else 0.01
+                noise = torch.randn(size - have, self.code_dim, generator=generator)
+                vectors[have:] += scale * noise.to(vectors.device)
+            self.weight.data[s] = vectors.to(self.weight.dtype)
+            if self.ema:
+                # The EMA state of one M-step in which every code was used equally: the
+                # next M-steps move the codes from here, unused ones stay put.
+                count = float(self.pending_counts[s].sum()) / size * (1.0 - self.decay)
+                count = max(count, self.epsilon)
+                self.ema_counts[s] = count
+                self.ema_sums[s] = vectors * count
+        if self.ema:
+            self.num_updates += 1
+        self.initialized.fill_(True)
+        logger.info(
+            "codebook initialised from %d latent vectors of the first update", have
+        )
+        self.clear_pending_()
+
+    def _gathered_candidates(self, distributed: bool, process_group) -> torch.Tensor:
+        """(N, S, D) the candidate vectors kept by every worker, in worker order."""
         candidates, valid = self.pending_candidates, self.pending_num_candidates
         if distributed:
             world = dist.get_world_size(process_group)
@@ -213,11 +293,11 @@ class Codebook(nn.Module):
             counts = [torch.empty_like(valid) for _ in range(world)]
             dist.all_gather(gathered, candidates, group=process_group)
             dist.all_gather(counts, valid, group=process_group)
-            candidates = torch.cat(
-                [g[: int(c.item())] for g, c in zip(gathered, counts)]
-            )
-        else:
-            candidates = candidates[: int(valid.item())]
+            return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])
+        return candidates[: int(valid.item())]
+
+    def _restart_dead_codes_(self, distributed: bool, process_group) -> None:
+        candidates = self._gathered_candidates(distributed, process_group)
         if candidates.shape[0] == 0:
             return
         # Same seed on every worker, so every worker picks the same replacements.
@@ -296,5 +376,6 @@ class Codebook(nn.Module):
         return (
             f"num_slices={self.num_slices}, codebook_size={self.codebook_size}, "
             f"code_dim={self.code_dim}, ema={self.ema}, decay={self.decay}, "
-            f"epsilon={self.epsilon}, dead_code_threshold={self.dead_code_threshold}"
+            f"epsilon={self.epsilon}, dead_code_threshold={self.dead_code_threshold}, "
+            f"init={self.init}"
         )

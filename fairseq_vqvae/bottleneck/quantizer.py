@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import em
-from .codebook import Codebook
+from .codebook import INITS, Codebook
 
 __all__ = [
     "BOTTLENECKS",
@@ -48,6 +48,7 @@ class BottleneckConfig:
     )
     temperature: float = 1.0  # soft_em sampling temperature; paper: 1 (no temperature)
     dead_code_threshold: float = 0.0  # restart codes with EMA count below this; 0 = off
+    codebook_init: str = "uniform"  # one of codebook.INITS; uniform = the paper's code
 
     def __post_init__(self):
         if self.bottleneck not in BOTTLENECKS:
@@ -68,6 +69,10 @@ class BottleneckConfig:
             )
         if self.dead_code_threshold < 0:
             raise ValueError("dead_code_threshold must be >= 0 (0 disables restarts)")
+        if self.codebook_init not in INITS:
+            raise ValueError(
+                f"codebook_init must be one of {', '.join(INITS)}, got {self.codebook_init!r}"
+            )
 
 
 class EMStatistics(NamedTuple):
@@ -87,7 +92,8 @@ class VQOutput(NamedTuple):
     beta * ||x - sg(q)||^2 (mean over unmasked elements); ``codebook_loss`` is
     ||sg(x) - q||^2 for ``vqvae`` and 0 for the EM variants. ``soft_targets`` are the
     responsibilities (one-hot for hard assignments, averaged sample one-hots for soft EM),
-    the latent predictor's targets. ``em_stats`` is None in eval mode and for ``vqvae``.
+    the latent predictor's targets. ``em_stats`` is None in eval mode and for ``vqvae``
+    (except before its data initialisation, which needs the vectors).
     """
 
     quantized: torch.Tensor  # (..., input_dim)
@@ -137,6 +143,7 @@ class VQBottleneck(nn.Module):
             decay=config.decay,
             epsilon=config.epsilon,
             dead_code_threshold=config.dead_code_threshold,
+            init=config.codebook_init,
         )
 
     def forward(
@@ -192,9 +199,17 @@ class VQBottleneck(nn.Module):
         return commit, F.mse_loss(x.detach(), q)
 
     def _em_statistics(self, flat, responsibilities, keep) -> EMStatistics | None:
-        if not self.training or self.config.bottleneck == "vqvae":
+        if not self.training:
             return None
         x = flat[keep].detach()
+        if self.config.bottleneck == "vqvae":
+            if not self.codebook.awaits_data:
+                return None
+            # A gradient-trained codebook needs only the vectors, for its data initialisation.
+            counts = responsibilities.new_zeros(responsibilities.shape[1:])
+            return EMStatistics(
+                counts, counts.new_zeros((*counts.shape, x.shape[-1])), x
+            )
         counts, sums = em.em_statistics(x, responsibilities[keep])
         return EMStatistics(counts, sums, x)
 

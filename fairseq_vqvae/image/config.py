@@ -10,7 +10,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from ..bottleneck import BOTTLENECKS, BottleneckConfig
+from ..bottleneck import BOTTLENECKS, INITS, BottleneckConfig
 
 __all__ = [
     "LIKELIHOODS",
@@ -66,6 +66,12 @@ class ImageVQVAEConfig:
     dead_code_threshold: float = _opt(
         0.0, "restart codes used less than this per update; 0 = off (paper)"
     )
+    codebook_init: str = _opt(
+        "uniform",
+        "how the codes start: uniform (paper's code) or data (K encoder outputs of the "
+        "first update, drawn at random)",
+        choices=tuple(INITS),
+    )
     latent_norm: str = _opt(
         "batch",
         "normalisation of the encoder output: batch (per-channel BatchNorm without affine, "
@@ -93,6 +99,7 @@ class ImageVQVAEConfig:
             num_samples=self.num_samples,
             temperature=self.temperature,
             dead_code_threshold=self.dead_code_threshold,
+            codebook_init=self.codebook_init,
         )
 
 
