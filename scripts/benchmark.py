@@ -152,6 +152,12 @@ def build_parser():
         help="profile this many test sentences at batch 1 with torch.profiler: ms per sentence by stage (vqvae_nat: encoder, length, latent predictor, decompressor, decoder, output, ranking; fairseq models: encoder, decoder); the profiler keeps every event, so keep N small (about 30) for autoregressive rows; 0 = skip (default)",
     )
     parser.add_argument(
+        "--profile-max-tokens",
+        type=int,
+        default=0,
+        help="profile in batches of this many tokens (whole batches until --profile-sentences are covered) instead of at batch size 1, e.g. the throughput pass's 8000; 0 = batch size 1 (default)",
+    )
+    parser.add_argument(
         "--ar-beam-row",
         default=AR_BEAM_ROW,
         help=f"row the speed-ups are relative to (default: {AR_BEAM_ROW!r})",
@@ -239,10 +245,11 @@ def main(argv=None) -> int:
         or args.warmup < 0
         or args.throughput_max_tokens < 0
         or args.profile_sentences < 0
+        or args.profile_max_tokens < 0
     ):
         parser.error(
-            "--threads must be >= 1, --warmup, --throughput-max-tokens and "
-            "--profile-sentences >= 0"
+            "--threads must be >= 1, --warmup, --throughput-max-tokens, "
+            "--profile-sentences and --profile-max-tokens >= 0"
         )
     if not args.data.is_dir():
         parser.error(

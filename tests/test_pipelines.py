@@ -791,6 +791,48 @@ def test_benchmark_merges_earlier_results(pipeline, tmp_path, capsys):
     assert "†" in (tmp_path / "t.md").read_text()
 
 
+def test_benchmark_profiles_large_batches(pipeline, tmp_path):
+    """--profile-max-tokens: the profile covers whole batches of that many tokens."""
+    result_of(pipeline, "benchmark")
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    d = pipeline.dirs
+    status = benchmark.main(
+        [
+            "--data",
+            str(d.data / "data-bin"),
+            "--throughput-max-tokens",
+            "0",
+            "--profile-sentences",
+            "5",
+            "--profile-max-tokens",
+            "120",
+            "--model",
+            f"AR greedy=translation:{d.teacher / 'checkpoint_last.pt'}:beam=1,max_len_b=20",
+            "--model",
+            f"Hard EM=translation_vqvae:{d.vq / 'checkpoint_last.pt'}",
+            "--json",
+            str(tmp_path / "t.json"),
+            "--md",
+            str(tmp_path / "t.md"),
+        ]
+    )
+    assert status == 0
+    models = json.loads((tmp_path / "t.json").read_text())["models"]
+    for m in models:
+        prof = m["profile"]
+        # whole batches of up to 120 tokens (several sentences each) until 5 are covered
+        assert prof["batch"] == "max-tokens 120" and 5 <= prof["sentences"] < 20, prof
+        assert all(ms > 0 for ms in prof["stages_ms"].values()), prof
+    assert models[0]["profile"]["sentences"] == models[1]["profile"]["sentences"]
+    assert (
+        "Profile at max-tokens 120 (torch.profiler" in (tmp_path / "t.md").read_text()
+    )
+
+
 def test_benchmark_never_replaces_results_with_fewer_measurements(pipeline, tmp_path):
     """A rerun on a machine without the checkpoints used to rewrite the committed table with
     merged copies only (its commit, date and wall time lost)."""

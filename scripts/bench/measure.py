@@ -275,13 +275,16 @@ class _Labelled:
         del self.module.forward  # the class's own method again
 
 
-def profile_batch1(task, generator, models, dataset, *, sentences, device) -> dict:
-    """Where batch-1 time goes: the first ``sentences`` test sentences under torch.profiler,
-    in ms per sentence by stage. vqvae_nat's generator labels its own stages
-    (``fairseq_vqvae.generator.STAGES``); fairseq's models are split at their encoder's and
-    decoder's forward (an AR model's decoder runs once per token; the rest is the search).
-    The profiler adds its own cost per operator: compare shares, and take absolute times from
-    the unprofiled latency."""
+def profile_stages(
+    task, generator, models, dataset, *, sentences, device, max_tokens=0
+) -> dict:
+    """Where the time goes: the first ``sentences`` test sentences under torch.profiler, in
+    ms per sentence by stage, at batch size 1 or (``max_tokens`` > 0) in batches of that many
+    tokens, whole batches until ``sentences`` are covered. vqvae_nat's generator labels its
+    own stages (``fairseq_vqvae.generator.STAGES``); fairseq's models are split at their
+    encoder's and decoder's forward (an AR model's decoder runs once per token; the rest is
+    the search). The profiler adds its own cost per operator: compare shares, and take
+    absolute times from the unprofiled measurements."""
     import itertools
 
     import torch
@@ -290,13 +293,22 @@ def profile_batch1(task, generator, models, dataset, *, sentences, device) -> di
     from fairseq_vqvae.generator import STAGES
 
     cuda = device == "cuda"
-    samples = [
-        s
-        for s in itertools.islice(
-            batch_iterator(task, models, dataset, 1, None), sentences
-        )
-        if "net_input" in s
-    ]
+    if max_tokens > 0:
+        samples, covered = [], 0
+        for sample in batch_iterator(task, models, dataset, None, max_tokens):
+            if covered >= sentences:
+                break
+            if "net_input" in sample:
+                samples.append(sample)
+                covered += sample["nsentences"]
+    else:
+        samples = [
+            s
+            for s in itertools.islice(
+                batch_iterator(task, models, dataset, 1, None), sentences
+            )
+            if "net_input" in s
+        ]
     if cuda:
         from fairseq import utils
 
@@ -322,7 +334,7 @@ def profile_batch1(task, generator, models, dataset, *, sentences, device) -> di
         for hook in hooks:
             hook.remove()
     spent = {event.key: event.cpu_time_total for event in prof.key_averages()}
-    n = len(samples)
+    n = sum(sample["nsentences"] for sample in samples)
     stages = {
         label.split(".", 1)[1]: round(spent[label] / 1000 / n, 3)
         for label in labels
@@ -331,6 +343,7 @@ def profile_batch1(task, generator, models, dataset, *, sentences, device) -> di
     total_ms = 1000 * total / n
     return {
         "sentences": n,
+        "batch": f"max-tokens {max_tokens}" if max_tokens > 0 else "1",
         "profiled_ms_per_sentence": round(total_ms, 3),
         "stages_ms": stages,
         "other_ms": round(total_ms - sum(stages.values()), 3),
@@ -490,14 +503,20 @@ def evaluate(spec: dict, args, context: dict) -> dict:
         record["hypotheses"] = str(args.save_hyps / f"{stem}.detok.txt")
 
     if args.profile_sentences > 0:
-        log(f"{spec['name']}: profile of {args.profile_sentences} sentences at batch 1")
-        record["profile"] = profile_batch1(
+        batch = (
+            f"batches of {args.profile_max_tokens} tokens"
+            if args.profile_max_tokens > 0
+            else "batch 1"
+        )
+        log(f"{spec['name']}: profile of {args.profile_sentences} sentences at {batch}")
+        record["profile"] = profile_stages(
             task,
             generator,
             models,
             dataset,
             sentences=args.profile_sentences,
             device=context["device"],
+            max_tokens=args.profile_max_tokens,
         )
     if args.throughput_max_tokens > 0:
         record["throughput"] = measure_throughput(

@@ -178,7 +178,8 @@ def _fmt(row, key, digits=2):
 
 
 def profile_table(records: list) -> list:
-    """Markdown lines: the batch-1 profile of every model that has one (``--profile-sentences``)."""
+    """Markdown lines: the profile of every model that has one (``--profile-sentences``), at
+    batch size 1 or in batches of ``--profile-max-tokens``."""
     profiled = [r for r in records if r.get("status") == "ok" and "profile" in r]
     if not profiled:
         return []
@@ -186,11 +187,14 @@ def profile_table(records: list) -> list:
 
     seen = {s for r in profiled for s in r["profile"]["stages_ms"]}
     stages = [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+    first = profiled[0]["profile"]
+    batch = first.get("batch", "1")
+    title = "Batch-1 profile" if batch == "1" else f"Profile at {batch}"
     lines = [
         "",
-        f"Batch-1 profile (torch.profiler, ms per sentence over the first "
-        f"{profiled[0]['profile']['sentences']} test sentences; the profiler adds its own cost, "
-        f"the unprofiled median is in the first table):",
+        f"{title} (torch.profiler, ms per sentence over the first "
+        f"{first['sentences']} test sentences; the profiler adds its own cost, "
+        f"the unprofiled speed is in the first table):",
         "",
         "| Model | " + " | ".join(stages) + " | other | profiled total |",
         "|---|" + "---:|" * (len(stages) + 2),
