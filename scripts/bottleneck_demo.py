@@ -31,12 +31,14 @@ logger = logging.getLogger("bottleneck_demo")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-subset"
 PATCH = 4  # 4x4 pixels x 3 channels = 48 dims
-# name -> (bottleneck, restart dead codes?)
+# name -> (bottleneck, restart dead codes?, codebook_init)
 VARIANTS = {
-    "vqvae": ("vqvae", False),
-    "hard_em": ("hard_em", False),
-    "hard_em+restart": ("hard_em", True),
-    "soft_em": ("soft_em", False),
+    "vqvae": ("vqvae", False, "uniform"),
+    "hard_em": ("hard_em", False, "uniform"),
+    "hard_em+restart": ("hard_em", True, "uniform"),
+    "hard_em+data_init": ("hard_em", False, "data"),
+    "soft_em": ("soft_em", False, "uniform"),
+    "soft_em+data_init": ("soft_em", False, "data"),
 }
 
 
@@ -150,7 +152,9 @@ def load_patches(args) -> tuple[torch.Tensor, torch.Tensor]:
     return (train - mean) / std, (test - mean) / std
 
 
-def make_vq(args, bottleneck: str, restart: bool) -> VQBottleneck:
+def make_vq(
+    args, bottleneck: str, restart: bool, codebook_init: str = "uniform"
+) -> VQBottleneck:
     torch.manual_seed(args.seed)  # the same initial codebook for every variant
     return VQBottleneck(
         BottleneckConfig(
@@ -162,6 +166,7 @@ def make_vq(args, bottleneck: str, restart: bool) -> VQBottleneck:
             num_samples=args.num_samples,
             temperature=args.temperature,
             dead_code_threshold=args.dead_code_threshold if restart else 0.0,
+            codebook_init=codebook_init,
         )
     )
 
@@ -192,8 +197,8 @@ def train_step(vq: VQBottleneck, batch: torch.Tensor, optimizer) -> None:
 
 
 def fit_variant(name: str, args, train, test, batches) -> dict:
-    bottleneck, restart = VARIANTS[name]
-    vq = make_vq(args, bottleneck, restart)
+    bottleneck, restart, codebook_init = VARIANTS[name]
+    vq = make_vq(args, bottleneck, restart, codebook_init)
     optimizer = (
         torch.optim.Adam(vq.parameters(), lr=args.lr) if bottleneck == "vqvae" else None
     )
@@ -219,6 +224,7 @@ def fit_variant(name: str, args, train, test, batches) -> dict:
         "variant": name,
         "bottleneck": bottleneck,
         "dead_code_threshold": vq.config.dead_code_threshold,
+        "codebook_init": codebook_init,
         "heldout_mse": final["mse"],
         "heldout_relative_mse": final["mse"] / test.var(0).mean().item(),
         "codes_in_use": final["codes_in_use"],

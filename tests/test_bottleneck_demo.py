@@ -87,7 +87,14 @@ def test_demo_writes_results_and_plot(demo, tmp_path, capsys):
         summary["num_train_patches"] == 6 * 64 and summary["num_test_patches"] == 3 * 64
     )
     results = {r["variant"]: r for r in summary["results"]}
-    assert set(results) == {"vqvae", "hard_em", "hard_em+restart", "soft_em"}
+    assert set(results) == {
+        "vqvae",
+        "hard_em",
+        "hard_em+restart",
+        "hard_em+data_init",
+        "soft_em",
+        "soft_em+data_init",
+    }
     for name, r in results.items():
         assert 0 < r["heldout_mse"] < 10, name  # standardized patches: variance about 1
         assert 1 <= r["codes_in_use"] <= 8
@@ -96,6 +103,8 @@ def test_demo_writes_results_and_plot(demo, tmp_path, capsys):
         assert [step for step, _ in r["curve"]] == [0, 3, 6]
         assert (r["ema_perplexity"] is None) == (name == "vqvae")
     assert results["hard_em+restart"]["dead_code_threshold"] > 0
+    assert results["hard_em+data_init"]["codebook_init"] == "data"
+    assert results["hard_em"]["codebook_init"] == "uniform"  # the default reaches it
     printed = capsys.readouterr().out
     assert "| variant | held-out MSE" in printed and "| hard_em+restart |" in printed
 
