@@ -89,6 +89,25 @@ def make_row(args) -> dict:
     }
 
 
+# Converged (issue 13's rule): validation BLEU flat over the last fifth of training, i.e. the
+# best validation after 80% of the updates gains at most this much on the best before.
+FLAT_GAIN = 0.5
+
+
+def last_fifth_gain(curve) -> float | None:
+    """Best validation BLEU after 80% of the run's updates minus the best before (None when
+    either part has no validation). ``curve``: [[updates, bleu], ...]."""
+    points = [(u, b) for u, b in curve or [] if b is not None]
+    if not points:
+        return None
+    split = 0.8 * max(u for u, _ in points)
+    before = [b for u, b in points if u <= split]
+    after = [b for u, b in points if u > split]
+    if not before or not after:
+        return None
+    return max(after) - max(before)
+
+
 def _mean_spread(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -103,8 +122,8 @@ def render_table(rows: list[dict]) -> str:
     for row in rows:
         groups[(row["max_update"], row["variant"])].append(row)
     lines = [
-        "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | codes in use | train wall (min) | flags |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | codes in use | train wall (min) | last-fifth gain | flags |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for (budget, variant), group in sorted(
         groups.items(),
@@ -123,7 +142,9 @@ def render_table(rows: list[dict]) -> str:
             f"| {_mean_spread([r['oracle_test_bleu'] for r in group])} "
             f"| {_mean_spread([r['latent_acc'] for r in group])} "
             f"| {_mean_spread([r['codes_in_use'] for r in group])} "
-            f"| {_mean_spread(walls)} | `{group[0]['flags'] or '(none)'}` |"
+            f"| {_mean_spread(walls)} "
+            f"| {_mean_spread([last_fifth_gain(r.get('valid_bleu_curve')) for r in group])} "
+            f"| `{group[0]['flags'] or '(none)'}` |"
         )
     return "\n".join(lines)
 

@@ -103,6 +103,24 @@ def test_table_groups_seeds_with_mean_and_half_range_best_first():
     )
 
 
+@pytest.mark.parametrize(
+    "curve, gain",
+    [
+        ([[140, 1.0], [560, 10.0], [840, 18.0], [1000, 19.5]], 9.5),  # still rising
+        ([[1000, 20.0], [3000, 27.0], [3360, 26.5], [4000, 27.2]], 0.2),  # flat
+        ([[1000, 20.0], [4000, 19.0]], -1.0),  # fell
+        ([[140, 1.0]], None),  # one validation: no last fifth to compare
+        ([], None),
+    ],
+)
+def test_last_fifth_gain_says_whether_a_run_converged(curve, gain):
+    result = ablations.last_fifth_gain(curve)
+    assert result == (gain if gain is None else pytest.approx(gain))
+    row = _row("a", 1, 20.0) | {"valid_bleu_curve": curve}
+    cells = ablations.render_table([row]).splitlines()[2].split(" | ")
+    assert cells[-2] == ("-" if gain is None else f"{gain:.2f}")
+
+
 def test_table_is_written_between_its_markers_only(tmp_path):
     (tmp_path / "rows").mkdir()
     (tmp_path / "rows" / "a__seed1__u1000.json").write_text(
