@@ -252,3 +252,54 @@ def test_every_variant_names_known_options():
         parser = options.get_training_parser()
         args, unknown = options.parse_args_and_arch(parser, argv, parse_known=True)
         assert not unknown, (variant[0], unknown)
+
+
+def _converged(*args, **env):
+    return subprocess.run(
+        ["bash", str(REPO / "examples/multi30k/converged.sh"), *args],
+        env=dict(os.environ, PYTHON=sys.executable, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_converged_study_trains_each_row_then_benchmarks_all_with_the_teacher(tmp_path):
+    result = _converged(
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        MAX_UPDATE="9",
+        ROWS="fsg_hard_em:2 fsg_nc4:1",
+        TEACHER=str(tmp_path / "t.pt"),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    train = [line for line in lines if "fairseq-train" in line]
+    assert len(train) == 2
+    assert "--bottleneck hard_em" in train[0] and "--seed 2" in train[0]
+    assert "--compress-steps 4" in train[1] and "--seed 1" in train[1]
+    assert all("--max-update 9" in line for line in train)
+    final = [line for line in lines if "benchmark.py" in line][-1]
+    for model in (
+        f"AR beam 4=translation:{tmp_path / 't.pt'}:beam=4",
+        f"AR greedy=translation:{tmp_path / 't.pt'}:beam=1",
+        f"fsg_hard_em=translation_vqvae:{tmp_path}/ablations/u9/fsg_hard_em/seed2/checkpoint_best.pt",
+        f"fsg_nc4=translation_vqvae:{tmp_path}/ablations/u9/fsg_nc4/seed1/checkpoint_best.pt",
+    ):
+        assert model in final
+    assert "--threads 1" in final and "examples/multi30k/converged" in final
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["eval"], {}, "unknown stage 'eval': train, benchmark or all"),
+        ([], {"ROWS": "fsg_hard_em"}, "ROWS entry 'fsg_hard_em' is not VARIANT:SEED"),
+        ([], {"MAX_UPDATE": "0"}, "MAX_UPDATE must be a positive integer, got '0'"),
+        (["benchmark"], {}, "no row of 4000 updates is trained yet"),
+    ],
+)
+def test_converged_study_errors_say_what_to_fix(tmp_path, args, env, message):
+    result = _converged(*args, WORK=str(tmp_path), **env)
+    assert result.returncode != 0
+    assert message in result.stderr.strip().splitlines()[-1]

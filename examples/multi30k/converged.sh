@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The converged study (issue 13): the headline rows trained for MAX_UPDATE updates (4,000: about
+# 3 hours each alone on the 2-core machine), then every trained row and the teacher measured in
+# ONE process:
+#
+#   bash examples/multi30k/converged.sh [train|benchmark|all]     (default: all)
+#
+# train: each row of ROWS, one after the other, through ablate.sh (its result row and the
+#   ablation table; a rerun resumes the unfinished row from its checkpoint_last.pt and skips
+#   finished ones). benchmark: scripts/benchmark.py on test_2016_flickr at batch 1 (BENCH_THREADS,
+#   1) with AR beam 4 and AR greedy of TEACHER and the best checkpoint of every trained row (one
+#   table row per variant: mean ± std over its seeds) -> OUT/benchmark.{md,json,png}.
+#
+# Environment: ROWS ("VARIANT:SEED ...", default below: soft EM + distill and hard EM + distill,
+#   two seeds each; soft EM on raw data; n_c=4 + distill), MAX_UPDATE (4000), THREADS (2),
+#   BENCH_THREADS (1), WORK (runs/multi30k), TEACHER, OUT (examples/multi30k/converged),
+#   DRY_RUN (1: print the commands).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+source "$ROOT/scripts/lib.sh"  # PY, log, die
+LOG_NAME=converged
+
+STAGE="${1:-all}"
+[[ "$STAGE" == train || "$STAGE" == benchmark || "$STAGE" == all ]] \
+  || { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
+ROWS="${ROWS:-fast_schedule_glance:1 fast_schedule_glance:2 fsg_hard_em:1 fsg_hard_em:2 fsg_raw:1 fsg_nc4:1}"
+MAX_UPDATE="${MAX_UPDATE:-4000}"
+WORK="${WORK:-$ROOT/runs/multi30k}"
+DATA="$WORK/data"
+TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
+OUT="${OUT:-$HERE/converged}"
+DRY_RUN="${DRY_RUN:-0}"
+[[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
+for row in $ROWS; do
+  [[ "$row" =~ ^[A-Za-z0-9_]+:[1-9][0-9]*$ ]] || die "ROWS entry '$row' is not VARIANT:SEED"
+done
+
+if [[ "$STAGE" != benchmark ]]; then
+  for row in $ROWS; do
+    log "row ${row%%:*} seed ${row##*:}, $MAX_UPDATE updates"
+    MAX_UPDATE="$MAX_UPDATE" WORK="$WORK" DRY_RUN="$DRY_RUN" \
+      bash "$HERE/ablate.sh" "${row%%:*}" "${row##*:}"
+  done
+fi
+[[ "$STAGE" == train ]] && exit 0
+
+models=()
+for row in $ROWS; do
+  ckpt="$WORK/ablations/u$MAX_UPDATE/${row%%:*}/seed${row##*:}/checkpoint_best.pt"
+  if [[ -f "$ckpt" || $DRY_RUN == 1 ]]; then
+    models+=(--model "${row%%:*}=translation_vqvae:$ckpt")
+  else
+    log "no $ckpt yet: ${row%%:*} seed ${row##*:} left out"
+  fi
+done
+[[ ${#models[@]} -gt 0 ]] || die "no row of $MAX_UPDATE updates is trained yet: run '$0 train' first"
+[[ -f "$TEACHER" || $DRY_RUN == 1 ]] || die "no teacher checkpoint at $TEACHER (scripts/train_teacher.sh, or set TEACHER=)"
+cmd=("$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA/raw/test.de"
+  --ref-tok "$DATA/tok/test.de" --threads "${BENCH_THREADS:-1}" --throughput-max-tokens 0
+  --model "AR beam 4=translation:$TEACHER:beam=4" --model "AR greedy=translation:$TEACHER:beam=1"
+  "${models[@]}" --out-dir "$OUT" --replace-results)
+echo "+ ${cmd[*]}" >&2
+[[ $DRY_RUN == 1 ]] || { mkdir -p "$OUT"; "${cmd[@]}"; }
