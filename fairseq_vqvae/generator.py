@@ -156,47 +156,21 @@ class VQVAENATGenerator:
         cand = self.candidates(model, sample, encoder_out)
         if cand.sentence.shape[0] != src_lengths.shape[0]:
             encoder_out = model.encoder.reorder_encoder_out(encoder_out, cand.sentence)
-        with stage("decompressor"):
-            latents = model.bottleneck.lookup(cand.codes).to(
-                encoder_out["encoder_out"][0].dtype
+        empty_source = src_lengths <= 1  # only EOS: an empty input line
+        if bool(empty_source.any()):
+            logger.warning(
+                "%d input sentence(s) are empty; their translations are empty",
+                int(empty_source.sum()),
             )
-        # (C, L, V); the model labels its decompressor and decoder stages
-        logits = model.decode(latents, cand.latent_padding, encoder_out)
-        with stage("output"):
-            logits = logits.float()
-            # The best token and the EOS score per position, from one max and one logsumexp
-            # (no (C, L, V) log-softmax): EOS goes at the end only.
-            logits[..., self.banned] = float("-inf")
-            eos_logits = logits[..., self.eos].clone()  # (C, L)
-            logits[..., self.eos] = float("-inf")
-            best, tokens = logits.max(-1)  # (C, L)
-            normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
-            scores, eos_scores = best - normalizer, eos_logits - normalizer
-            # Decoded positions per candidate.
-            lengths = (~cand.latent_padding).sum(1) * model.ratio
-            ends = self.sentence_ends(
-                eos_scores,
-                eos_logits >= best,
-                lengths,
-                model.ratio,
-                cand.target_lengths,
-            )
-            if self.max_len is not None:  # fairseq's --max-len-a/b, per sentence
-                a, b = self.max_len
-                limit = (a * src_lengths.float() + b).long()
-                ends = torch.minimum(ends, limit[cand.sentence].clamp_min(0))
-            empty_source = src_lengths <= 1  # only EOS: an empty input line
-            if bool(empty_source.any()):
-                logger.warning(
-                    "%d input sentence(s) are empty; their translations are empty",
-                    int(empty_source.sum()),
-                )
-                ends = ends.masked_fill(empty_source[cand.sentence], 0)
-            # One host transfer for all candidates' ends and lengths, not two per candidate.
-            hypos = [
-                self._hypothesis(tokens[i], scores[i], eos_scores[i], end, length)
-                for i, (end, length) in enumerate(zip(ends.tolist(), lengths.tolist()))
-            ]
+        hypos = [None] * cand.sentence.shape[0]
+        # Candidates with the same latent count are decoded together, so that no decoder
+        # position is padding: at large batches a quarter of the positions were.
+        for group in self.latent_count_groups(cand.latent_padding):
+            for i, hypo in zip(
+                group.tolist() if group is not None else range(len(hypos)),
+                self.decode_group(model, cand, group, encoder_out, src_lengths),
+            ):
+                hypos[i] = hypo
         with stage("ranking"):
             ranks = self.rank_scores(hypos, cand, teacher, sample)
             results = [[] for _ in range(src_lengths.shape[0])]
@@ -224,6 +198,60 @@ class VQVAENATGenerator:
                 "read only as the --gen-rescore teacher)"
             )
         return models[0], None
+
+    @staticmethod
+    def latent_count_groups(latent_padding):
+        """Index tensors of the candidates that share a latent count, fewest latents first; a
+        single ``None`` (every candidate, in order) when they all share one."""
+        counts = (~latent_padding).sum(1)
+        distinct = counts.unique()
+        if distinct.numel() <= 1:
+            return [None]
+        return [(counts == n).nonzero().squeeze(1) for n in distinct]
+
+    def decode_group(self, model, cand, group, encoder_out, src_lengths):
+        """Hypotheses of the candidates ``group`` (an index tensor, or None: all), decoded in
+        one pass over their own latent count."""
+        codes, latent_padding = cand.codes, cand.latent_padding
+        sentence, target_lengths = cand.sentence, cand.target_lengths
+        if group is not None:
+            width = int((~latent_padding[group[0]]).sum())
+            codes, latent_padding = codes[group, :width], latent_padding[group, :width]
+            sentence = sentence[group]
+            if target_lengths is not None:
+                target_lengths = target_lengths[group]
+            encoder_out = model.encoder.reorder_encoder_out(encoder_out, group)
+        with stage("decompressor"):
+            latents = model.bottleneck.lookup(codes).to(
+                encoder_out["encoder_out"][0].dtype
+            )
+        # (C, L, V); the model labels its decompressor and decoder stages
+        logits = model.decode(latents, latent_padding, encoder_out)
+        with stage("output"):
+            logits = logits.float()
+            # The best token and the EOS score per position, from one max and one logsumexp
+            # (no (C, L, V) log-softmax): EOS goes at the end only.
+            logits[..., self.banned] = float("-inf")
+            eos_logits = logits[..., self.eos].clone()  # (C, L)
+            logits[..., self.eos] = float("-inf")
+            best, tokens = logits.max(-1)  # (C, L)
+            normalizer = torch.logaddexp(logits.logsumexp(-1), eos_logits)
+            scores, eos_scores = best - normalizer, eos_logits - normalizer
+            # Decoded positions per candidate.
+            lengths = (~latent_padding).sum(1) * model.ratio
+            ends = self.sentence_ends(
+                eos_scores, eos_logits >= best, lengths, model.ratio, target_lengths
+            )
+            if self.max_len is not None:  # fairseq's --max-len-a/b, per sentence
+                a, b = self.max_len
+                limit = (a * src_lengths.float() + b).long()
+                ends = torch.minimum(ends, limit[sentence].clamp_min(0))
+            ends = ends.masked_fill(src_lengths[sentence] <= 1, 0)  # empty inputs
+            # One host transfer for all candidates' ends and lengths, not two per candidate.
+            return [
+                self._hypothesis(tokens[i], scores[i], eos_scores[i], end, length)
+                for i, (end, length) in enumerate(zip(ends.tolist(), lengths.tolist()))
+            ]
 
     def candidates(self, model, sample, encoder_out) -> Candidates:
         """Every sentence's candidates: --gen-length-beam lengths x (--gen-latent-beam beams
