@@ -136,14 +136,18 @@ def test_table_is_written_between_its_markers_only(tmp_path):
     assert "| 1000 | a | distill | 1 | 20.00 |" in text
 
 
-def _ablate(*args, **env):
+def _script(name, *args, timeout=60, **env):
     return subprocess.run(
-        ["bash", str(REPO / "examples/multi30k/ablate.sh"), *args],
+        ["bash", str(REPO / "examples/multi30k" / name), *args],
         env=dict(os.environ, PYTHON=sys.executable, **env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
+
+
+def _ablate(*args, **env):
+    return _script("ablate.sh", *args, **env)
 
 
 def test_unknown_variant_and_bad_budget_get_one_line_errors():
@@ -255,13 +259,7 @@ def test_every_variant_names_known_options():
 
 
 def _converged(*args, **env):
-    return subprocess.run(
-        ["bash", str(REPO / "examples/multi30k/converged.sh"), *args],
-        env=dict(os.environ, PYTHON=sys.executable, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return _script("converged.sh", *args, timeout=120, **env)
 
 
 def test_converged_study_trains_each_row_then_benchmarks_all_with_the_teacher(tmp_path):
