@@ -219,6 +219,13 @@ class VQVAENATConfig(FairseqDataclass):
         },
     )
 
+    prior_commitment_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "codes shaped for the latent predictor (beyond the paper) >= 0: in training, add this times mean ||z - sum_k p_k e_k||^2 / D, a commitment of each latent z to the code vector the predictor expects (p: its teacher-forced softmax, no gradient to it or to the codes), so that the codes drift towards what the source can predict; 0 = off (paper)"
+        },
+    )
+
     # Training stages (beyond the paper).
     latent_predictor_only: bool = field(
         default=False,
@@ -258,6 +265,7 @@ RANGES = {
     "glance_ratio_end": (0.0, 1.0, True),
     "glance_anneal_updates": (0, None, False),
     "predicted_latent_ratio": (0.0, 1.0, True),
+    "prior_commitment_weight": (0.0, None, False),
 }
 POSITIVE = ("length_ratio", "codebook_epsilon", "soft_em_temperature")  # > 0
 

@@ -6,6 +6,7 @@ is their weighted sum, as in fairseq's ``nat_loss``, so a new term needs no chan
   word_ins   CE(tokens) [label smoothing optional, real tokens + EOS only; its NLL is nll_loss]
   latent     CE(latent predictor, codes)  [soft targets under soft EM]
   commit     commitment (+ codebook loss for bottleneck=vqvae), computed by the bottleneck
+  prior_commit  commitment to the code the latent predictor expects [--prior-commitment-weight > 0]
   length     CE(length classifier)        [latent_length=predict]
 
 A term holds either ``loss`` (a scalar) or ``out`` and ``tgt`` (integer class targets, or

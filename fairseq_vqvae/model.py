@@ -206,6 +206,13 @@ class VQVAENATModel(BaseFairseqModel):
             },
             "commit": {"loss": vq.commit_loss + vq.codebook_loss, "factor": 1.0},
         }
+        if self.cfg.prior_commitment_weight > 0 and self.trains_autoencoder:
+            terms["prior_commit"] = {
+                "loss": self.bottleneck.prior_commitment(
+                    z, latent_logits, latent_padding
+                ),
+                "factor": self.cfg.prior_commitment_weight,
+            }
         if self.length_head is not None:
             lengths = token_lengths(tgt_tokens, self.pad)
             terms["length"] = {

@@ -679,6 +679,74 @@ def test_predicted_latents_replace_the_target_codes_at_the_ratio(
     assert from_predicted.any() and (from_target & ~from_predicted).any()
 
 
+def test_prior_commitment_is_off_by_default_and_in_evaluation(build_vqvae, make_sample):
+    built = build_vqvae("--bottleneck", "hard_em")
+    assert built.args.prior_commitment_weight == 0.0
+    sample = make_sample(built.task, "train", range(8))
+    terms, _ = _forward(built.model.train(), sample)
+    assert "prior_commit" not in terms
+    on = build_vqvae("--prior-commitment-weight", "0.5").model
+    terms, _ = _forward(on.eval(), sample)
+    assert "prior_commit" not in terms
+
+
+@pytest.mark.parametrize("bottleneck", ["soft_em", "hard_em", "vqvae"])
+def test_prior_commitment_pulls_latents_to_the_predictors_expected_code(
+    bottleneck, build_vqvae, make_sample
+):
+    built = build_vqvae(
+        "--prior-commitment-weight", "0.5", "--bottleneck", bottleneck, "--dropout", "0"
+    )
+    model = built.model.train()
+    sample = make_sample(built.task, "train", range(8))
+    seen = {}
+    original = model.autoencode
+
+    def spy(*args):
+        out = original(*args)
+        seen["z"] = out[2]
+        return out
+
+    model.autoencode = spy
+    terms, extra = _forward(model, sample)
+    model.autoencode = original
+    term = terms["prior_commit"]
+    assert term["factor"] == 0.5
+    # ||z - sum_k p_k e_k||^2 / D over the real latents, p the predictor's teacher-forced softmax.
+    real = ~extra["latent_padding"]
+    probs = torch.softmax(terms["latent"]["out"].float(), -1)[real]  # (M, S, K)
+    expected = torch.einsum("msk,skd->msd", probs, model.bottleneck.codebook.weight)
+    z = seen["z"][real].reshape(expected.shape)
+    assert torch.allclose(term["loss"], ((z - expected) ** 2).mean(), rtol=1e-5)
+    # Its gradient reaches the latents' side (compressor) only: not the predictor, not the codes.
+    model.zero_grad()
+    term["loss"].backward()
+    grads = {
+        n
+        for n, p in model.named_parameters()
+        if p.grad is not None and p.grad.abs().sum() > 0
+    }
+    assert any(n.startswith("compressor.") for n in grads), grads
+    assert not any(n.startswith("latent_predictor.") for n in grads)
+    assert not any(n.startswith("bottleneck.codebook") for n in grads)
+
+
+def test_prior_commitment_enters_the_criterions_loss(build_vqvae, make_sample):
+    built = build_vqvae("--prior-commitment-weight", "2.0", "--bottleneck", "hard_em")
+    model, criterion = built.model.train(), built.criterion
+    sample = make_sample(built.task, "train", range(8))
+    torch.manual_seed(0)
+    loss, _, log = criterion(model, sample)
+    torch.manual_seed(0)
+    terms, _ = _forward(model, sample)
+    assert "prior_commit_loss" in log
+    assert torch.allclose(
+        log["prior_commit_loss"],
+        2.0 * terms["prior_commit"]["loss"].detach(),
+        rtol=1e-4,
+    )
+
+
 def _encoder_out(model, sample):
     net_input = sample["net_input"]
     return model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
@@ -707,6 +775,10 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
         (
             ("--predicted-latent-ratio", "1.5"),
             "--predicted-latent-ratio must be in [0.0, 1.0], got 1.5",
+        ),
+        (
+            ("--prior-commitment-weight", "-1"),
+            "--prior-commitment-weight must be >= 0.0, got -1",
         ),
         (("--dropout", "1.0"), "--dropout must be in [0.0, 1.0), got 1.0"),
         (("--num-slices", "0"), "--num-slices must be >= 1, got 0"),

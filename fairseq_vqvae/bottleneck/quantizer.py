@@ -251,6 +251,34 @@ class VQBottleneck(nn.Module):
             out = self.project_out(out.to(self.project_out.weight.dtype))
         return out
 
+    def prior_commitment(
+        self,
+        x: torch.Tensor,
+        prior_logits: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Commitment of ``x`` (..., input_dim) to the code vector a prior expects (beyond the
+        paper): mean over real vectors and dimensions of ``||h - sum_k p_k e_k||^2``, with
+        ``h`` the (projected) vectors as quantized, ``p = softmax(prior_logits)`` (..., S, K)
+        and the codes ``e``; fp32, gradient to ``x`` only. The commitment loss pulls each
+        latent to its nearest code; this pulls it to the codes its prior (the latent
+        predictor) finds likely, which makes the codes easier to predict."""
+        lead = x.shape[:-1]
+        keep = _keep_mask(padding_mask, lead, x.device)
+        if not keep.any():
+            return x.float().sum() * 0
+        with torch.autocast(x.device.type, enabled=False):
+            h = x.float()
+            if self.project_in is not None:
+                h = F.linear(
+                    h, self.project_in.weight.float(), self.project_in.bias.float()
+                )
+            flat = h.reshape(-1, self.config.num_slices, self.slice_dim)[keep]
+            probs = torch.softmax(prior_logits.detach().float(), dim=-1)
+            probs = probs.reshape(-1, *probs.shape[-2:])[keep]  # (M, S, K)
+            expected = self.codebook.mix(probs).detach().float()  # (M, S, D/S)
+            return F.mse_loss(flat, expected)
+
 
 def _keep_mask(padding_mask, lead, device) -> torch.Tensor:
     if padding_mask is None:
