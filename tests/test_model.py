@@ -521,6 +521,34 @@ def test_bottleneck_under_autocast_computes_fp32_distances():
     assert out.quantized.dtype == torch.float32
 
 
+def test_prior_commitment_is_fp32_under_autocast_and_with_a_projection():
+    from fairseq_vqvae.bottleneck import BottleneckConfig, VQBottleneck
+
+    torch.manual_seed(0)
+    vq = VQBottleneck(
+        BottleneckConfig(code_dim=8, input_dim=16, codebook_size=32, num_slices=2)
+    )
+    x = torch.randn(4, 6, 16, requires_grad=True)
+    logits = torch.randn(4, 6, 2, 32)
+    padding = torch.zeros(4, 6, dtype=torch.bool)
+    padding[0, 3:] = True
+    expected = vq.prior_commitment(x, logits, padding)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vq.prior_commitment(x, logits, padding)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, expected)
+    # By hand: the projected latents of the real positions against the expected code vectors.
+    h = vq.project_in(x).reshape(4, 6, 2, 4)[~padding]
+    target = torch.einsum(
+        "msk,skd->msd", torch.softmax(logits, -1)[~padding], vq.codebook.weight
+    )
+    assert torch.allclose(expected, ((h - target) ** 2).mean(), rtol=1e-5)
+    (grad,) = torch.autograd.grad(expected, x)
+    assert grad[0, 3:].abs().sum() == 0 and grad[0, :3].abs().sum() > 0  # padding: none
+    all_padding = torch.ones(4, 6, dtype=torch.bool)
+    assert vq.prior_commitment(x, logits, all_padding).item() == 0.0
+
+
 @pytest.mark.parametrize(
     "arch", ["vqvae_nat", "vqvae_nat_base", "vqvae_nat_small", "vqvae_nat_tiny"]
 )
