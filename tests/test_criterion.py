@@ -272,8 +272,8 @@ def test_readme_names_exactly_the_logged_keys(build_vqvae, make_sample):
     logged = set()
     for flags in (
         (),
-        ("--latent-length", "source"),
-    ):  # with and without the length term
+        ("--latent-length", "source", "--prior-commitment-weight", "0.5"),
+    ):  # with and without the length term; with the prior commitment term
         built = build_vqvae(*flags)
         built.model.train()
         _, _, log, _, _ = _run_criterion(
