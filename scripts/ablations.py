@@ -2,6 +2,7 @@
 
   python scripts/ablations.py row --variant ID --seed N --train-dir DIR --benchmark JSON ... --out ROW
   python scripts/ablations.py table ABLATIONS_DIR      (rows/*.json -> README.md, between markers)
+  python scripts/ablations.py curves ABLATIONS_DIR --budget N --out PNG   (validation BLEU curves)
 
 A row holds what a recipe decision needs: validation BLEU at every validation (decisions are
 taken on it, never on the test set), test BLEU, length ratio and oracle-latent BLEU from the
@@ -150,10 +151,7 @@ def render_table(rows: list[dict]) -> str:
 
 
 def write_table(ablations: Path) -> str:
-    rows = [
-        json.loads(p.read_text()) for p in sorted((ablations / "rows").glob("*.json"))
-    ]
-    table = render_table(rows)
+    table = render_table(_rows(ablations))
     readme = ablations / "README.md"
     text = (
         readme.read_text()
@@ -168,6 +166,56 @@ def write_table(ablations: Path) -> str:
     _, tail = rest.split(TABLE_END, 1)
     readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
     return table
+
+
+def _rows(ablations: Path) -> list[dict]:
+    return [
+        json.loads(p.read_text()) for p in sorted((ablations / "rows").glob("*.json"))
+    ]
+
+
+def plot_curves(rows: list[dict], budget: int, out: Path) -> int:
+    """Validation BLEU against updates of every row of one budget, one line per run (one
+    colour per variant, one line style per seed) -> ``out``; the number of runs drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(
+        (r for r in rows if r["max_update"] == budget and r.get("valid_bleu_curve")),
+        key=lambda r: (r["variant"], r["seed"]),
+    )
+    if not runs:
+        raise SystemExit(
+            f"ablations.py: error: no row of {budget} updates with a validation curve: "
+            "train one first (examples/multi30k/ablate.sh or converged.sh train)"
+        )
+    variants = sorted({r["variant"] for r in runs})
+    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        points = [(u, b) for u, b in r["valid_bleu_curve"] if b is not None]
+        ax.plot(
+            [u for u, _ in points],
+            [b for _, b in points],
+            styles[(r["seed"] - 1) % len(styles)],
+            color=colours[r["variant"]],
+            marker=".",
+            label=f"{r['variant']} seed {r['seed']} ({r['data']})",
+        )
+    ax.axvline(0.8 * budget, color="grey", linewidth=0.8)
+    ax.set_xlabel("updates (grey line: start of the last fifth)")
+    ax.set_ylabel("validation BLEU")
+    ax.set_title(f"Multi30k, {budget} updates per run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return len(runs)
 
 
 def main(argv=None) -> int:
@@ -190,6 +238,10 @@ def main(argv=None) -> int:
     row.add_argument("--max-update", type=int, required=True)
     table = sub.add_parser("table", help="rows/*.json -> the table in README.md")
     table.add_argument("ablations", type=Path)
+    curves = sub.add_parser("curves", help="validation BLEU against updates -> PNG")
+    curves.add_argument("ablations", type=Path)
+    curves.add_argument("--budget", type=int, required=True, help="the rows' max_update")
+    curves.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "row":
         result = make_row(args)
@@ -197,6 +249,9 @@ def main(argv=None) -> int:
         print(
             f"{args.variant} seed {args.seed}: valid BLEU {result['valid_bleu_best']}, test BLEU {result['test_bleu']}"
         )
+    elif args.command == "curves":
+        count = plot_curves(_rows(args.ablations), args.budget, args.out)
+        print(f"{count} runs of {args.budget} updates -> {args.out}")
     else:
         print(write_table(args.ablations))
     return 0

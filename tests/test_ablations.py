@@ -121,6 +121,22 @@ def test_last_fifth_gain_says_whether_a_run_converged(curve, gain):
     assert cells[-2] == ("-" if gain is None else f"{gain:.2f}")
 
 
+def test_curves_draw_every_run_of_one_budget(tmp_path):
+    curve = [[140, 1.0], [280, None], [4000, 20.0]]
+    rows = [
+        _row("a", 1, 20.0, budget=4000) | {"valid_bleu_curve": curve},
+        _row("a", 2, 21.0, budget=4000) | {"valid_bleu_curve": curve},
+        _row("b", 1, 19.0, budget=4000) | {"valid_bleu_curve": curve},
+        _row("a", 1, 20.0) | {"valid_bleu_curve": curve},  # another budget
+        _row("c", 1, 20.0, budget=4000),  # an older row without a curve
+    ]
+    out = tmp_path / "sub" / "curves.png"
+    assert ablations.plot_curves(rows, 4000, out) == 3
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="no row of 9 updates with a validation curve"):
+        ablations.plot_curves(rows, 9, out)
+
+
 def test_table_is_written_between_its_markers_only(tmp_path):
     (tmp_path / "rows").mkdir()
     (tmp_path / "rows" / "a__seed1__u1000.json").write_text(
@@ -286,6 +302,9 @@ def test_converged_study_trains_each_row_then_benchmarks_all_with_the_teacher(tm
     ):
         assert model in final
     assert "--threads 1" in final and "examples/multi30k/converged" in final
+    curves = [line for line in lines if "ablations.py curves" in line]
+    assert len(curves) == 1 and "--budget 9" in curves[0]
+    assert curves[0].endswith("examples/multi30k/converged/curves.png")
 
 
 @pytest.mark.parametrize(

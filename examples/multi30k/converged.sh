@@ -9,10 +9,13 @@
 #   ablation table; a rerun resumes the unfinished row from its checkpoint_last.pt and skips
 #   finished ones). benchmark: scripts/benchmark.py on test_2016_flickr at batch 1 (BENCH_THREADS,
 #   1) with AR beam 4 and AR greedy of TEACHER and the best checkpoint of every trained row (one
-#   table row per variant: mean ± std over its seeds) -> OUT/benchmark.{md,json,png}.
+#   table row per variant: mean ± std over its seeds) -> OUT/benchmark.{md,json,png}; and the
+#   validation BLEU of every finished row against its updates -> OUT/curves.png.
 #
-# Environment: ROWS ("VARIANT:SEED ...", default below: soft EM + distill and hard EM + distill,
-#   two seeds each; soft EM on raw data; n_c=4 + distill), MAX_UPDATE (4000), THREADS (2),
+# Environment: ROWS ("VARIANT:SEED ...", default below: one seed of soft EM + distill, hard EM +
+#   distill, soft EM on raw data, n_c=4 + distill and the gradient-trained VQ-VAE + distill, so that
+#   every claim has a first measurement early, then the second seeds of soft and hard EM),
+#   MAX_UPDATE (4000), THREADS (2),
 #   BENCH_THREADS (1), WORK (runs/multi30k), TEACHER, OUT (examples/multi30k/converged),
 #   DRY_RUN (1: print the commands).
 set -euo pipefail
@@ -23,8 +26,8 @@ LOG_NAME=converged
 
 STAGE="${1:-all}"
 [[ "$STAGE" == train || "$STAGE" == benchmark || "$STAGE" == all ]] \
-  || { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
-ROWS="${ROWS:-fast_schedule_glance:1 fast_schedule_glance:2 fsg_hard_em:1 fsg_hard_em:2 fsg_raw:1 fsg_nc4:1}"
+  || { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
+ROWS="${ROWS:-fast_schedule_glance:1 fsg_hard_em:1 fsg_raw:1 fsg_nc4:1 fsg_vqvae:1 fast_schedule_glance:2 fsg_hard_em:2}"
 MAX_UPDATE="${MAX_UPDATE:-4000}"
 WORK="${WORK:-$ROOT/runs/multi30k}"
 DATA="$WORK/data"
@@ -62,3 +65,6 @@ cmd=("$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA
   "${models[@]}" --out-dir "$OUT" --replace-results)
 echo "+ ${cmd[*]}" >&2
 [[ $DRY_RUN == 1 ]] || { mkdir -p "$OUT"; "${cmd[@]}"; }
+curves=("$PY" "$ROOT/scripts/ablations.py" curves "$HERE/ablations" --budget "$MAX_UPDATE" --out "$OUT/curves.png")
+echo "+ ${curves[*]}" >&2
+[[ $DRY_RUN == 1 ]] || "${curves[@]}"
