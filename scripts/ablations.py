@@ -46,6 +46,24 @@ def _commit() -> dict:
     }
 
 
+def _average(args, test_models: dict) -> dict:
+    """The checkpoint average's fields (ablate.sh's KEEP_EPOCHS): its sacreBLEU beside the best
+    checkpoint's on validation (decisions) and on test; none without --average-epochs."""
+    if not args.average_epochs:
+        return {}
+    name = f"{args.variant}, average of last {args.average_epochs} epochs"
+    valid = {
+        m["name"]: m
+        for m in json.loads(Path(args.benchmark_valid).read_text())["models"]
+    }
+    return {
+        "average_epochs": args.average_epochs,
+        "valid_sacrebleu_best_checkpoint": valid[args.variant].get("bleu"),
+        "valid_sacrebleu_average": valid[name].get("bleu"),
+        "test_bleu_average": test_models[name].get("bleu"),
+    }
+
+
 def make_row(args) -> dict:
     train_dir = Path(args.train_dir)
     log_text = (train_dir / "train.log").read_text(encoding="utf-8", errors="replace")
@@ -76,6 +94,7 @@ def make_row(args) -> dict:
         "test_length_ratio": _length_ratio(model.get("bleu_detail", "")),
         "oracle_test_bleu": oracle.get("bleu"),
         "latency_ms_median": (model.get("latency_ms") or {}).get("median"),
+        **_average(args, models),
         "latent_acc": last.get("latent_acc"),
         "codes_in_use": last.get("codes_in_use", last.get("code_usage")),  # older logs
         "code_perplexity": last.get("code_perplexity"),
@@ -118,13 +137,40 @@ def _mean_spread(values):
     return f"{statistics.mean(values):.2f} ± {(max(values) - min(values)) / 2:.2f}"
 
 
+def _gain(row: dict, average: str, best: str) -> float | None:
+    if row.get(average) is None or row.get(best) is None:
+        return None
+    return row[average] - row[best]
+
+
+def _average_gain(group: list[dict]) -> str:
+    """'+0.40 / +0.25 (5 epochs)': the checkpoint average's sacreBLEU minus the best
+    checkpoint's on validation and on test, mean over seeds; '-' without an average."""
+    valid = [
+        _gain(r, "valid_sacrebleu_average", "valid_sacrebleu_best_checkpoint")
+        for r in group
+    ]
+    test = [_gain(r, "test_bleu_average", "test_bleu") for r in group]
+    valid, test = (
+        [v for v in valid if v is not None],
+        [t for t in test if t is not None],
+    )
+    if not valid or not test:
+        return "-"
+    epochs = sorted({r["average_epochs"] for r in group if r.get("average_epochs")})
+    return (
+        f"{statistics.mean(valid):+.2f} / {statistics.mean(test):+.2f} "
+        f"({','.join(map(str, epochs))} epochs)"
+    )
+
+
 def render_table(rows: list[dict]) -> str:
     groups = defaultdict(list)
     for row in rows:
         groups[(row["max_update"], row["variant"])].append(row)
     lines = [
-        "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | codes in use | train wall (min) | last-fifth gain | flags |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | codes in use | train wall (min) | last-fifth gain | checkpoint average: valid / test gain | flags |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for (budget, variant), group in sorted(
         groups.items(),
@@ -145,6 +191,7 @@ def render_table(rows: list[dict]) -> str:
             f"| {_mean_spread([r['codes_in_use'] for r in group])} "
             f"| {_mean_spread(walls)} "
             f"| {_mean_spread([last_fifth_gain(r.get('valid_bleu_curve')) for r in group])} "
+            f"| {_average_gain(group)} "
             f"| `{group[0]['flags'] or '(none)'}` |"
         )
     return "\n".join(lines)
@@ -235,14 +282,27 @@ def main(argv=None) -> int:
             f"--{name}", required=name not in ("description", "flags"), default=""
         )
     row.add_argument("--seed", type=int, required=True)
+    row.add_argument(
+        "--average-epochs",
+        type=int,
+        default=0,
+        help="the run's last N epoch checkpoints were averaged (ablate.sh's KEEP_EPOCHS)",
+    )
+    row.add_argument(
+        "--benchmark-valid", help="validation benchmark of the best and the average"
+    )
     row.add_argument("--max-update", type=int, required=True)
     table = sub.add_parser("table", help="rows/*.json -> the table in README.md")
     table.add_argument("ablations", type=Path)
     curves = sub.add_parser("curves", help="validation BLEU against updates -> PNG")
     curves.add_argument("ablations", type=Path)
-    curves.add_argument("--budget", type=int, required=True, help="the rows' max_update")
+    curves.add_argument(
+        "--budget", type=int, required=True, help="the rows' max_update"
+    )
     curves.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "row" and args.average_epochs and not args.benchmark_valid:
+        parser.error("--average-epochs needs --benchmark-valid")
     if args.command == "row":
         result = make_row(args)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -118,7 +118,8 @@ def test_last_fifth_gain_says_whether_a_run_converged(curve, gain):
     assert result == (gain if gain is None else pytest.approx(gain))
     row = _row("a", 1, 20.0) | {"valid_bleu_curve": curve}
     cells = ablations.render_table([row]).splitlines()[2].split(" | ")
-    assert cells[-2] == ("-" if gain is None else f"{gain:.2f}")
+    assert cells[-3] == ("-" if gain is None else f"{gain:.2f}")
+    assert cells[-2] == "-"  # no checkpoint average
 
 
 def test_curves_draw_every_run_of_one_budget(tmp_path):
@@ -210,6 +211,119 @@ def test_dry_run_trains_the_variant_with_the_common_recipe(
     )  # distilled variants train on the shared set
 
 
+def test_keep_epochs_averages_the_last_epochs_and_measures_them_beside_the_best(
+    tmp_path,
+):
+    result = _ablate(
+        "fsg_hard_em",
+        "2",
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        MAX_UPDATE="7",
+        KEEP_EPOCHS="5",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    train = next(line for line in lines if "fairseq-train" in line)
+    assert "--keep-last-epochs 5" in train and "--no-epoch-checkpoints" not in train
+    save = f"{tmp_path}/ablations/u7/fsg_hard_em/seed2"
+    average = next(line for line in lines if "average_checkpoints.py" in line)
+    assert average.endswith(
+        f"{save} --num-epoch-checkpoints 5 --output {save}/checkpoint_avg5.pt"
+    )
+    valid, test = [line for line in lines if "benchmark.py" in line]
+    name = f"fsg_hard_em, average of last 5 epochs=translation_vqvae:{save}/checkpoint_avg5.pt"
+    assert "--subset valid" in valid and name in valid and "valid.de" in valid
+    assert "--subset" not in test and name in test and "oracle latents" in test
+    row = next(line for line in lines if "ablations.py row" in line)
+    assert f"--benchmark-valid {save}/benchmark_valid.json --average-epochs 5" in row
+    default = _ablate(
+        "fsg_hard_em", "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="7"
+    )
+    assert "--no-epoch-checkpoints" in default.stderr
+    assert "average_checkpoints.py" not in default.stderr
+    bad = _ablate("fsg_hard_em", KEEP_EPOCHS="five")
+    assert bad.returncode != 0
+    assert (
+        "KEEP_EPOCHS must be a non-negative integer (0: no average), got 'five'"
+        in bad.stderr
+    )
+
+
+def test_row_records_the_average_beside_the_best_checkpoint(tmp_path):
+    log = _log(
+        [
+            (START, {"stamp": "2026-12-02 10:00:00"}),
+            (
+                VALID,
+                dict(
+                    stamp="2026-12-02 10:10:00",
+                    epoch=1,
+                    acc=0.1,
+                    codes=9,
+                    bleu=2.0,
+                    updates=140,
+                ),
+            ),
+        ]
+    )
+    (tmp_path / "train.log").write_text(log)
+    average = "v, average of last 5 epochs"
+
+    def bench(path, models):
+        path.write_text(
+            json.dumps(
+                {
+                    "benchmark": {"hardware": "cpu"},
+                    "models": [{"name": n, "bleu": b} for n, b in models.items()],
+                }
+            )
+        )
+
+    bench(tmp_path / "test.json", {"v": 20.0, "v, oracle latents": 30.0, average: 20.5})
+    bench(tmp_path / "valid.json", {"v": 21.0, average: 22.0})
+    common = [
+        "row",
+        "--variant",
+        "v",
+        "--data",
+        "distill",
+        "--seed",
+        "1",
+        "--max-update",
+        "140",
+    ]
+    common += ["--train-dir", str(tmp_path), "--benchmark", str(tmp_path / "test.json")]
+    out = tmp_path / "row.json"
+    ablations.main(
+        common
+        + [
+            "--benchmark-valid",
+            str(tmp_path / "valid.json"),
+            "--average-epochs",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
+    row = json.loads(out.read_text())
+    assert (row["average_epochs"], row["test_bleu"], row["test_bleu_average"]) == (
+        5,
+        20.0,
+        20.5,
+    )
+    assert (row["valid_sacrebleu_best_checkpoint"], row["valid_sacrebleu_average"]) == (
+        21.0,
+        22.0,
+    )
+    cells = ablations.render_table([row]).splitlines()[2].split(" | ")
+    assert cells[-2] == "+1.00 / +0.50 (5 epochs)"
+    ablations.main(common + ["--out", str(out)])
+    assert "average_epochs" not in json.loads(out.read_text())
+    with pytest.raises(SystemExit):
+        ablations.main(common + ["--average-epochs", "5", "--out", str(out)])
+
+
 def test_teacher_variant_reads_the_teacher_checkpoint(tmp_path):
     result = _ablate("fsg_init_ar", "1", WORK=str(tmp_path), MAX_UPDATE="7")
     assert result.returncode != 0
@@ -292,13 +406,16 @@ def test_converged_study_trains_each_row_then_benchmarks_all_with_the_teacher(tm
     assert len(train) == 2
     assert "--bottleneck hard_em" in train[0] and "--seed 2" in train[0]
     assert "--compress-steps 4" in train[1] and "--seed 1" in train[1]
-    assert all("--max-update 9" in line for line in train)
+    assert all(
+        "--max-update 9" in line and "--keep-last-epochs 5" in line for line in train
+    )
     final = [line for line in lines if "benchmark.py" in line][-1]
     for model in (
         f"AR beam 4=translation:{tmp_path / 't.pt'}:beam=4",
         f"AR greedy=translation:{tmp_path / 't.pt'}:beam=1",
         f"fsg_hard_em=translation_vqvae:{tmp_path}/ablations/u9/fsg_hard_em/seed2/checkpoint_best.pt",
         f"fsg_nc4=translation_vqvae:{tmp_path}/ablations/u9/fsg_nc4/seed1/checkpoint_best.pt",
+        f"fsg_nc4, average of last 5 epochs=translation_vqvae:{tmp_path}/ablations/u9/fsg_nc4/seed1/checkpoint_avg5.pt",
     ):
         assert model in final
     assert "--threads 1" in final and "examples/multi30k/converged" in final

@@ -19,7 +19,9 @@
 # A row: examples/multi30k/ablations/rows/VARIANT__seedN__uBUDGET.json with validation BLEU
 # (every epoch; decisions are taken on it), test BLEU, length ratio, oracle-latent BLEU, latent
 # accuracy and codes in use at the last validation, updates, training wall time, the commit and
-# the exact command. Training resumes from checkpoint_last.pt when rerun.
+# the exact command. Training resumes from checkpoint_last.pt when rerun. With KEEP_EPOCHS=N
+# the run keeps its last N epoch checkpoints, and the row adds their average
+# (scripts/average_checkpoints.py) measured beside the best checkpoint on validation and test.
 #
 # A variant's flags may name {teacher}: the AR teacher checkpoint (TEACHER, default the one
 # scripts/train_teacher.sh writes), for example `--post-norm --init-from-ar {teacher}`; and
@@ -41,16 +43,19 @@ MAX_UPDATE="${MAX_UPDATE:-1000}"
 THREADS="${THREADS:-2}"
 BENCH_THREADS="${BENCH_THREADS:-1}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"
+KEEP_EPOCHS="${KEEP_EPOCHS:-0}"
 DRY_RUN="${DRY_RUN:-0}"
 TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
 usage() {
-  sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   cat >&2 <<EOF
 
 Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
   BENCH_THREADS=$BENCH_THREADS  MAX_TOKENS=$MAX_TOKENS  DRY_RUN=0 (1: print the commands)
+  KEEP_EPOCHS=$KEEP_EPOCHS (N > 0: keep the last N epoch checkpoints, average them and measure
+    the average beside the best checkpoint, on validation and test)
   SRC_DIR=$SRC_DIR  DISTILLED=$DISTILLED
   TEACHER=$TEACHER (for variants whose flags name {teacher})
 EOF
@@ -73,6 +78,7 @@ ID="$1"; shift
 SEEDS=("$@"); [[ ${#SEEDS[@]} -gt 0 ]] || SEEDS=(1 2)
 for seed in "${SEEDS[@]}"; do [[ "$seed" =~ ^[0-9]+$ ]] || die "seed must be a non-negative integer, got '$seed'"; done
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
+[[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
 IFS='|' read -r DATA_KIND DESCRIPTION FLAGS <<< "$(variant "$ID")"
 [[ "$DATA_KIND" == distill || "$DATA_KIND" == raw ]] || die "variant $ID: data must be 'distill' or 'raw', got '$DATA_KIND'"
 TRAIN_FLAGS="$FLAGS"  # the row keeps {teacher}: the flags mean the same on every machine
@@ -129,13 +135,16 @@ if [[ "$DATA_KIND" == distill ]]; then
 fi
 
 # ---- train and measure, one seed at a time ---------------------------------------------------
+EPOCH_FLAGS=(--no-epoch-checkpoints)
+[[ $KEEP_EPOCHS -gt 0 ]] && EPOCH_FLAGS=(--keep-last-epochs "$KEEP_EPOCHS")
+AVERAGE_NAME="average of last $KEEP_EPOCHS epochs"
 DEVICE_FLAGS=(--cpu)
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && DEVICE_FLAGS=()
 COMMON=(
   "$databin" --user-dir "$ROOT/fairseq_vqvae" --task translation_vqvae --arch vqvae_nat_small
   --criterion vqvae_em --share-all-embeddings --optimizer adam --adam-betas '(0.9,0.98)'
   --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 --max-tokens "$MAX_TOKENS"
-  --max-update "$MAX_UPDATE" --no-epoch-checkpoints --eval-bleu --eval-bleu-remove-bpe
+  --max-update "$MAX_UPDATE" "${EPOCH_FLAGS[@]}" --eval-bleu --eval-bleu-remove-bpe
   --eval-bleu-detok moses --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
   --log-format simple --log-interval 50 --no-progress-bar --bf16-autocast "${DEVICE_FLAGS[@]}"
 )
@@ -169,13 +178,23 @@ for seed in "${SEEDS[@]}"; do
       touch "$save/train.done"
     fi
   fi
+  average=() average_row=()
+  if [[ $KEEP_EPOCHS -gt 0 ]]; then  # the average beside the best checkpoint, chosen on validation
+    avg="$save/checkpoint_avg$KEEP_EPOCHS.pt"
+    run "$PY" "$ROOT/scripts/average_checkpoints.py" "$save" --num-epoch-checkpoints "$KEEP_EPOCHS" --output "$avg"
+    average=(--model "$ID, $AVERAGE_NAME=translation_vqvae:$avg")
+    run "$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --subset valid --ref-raw "$DATA/raw/valid.de" \
+      --ref-tok "$DATA/tok/valid.de" --threads "$BENCH_THREADS" --throughput-max-tokens 0 \
+      --model "$ID=translation_vqvae:$save/checkpoint_best.pt" "${average[@]}" --json "$save/benchmark_valid.json"
+    average_row=(--benchmark-valid "$save/benchmark_valid.json" --average-epochs "$KEEP_EPOCHS")
+  fi
   run "$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA/raw/test.de" \
     --ref-tok "$DATA/tok/test.de" --threads "$BENCH_THREADS" --throughput-max-tokens 0 \
     --model "$ID=translation_vqvae:$save/checkpoint_best.pt" \
     --model "$ID, oracle latents=translation_vqvae:$save/checkpoint_best.pt:gen_oracle_latents=True" \
-    --json "$save/benchmark.json"
+    "${average[@]}" --json "$save/benchmark.json"
   run "$PY" "$ROOT/scripts/ablations.py" row --variant "$ID" --data "$DATA_KIND" --description "$DESCRIPTION" \
     --flags "$FLAGS" --seed "$seed" --max-update "$MAX_UPDATE" --train-dir "$save" \
-    --benchmark "$save/benchmark.json" --out "$row"
+    --benchmark "$save/benchmark.json" "${average_row[@]}" --out "$row"
 done
 [[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$ABL"

@@ -15,7 +15,8 @@
 # Environment: ROWS ("VARIANT:SEED ...", default below: one seed of soft EM + distill, hard EM +
 #   distill, soft EM on raw data, n_c=4 + distill and the gradient-trained VQ-VAE + distill, so that
 #   every claim has a first measurement early, then the second seeds of soft and hard EM),
-#   MAX_UPDATE (4000), THREADS (2),
+#   MAX_UPDATE (4000), THREADS (2), KEEP_EPOCHS (5: each row also keeps its last 5 epoch
+#   checkpoints and is measured averaged too, a second table row "VARIANT, average of last 5 epochs"),
 #   BENCH_THREADS (1), WORK (runs/multi30k), TEACHER, OUT (examples/multi30k/converged),
 #   DRY_RUN (1: print the commands).
 set -euo pipefail
@@ -26,15 +27,17 @@ LOG_NAME=converged
 
 STAGE="${1:-all}"
 [[ "$STAGE" == train || "$STAGE" == benchmark || "$STAGE" == all ]] \
-  || { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
+  || { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
 ROWS="${ROWS:-fast_schedule_glance:1 fsg_hard_em:1 fsg_raw:1 fsg_nc4:1 fsg_vqvae:1 fast_schedule_glance:2 fsg_hard_em:2}"
 MAX_UPDATE="${MAX_UPDATE:-4000}"
+KEEP_EPOCHS="${KEEP_EPOCHS:-5}"
 WORK="${WORK:-$ROOT/runs/multi30k}"
 DATA="$WORK/data"
 TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
 OUT="${OUT:-$HERE/converged}"
 DRY_RUN="${DRY_RUN:-0}"
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
+[[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
 for row in $ROWS; do
   [[ "$row" =~ ^[A-Za-z0-9_]+:[1-9][0-9]*$ ]] || die "ROWS entry '$row' is not VARIANT:SEED"
 done
@@ -42,7 +45,7 @@ done
 if [[ "$STAGE" != benchmark ]]; then
   for row in $ROWS; do
     log "row ${row%%:*} seed ${row##*:}, $MAX_UPDATE updates"
-    MAX_UPDATE="$MAX_UPDATE" WORK="$WORK" DRY_RUN="$DRY_RUN" \
+    MAX_UPDATE="$MAX_UPDATE" WORK="$WORK" DRY_RUN="$DRY_RUN" KEEP_EPOCHS="$KEEP_EPOCHS" \
       bash "$HERE/ablate.sh" "${row%%:*}" "${row##*:}"
   done
 fi
@@ -53,6 +56,9 @@ for row in $ROWS; do
   ckpt="$WORK/ablations/u$MAX_UPDATE/${row%%:*}/seed${row##*:}/checkpoint_best.pt"
   if [[ -f "$ckpt" || $DRY_RUN == 1 ]]; then
     models+=(--model "${row%%:*}=translation_vqvae:$ckpt")
+    avg="${ckpt%/*}/checkpoint_avg$KEEP_EPOCHS.pt"
+    [[ $KEEP_EPOCHS -gt 0 && ( -f "$avg" || $DRY_RUN == 1 ) ]] \
+      && models+=(--model "${row%%:*}, average of last $KEEP_EPOCHS epochs=translation_vqvae:$avg")
   else
     log "no $ckpt yet: ${row%%:*} seed ${row##*:} left out"
   fi
