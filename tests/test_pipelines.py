@@ -1343,6 +1343,53 @@ def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
     assert bad.returncode != 0 and "give the fairseq-train flags" in bad.stderr, bad.log
 
 
+def test_train_step_speed_compares_onednn_cache_capacities_in_child_processes(
+    tiny_databin,
+):
+    fairseq_args = [
+        "--",
+        tiny_databin,
+        "--user-dir",
+        REPO / "fairseq_vqvae",
+        "--task",
+        "translation_vqvae",
+        "--arch",
+        "vqvae_nat_tiny",
+        "--criterion",
+        "vqvae_em",
+        "--share-all-embeddings",
+        "--cpu",
+    ]
+    speed = [sys.executable, SCRIPTS / "train_step_speed.py", "--max-tokens", "200"]
+    result = ok(
+        sh(
+            *speed,
+            "--batches",
+            "2",
+            "--rounds",
+            "2",
+            "--onednn-cache-capacities",
+            "0,4096",
+            *fairseq_args,
+        )
+    )
+    records = [
+        json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")
+    ]
+    rounds = [(r["ONEDNN_PRIMITIVE_CACHE_CAPACITY"], r["round"]) for r in records[:-1]]
+    assert rounds == [(0, 0), (0, 1), (4096, 0), (4096, 1)], result.log
+    assert all(r["bf16_autocast"] for r in records[:-1]), result.log
+    summary = records[-1]
+    assert set(summary["last_round_s_per_update"]) == {"0", "4096"}, result.log
+    assert all(v > 0 for v in summary["first_round_s_per_update"].values())
+    for flag, message in [
+        (["--onednn-cache-capacities", "-1"], "non-negative integers"),
+        (["--modes", "fp16"], "--modes: comma-separated fp32 and/or bf16, got 'fp16'"),
+    ]:
+        bad = sh(*speed, *flag, *fairseq_args)
+        assert bad.returncode != 0 and message in bad.stderr, bad.log
+
+
 def test_prepare_multi30k_names_a_non_utf8_line_and_redoes_stages_when_sources_change(
     tmp_path,
 ):
@@ -1376,3 +1423,27 @@ def test_prepare_multi30k_names_a_non_utf8_line_and_redoes_stages_when_sources_c
     changed = ok(sh(*args, "--bpe-merges", "20"))
     assert "changed since" in changed.stderr and "skipping" not in changed.stderr
     assert (out / "raw" / "test.de").read_text().splitlines() == lines["de"][::-1]
+
+
+@pytest.mark.parametrize("caller, expected", [(None, "65536"), ("2048", "2048")])
+def test_pipelines_keep_every_batch_shapes_onednn_kernels(caller, expected):
+    """scripts/lib.sh (sourced by every training pipeline) raises oneDNN's primitive cache
+    so that --bf16-autocast does not recompile an epoch's kernels every epoch; a value the
+    caller exports wins."""
+    env = {
+        k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    }
+    if caller is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = caller
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"source {SCRIPTS / 'lib.sh'} && bash -c 'echo $ONEDNN_PRIMITIVE_CACHE_CAPACITY'",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == expected

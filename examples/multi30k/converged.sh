@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The converged study (issue 13): the headline rows trained for MAX_UPDATE updates (4,000: about
-# 3 hours each alone on the 2-core machine), then every trained row and the teacher measured in
-# ONE process:
+# 2 hours each alone on the 2-core machine with scripts/lib.sh's oneDNN cache, 4.5 without),
+# then every trained row and the teacher measured in ONE process:
 #
 #   bash examples/multi30k/converged.sh [train|benchmark|all]     (default: all)
 #
