@@ -14,7 +14,8 @@ process starts, so each value runs in its own child process). Under autocast eve
 shape JIT-compiles new oneDNN kernels; an epoch's batches come back every epoch, and the
 cache keeps their kernels only if it is large enough (the default holds 1,024). Round 0
 compiles them; later rounds show what training sees from its second epoch on: give
-``--batches`` about as many batches as an epoch has, or at least a few dozen.
+``--batches`` about as many batches as an epoch has, or at least a few dozen. Repeat the
+values (``1024,65536,1024,65536``) to see how much a shared machine drifts between them.
 """
 
 import argparse
@@ -50,7 +51,7 @@ def compare_caches(args, argv) -> int:
             skip = True
         else:
             child.append(arg)
-    results = {}
+    results = []  # (capacity, per-round seconds), in run order: a value may repeat
     for capacity in args.onednn_cache_capacities:
         env = dict(os.environ, **{CACHE_VARIABLE: str(capacity)})
         proc = subprocess.run(
@@ -67,7 +68,7 @@ def compare_caches(args, argv) -> int:
             if line.startswith("{") and "round" in (record := json.loads(line)):
                 print(json.dumps({CACHE_VARIABLE: capacity, **record}), flush=True)
                 rounds.append(record["s_per_update"])
-        results[capacity] = rounds
+        results.append((capacity, rounds))
     print(
         json.dumps(
             {
@@ -75,8 +76,14 @@ def compare_caches(args, argv) -> int:
                 "threads": args.threads,
                 "batches": args.batches,
                 "bf16_autocast": True,
-                "first_round_s_per_update": {c: r[0] for c, r in results.items()},
-                "last_round_s_per_update": {c: r[-1] for c, r in results.items()},
+                "runs": [
+                    {
+                        CACHE_VARIABLE: c,
+                        "first_round_s_per_update": r[0],
+                        "last_round_s_per_update": r[-1],
+                    }
+                    for c, r in results
+                ],
             }
         )
     )
