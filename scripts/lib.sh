@@ -12,13 +12,6 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [[ -x "$PY" ]] || PY="$(command -v python3)"
 BIN="$(dirname "$PY")"
 
-# oneDNN's primitive cache (ONEDNN_PRIMITIVE_CACHE_CAPACITY, default 1,024 kernels): under
-# --bf16-autocast every batch shape JIT-compiles its own kernels, and a Multi30k epoch's 140
-# batches need more than the default keeps, so they were recompiled every epoch. On the
-# Intel Xeon (AMX) machine a vqvae_nat_small update took about 4 s with the default and 1.7 s
-# with 65,536 (README, "CPU training"). The caller's own value wins.
-export ONEDNN_PRIMITIVE_CACHE_CAPACITY="${ONEDNN_PRIMITIVE_CACHE_CAPACITY:-65536}"
-
 # log MSG: "[LOG_NAME HH:MM:SS] MSG" on stderr. die MSG: "DIE_NAME: error: MSG" on stderr, exit 1
 # (DIE_NAME defaults to LOG_NAME). The entry script sets LOG_NAME (and DIE_NAME, if it differs)
 # right after sourcing this file.

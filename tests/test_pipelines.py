@@ -1423,27 +1423,3 @@ def test_prepare_multi30k_names_a_non_utf8_line_and_redoes_stages_when_sources_c
     changed = ok(sh(*args, "--bpe-merges", "20"))
     assert "changed since" in changed.stderr and "skipping" not in changed.stderr
     assert (out / "raw" / "test.de").read_text().splitlines() == lines["de"][::-1]
-
-
-@pytest.mark.parametrize("caller, expected", [(None, "65536"), ("2048", "2048")])
-def test_pipelines_keep_every_batch_shapes_onednn_kernels(caller, expected):
-    """scripts/lib.sh (sourced by every training pipeline) raises oneDNN's primitive cache
-    so that --bf16-autocast does not recompile an epoch's kernels every epoch; a value the
-    caller exports wins."""
-    env = {
-        k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-    }
-    if caller is not None:
-        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = caller
-    result = subprocess.run(
-        [
-            "bash",
-            "-c",
-            f"source {SCRIPTS / 'lib.sh'} && bash -c 'echo $ONEDNN_PRIMITIVE_CACHE_CAPACITY'",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.strip() == expected

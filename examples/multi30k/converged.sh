@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The converged study (issue 13): the headline rows trained for MAX_UPDATE updates (4,000: about
-# 2 hours each alone on the 2-core machine with scripts/lib.sh's oneDNN cache, 4.5 without),
+# 2-4.5 hours each alone on the 2-core machine, whose speed drifts),
 # then every trained row and the teacher measured in ONE process:
 #
 #   bash examples/multi30k/converged.sh [train|benchmark|all]     (default: all)
