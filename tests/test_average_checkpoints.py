@@ -64,6 +64,18 @@ def test_average_is_the_mean_of_the_newest_epochs_and_loads_into_the_model(
     torch.testing.assert_close(fresh.bottleneck.codebook.weight, weight)
 
 
+def _average(save_dir, count):
+    return average_checkpoints.main(
+        [
+            str(save_dir),
+            "--num-epoch-checkpoints",
+            str(count),
+            "--output",
+            str(save_dir / "a.pt"),
+        ]
+    )
+
+
 def test_errors_say_what_to_fix(tmp_path, build_vqvae):
     model = build_vqvae().model
     _save(tmp_path / "checkpoint1.pt", model, 1)
@@ -71,36 +83,12 @@ def test_errors_say_what_to_fix(tmp_path, build_vqvae):
         SystemExit,
         match="has 1 epoch checkpoints .* 2 are needed: train with --keep-last-epochs 2",
     ):
-        average_checkpoints.main(
-            [
-                str(tmp_path),
-                "--num-epoch-checkpoints",
-                "2",
-                "--output",
-                str(tmp_path / "a.pt"),
-            ]
-        )
+        _average(tmp_path, 2)
     other = build_vqvae("--decoder-layers", "1").model
     _save(tmp_path / "checkpoint2.pt", other, 2)
     with pytest.raises(
         SystemExit, match="holds other model tensors .* one training run only"
     ):
-        average_checkpoints.main(
-            [
-                str(tmp_path),
-                "--num-epoch-checkpoints",
-                "2",
-                "--output",
-                str(tmp_path / "a.pt"),
-            ]
-        )
+        _average(tmp_path, 2)
     with pytest.raises(SystemExit):
-        average_checkpoints.main(
-            [
-                str(tmp_path),
-                "--num-epoch-checkpoints",
-                "0",
-                "--output",
-                str(tmp_path / "a.pt"),
-            ]
-        )
+        _average(tmp_path, 0)

@@ -1304,31 +1304,31 @@ def test_wmt14_and_cifar10_recipes_say_what_is_missing(tmp_path):
     assert missing.returncode != 0 and "no CIFAR-10 folder" in missing.stderr
 
 
-def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
-    result = ok(
-        sh(
-            sys.executable,
-            SCRIPTS / "train_step_speed.py",
-            "--batches",
-            "1",
-            "--rounds",
-            "1",
-            "--max-tokens",
-            "200",
-            "--",
-            tiny_databin,
-            "--user-dir",
-            REPO / "fairseq_vqvae",
-            "--task",
-            "translation_vqvae",
-            "--arch",
-            "vqvae_nat_tiny",
-            "--criterion",
-            "vqvae_em",
-            "--share-all-embeddings",
-            "--cpu",
-        )
+def _train_step_speed(databin, *flags):
+    """scripts/train_step_speed.py on vqvae_nat_tiny and the tiny data, 200-token batches."""
+    return sh(
+        sys.executable,
+        SCRIPTS / "train_step_speed.py",
+        "--max-tokens",
+        "200",
+        *flags,
+        "--",
+        databin,
+        "--user-dir",
+        REPO / "fairseq_vqvae",
+        "--task",
+        "translation_vqvae",
+        "--arch",
+        "vqvae_nat_tiny",
+        "--criterion",
+        "vqvae_em",
+        "--share-all-embeddings",
+        "--cpu",
     )
+
+
+def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
+    result = ok(_train_step_speed(tiny_databin, "--batches", "1", "--rounds", "1"))
     records = [
         json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")
     ]
@@ -1346,31 +1346,15 @@ def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
 def test_train_step_speed_compares_onednn_cache_capacities_in_child_processes(
     tiny_databin,
 ):
-    fairseq_args = [
-        "--",
-        tiny_databin,
-        "--user-dir",
-        REPO / "fairseq_vqvae",
-        "--task",
-        "translation_vqvae",
-        "--arch",
-        "vqvae_nat_tiny",
-        "--criterion",
-        "vqvae_em",
-        "--share-all-embeddings",
-        "--cpu",
-    ]
-    speed = [sys.executable, SCRIPTS / "train_step_speed.py", "--max-tokens", "200"]
     result = ok(
-        sh(
-            *speed,
+        _train_step_speed(
+            tiny_databin,
             "--batches",
             "2",
             "--rounds",
             "2",
             "--onednn-cache-capacities",
             "0,4096",
-            *fairseq_args,
         )
     )
     records = [
@@ -1386,7 +1370,7 @@ def test_train_step_speed_compares_onednn_cache_capacities_in_child_processes(
         (["--onednn-cache-capacities", "-1"], "non-negative integers"),
         (["--modes", "fp16"], "--modes: comma-separated fp32 and/or bf16, got 'fp16'"),
     ]:
-        bad = sh(*speed, *flag, *fairseq_args)
+        bad = _train_step_speed(tiny_databin, *flag)
         assert bad.returncode != 0 and message in bad.stderr, bad.log
 
 
