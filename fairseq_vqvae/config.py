@@ -5,6 +5,7 @@ section 5.1 and tensor2tensor's ``transformer_nat_base``) unless a comment says 
 """
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
@@ -83,6 +84,12 @@ class VQVAENATConfig(FairseqDataclass):
         default=0.1,
         metadata={
             "help": "dropout after the FFN activation; paper (t2t relu_dropout): 0.1"
+        },
+    )
+    latent_predictor_dropout: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "dropout in [0, 1) on the latent predictor's residuals and code embeddings (beyond the paper: a converged predictor overfits its training codes); default: --dropout"
         },
     )
     share_all_embeddings: bool = field(
@@ -266,7 +273,9 @@ RANGES = {
     "glance_anneal_updates": (0, None, False),
     "predicted_latent_ratio": (0.0, 1.0, True),
     "prior_commitment_weight": (0.0, None, False),
+    "latent_predictor_dropout": (0.0, 1.0, False),
 }
+UNSET_ALLOWED = ("latent_predictor_dropout",)  # None: falls back to another option
 POSITIVE = ("length_ratio", "codebook_epsilon", "soft_em_temperature")  # > 0
 
 
@@ -278,6 +287,8 @@ def validate(cfg) -> None:
     """Raise ValueError naming the first option outside its range, and what it must be."""
     for name, (low, high, high_inclusive) in RANGES.items():
         value = getattr(cfg, name)
+        if value is None and name in UNSET_ALLOWED:
+            continue
         if high is None:
             if value < low:
                 raise OptionError(f"{_flag(name)} must be >= {low}, got {value}")

@@ -75,7 +75,7 @@ class VQVAENATModel(BaseFairseqModel):
         )
         self.decoder_norm = None if cfg.post_norm else LayerNorm(dim)
         self.latent_predictor = LatentPredictor(
-            layers_cfg,
+            _transformer_config(cfg, dropout=cfg.latent_predictor_dropout),
             cfg.latent_layers,
             cfg.num_slices,
             cfg.codebook_size,
@@ -368,7 +368,8 @@ class VQVAENATModel(BaseFairseqModel):
         )
 
 
-def _transformer_config(cfg: VQVAENATConfig) -> TransformerConfig:
+def _transformer_config(cfg: VQVAENATConfig, dropout=None) -> TransformerConfig:
+    """fairseq's layer config from ours; ``dropout`` (None: --dropout) for one module's layers."""
     dim = cfg.encoder_embed_dim
     ns = argparse.Namespace(
         encoder_embed_dim=dim,
@@ -383,7 +384,7 @@ def _transformer_config(cfg: VQVAENATConfig) -> TransformerConfig:
         decoder_normalize_before=not cfg.post_norm,
         decoder_output_dim=dim,
         decoder_input_dim=dim,
-        dropout=cfg.dropout,
+        dropout=cfg.dropout if dropout is None else dropout,
         attention_dropout=cfg.attention_dropout,
         activation_dropout=cfg.activation_dropout,
         max_source_positions=cfg.max_source_positions,

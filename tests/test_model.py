@@ -3,6 +3,7 @@ test_generator.py)."""
 
 import copy
 import re
+from typing import Optional
 
 import pytest
 import torch
@@ -707,6 +708,25 @@ def test_predicted_latents_replace_the_target_codes_at_the_ratio(
     assert from_predicted.any() and (from_target & ~from_predicted).any()
 
 
+def test_latent_predictor_dropout_defaults_to_dropout_and_sets_only_the_predictor(
+    build_vqvae,
+):
+    def rates(model):
+        predictor = model.latent_predictor
+        return (
+            {predictor.dropout.p}
+            | {layer.dropout_module.p for layer in predictor.layers},
+            {layer.dropout_module.p for layer in model.decoder_layers},
+            {layer.dropout_module.p for layer in model.encoder.layers},
+        )
+
+    built = build_vqvae("--dropout", "0.2")
+    assert built.args.latent_predictor_dropout is None
+    assert rates(built.model) == ({0.2}, {0.2}, {0.2})
+    model = build_vqvae("--dropout", "0.2", "--latent-predictor-dropout", "0.4").model
+    assert rates(model) == ({0.4}, {0.2}, {0.2})
+
+
 def test_prior_commitment_is_off_by_default_and_in_evaluation(build_vqvae, make_sample):
     built = build_vqvae("--bottleneck", "hard_em")
     assert built.args.prior_commitment_weight == 0.0
@@ -809,6 +829,10 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
             "--prior-commitment-weight must be >= 0.0, got -1",
         ),
         (("--dropout", "1.0"), "--dropout must be in [0.0, 1.0), got 1.0"),
+        (
+            ("--latent-predictor-dropout", "-0.1"),
+            "--latent-predictor-dropout must be in [0.0, 1.0), got -0.1",
+        ),
         (("--num-slices", "0"), "--num-slices must be >= 1, got 0"),
         (("--code-dim", "-8"), "--code-dim must be >= 0, got -8"),
         (("--codebook-decay", "1"), "--codebook-decay must be in [0.0, 1.0), got 1"),
@@ -853,7 +877,8 @@ def test_every_numeric_option_has_a_validated_range():
     numeric = {
         f.name
         for f in config.VQVAENATConfig.__dataclass_fields__.values()
-        if f.type in (int, float) and not str(f.default).startswith("${")
+        if f.type in (int, float, Optional[int], Optional[float])
+        and not str(f.default).startswith("${")
     }
     assert numeric == set(config.RANGES) | set(config.POSITIVE)
 
