@@ -254,7 +254,12 @@ class TranslationVQVAENATTask(TranslationTask):
             bottleneck.update_(
                 process_group=group
             )  # a collective: every worker calls it
-        if update_num % HEALTH_INTERVAL == 0:
+        # After the 100th, 200th, ... M-step (update_num counts the updates before this one).
+        # NB: not after the first: with the uniform start (tensor2tensor's EMA state, sums =
+        # codes, counts = 0) the first M-step sends codes that soft EM gave a sliver of mass to
+        # norms of about 500, which dead-code restarts or disuse clear within a few updates; the
+        # check warned "the run is diverging" at update 0 of every default run.
+        if (update_num + 1) % HEALTH_INTERVAL == 0:
             log_codebook_health(model)
 
     def get_batch_iterator(

@@ -3,6 +3,7 @@ test_generator.py)."""
 
 import copy
 import re
+from types import SimpleNamespace
 from typing import Optional
 
 import pytest
@@ -907,6 +908,24 @@ def test_the_task_logs_a_diverged_codebook_every_health_interval(build_vqvae, ca
         problems = task_module.log_codebook_health(built.model)
     assert len(problems) == 1 and "the run is diverging" in caplog.text
     assert task_module.HEALTH_INTERVAL == 100
+
+
+def test_the_health_check_runs_after_every_100th_update_not_the_first(
+    build_vqvae, monkeypatch
+):
+    """The first M-step of the uniform start leaves codes of norm ~500 for a few updates:
+    checked there, every default run was told it was diverging."""
+    from fairseq_vqvae import task as task_module
+
+    built = build_vqvae()
+    checked_after = []
+    monkeypatch.setattr(
+        task_module, "log_codebook_health", lambda model: checked_after.append(current)
+    )
+    optimizer = SimpleNamespace(step=lambda: None)
+    for current in range(250):  # fairseq passes the updates done before this one
+        built.task.optimizer_step(optimizer, built.model, current)
+    assert checked_after == [99, 199]
 
 
 def test_a_checkpoint_refuses_same_size_dictionaries_and_another_bottleneck(
