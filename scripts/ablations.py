@@ -13,6 +13,7 @@ commit and the exact command.
 import argparse
 import datetime
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -211,8 +212,16 @@ def write_table(ablations: Path) -> str:
         )
     head, rest = text.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
-    readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
+    _write_atomically(readme, f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
     return table
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Rows of several runs finishing at once (converged.sh PARALLEL) each rewrite the table:
+    a reader never sees a half-written row or table (the temporary name matches no *.json)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _rows(ablations: Path) -> list[dict]:
@@ -305,7 +314,7 @@ def main(argv=None) -> int:
         parser.error("--average-epochs needs --benchmark-valid")
     if args.command == "row":
         result = make_row(args)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        _write_atomically(Path(args.out), json.dumps(result, indent=1) + "\n")
         print(
             f"{args.variant} seed {args.seed}: valid BLEU {result['valid_bleu_best']}, test BLEU {result['test_bleu']}"
         )

@@ -424,10 +424,79 @@ def test_converged_study_trains_each_row_then_benchmarks_all_with_the_teacher(tm
     assert curves[0].endswith("examples/multi30k/converged/curves.png")
 
 
+def test_converged_rows_in_parallel_prepare_the_data_once_then_log_each_row(tmp_path):
+    result = _converged(
+        "train",
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        MAX_UPDATE="9",
+        ROWS="fsg_hard_em:2 fsg_nc4:1 fsg_raw:1",
+        PARALLEL="2",
+    )
+    assert result.returncode == 0, result.stderr
+    # --prepare: one pass over the data (both kinds) before any row starts, in this output
+    prepare = [
+        line for line in result.stderr.splitlines() if "prepare_multi30k.sh" in line
+    ]
+    assert len(prepare) == 1
+    logs = {
+        row: (tmp_path / "logs" / f"converged_{row}.log").read_text()
+        for row in ("fsg_hard_em_seed2", "fsg_nc4_seed1", "fsg_raw_seed1")
+    }
+    assert "--bottleneck hard_em" in logs["fsg_hard_em_seed2"]
+    assert "--compress-steps 4" in logs["fsg_nc4_seed1"]
+    assert "--num-samples 5" in logs["fsg_raw_seed1"]
+    assert all("--max-update 9" in log for log in logs.values())
+
+
+def test_converged_parallel_names_the_rows_that_failed(tmp_path):
+    # A row whose variant is unknown fails inside its own run; the others still run.
+    result = _converged(
+        "train",
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        ROWS="fsg_nc4:1 no_such_variant:1",
+        PARALLEL="2",
+    )
+    assert result.returncode != 0
+    assert "rows no_such_variant:1 failed" in result.stderr.strip().splitlines()[-1]
+    assert (
+        "fairseq-train"
+        in (tmp_path / "logs" / "converged_fsg_nc4_seed1.log").read_text()
+    )
+
+
+def test_prepare_only_prepares_both_kinds_of_data(tmp_path):
+    result = _ablate("--prepare", DRY_RUN="1", WORK=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "prepare_multi30k.sh" in result.stderr
+    assert "fairseq-train" not in result.stderr
+
+
+def test_rows_and_table_are_replaced_whole(tmp_path, monkeypatch):
+    # Rows of parallel runs rewrite the table at once: each write is a rename, never a
+    # truncate-then-write that another run could read half of.
+    target = tmp_path / "row.json"
+    target.write_text("old")
+    replaced = []
+    real = os.replace
+    monkeypatch.setattr(
+        ablations.os, "replace", lambda a, b: (replaced.append((a, b)), real(a, b))
+    )
+    ablations._write_atomically(target, "new")
+    assert target.read_text() == "new" and replaced[0][1] == target
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
 @pytest.mark.parametrize(
     "args, env, message",
     [
         (["eval"], {}, "unknown stage 'eval': train, benchmark or all"),
+        (
+            [],
+            {"PARALLEL": "0"},
+            "PARALLEL must be a positive integer (rows at once), got '0'",
+        ),
         ([], {"ROWS": "fsg_hard_em"}, "ROWS entry 'fsg_hard_em' is not VARIANT:SEED"),
         ([], {"MAX_UPDATE": "0"}, "MAX_UPDATE must be a positive integer, got '0'"),
         (["benchmark"], {}, "no row of 4000 updates is trained yet"),

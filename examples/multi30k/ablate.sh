@@ -5,6 +5,8 @@
 #   bash examples/multi30k/ablate.sh VARIANT [SEED ...]     train + measure (default seeds: 1 2)
 #   bash examples/multi30k/ablate.sh --table                  rows -> ablations/README.md table
 #   bash examples/multi30k/ablate.sh --list                   the variants and their flags
+#   bash examples/multi30k/ablate.sh --prepare                the data of every variant, nothing else
+#                                                             (before several runs start at once)
 #
 # A variant is a line of examples/multi30k/ablations/variants.tsv: id, data (distill|raw), one
 # line of description, the fairseq-train flags it adds to the common student command below.
@@ -45,11 +47,12 @@ BENCH_THREADS="${BENCH_THREADS:-1}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"
 KEEP_EPOCHS="${KEEP_EPOCHS:-0}"
 DRY_RUN="${DRY_RUN:-0}"
+PREPARE_ONLY=0
 TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
 usage() {
-  sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   cat >&2 <<EOF
 
 Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
@@ -73,13 +76,15 @@ case "${1:-}" in
   -h|--help|"") usage; [[ -n "${1:-}" ]]; exit $? ;;
   --list) awk -F'\t' '!/^#/ && NF {printf "%-28s %-8s %s\n    flags: %s\n", $1, $2, $3, $4}' "$ABL/variants.tsv"; exit 0 ;;
   --table) exec "$PY" "$ROOT/scripts/ablations.py" table "$ABL" ;;
+  --prepare) PREPARE_ONLY=1; set -- "" ;;
 esac
 ID="$1"; shift
 SEEDS=("$@"); [[ ${#SEEDS[@]} -gt 0 ]] || SEEDS=(1 2)
 for seed in "${SEEDS[@]}"; do [[ "$seed" =~ ^[0-9]+$ ]] || die "seed must be a non-negative integer, got '$seed'"; done
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
 [[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
-IFS='|' read -r DATA_KIND DESCRIPTION FLAGS <<< "$(variant "$ID")"
+DATA_KIND=distill DESCRIPTION="" FLAGS=""  # --prepare: every kind of data, no variant
+[[ $PREPARE_ONLY == 1 ]] || IFS='|' read -r DATA_KIND DESCRIPTION FLAGS <<< "$(variant "$ID")"
 [[ "$DATA_KIND" == distill || "$DATA_KIND" == raw ]] || die "variant $ID: data must be 'distill' or 'raw', got '$DATA_KIND'"
 TRAIN_FLAGS="$FLAGS"  # the row keeps {teacher}: the flags mean the same on every machine
 if [[ "$FLAGS" == *"{teacher}"* ]]; then
@@ -110,29 +115,32 @@ SHARED_DISTILL="$WORK/distill_shared"
 run() { echo "+ $*" >&2; [[ $DRY_RUN == 1 ]] || "$@"; }
 
 # ---- data ------------------------------------------------------------------------------------
-run bash "$ROOT/scripts/prepare_multi30k.sh" --out "$DATA" --src-dir "$SRC_DIR" --workers "$THREADS"
-databin="$DATA/data-bin"
-if [[ "$DATA_KIND" == distill ]]; then
+# prepare_data KIND: the raw data, and for KIND=distill the shared distilled targets; sets databin.
+prepare_data() {
+  run bash "$ROOT/scripts/prepare_multi30k.sh" --out "$DATA" --src-dir "$SRC_DIR" --workers "$THREADS"
+  databin="$DATA/data-bin"
+  [[ "$1" == distill ]] || return 0
   databin="$SHARED_DISTILL/data-bin"
-  if [[ $DRY_RUN == 0 && ! -f "$SHARED_DISTILL/.done" ]]; then
-    [[ -f "$DISTILLED" ]] || die "no distilled targets at $DISTILLED: set DISTILLED=path/to/train.de.gz"
-    log "binarising the shared distilled targets $DISTILLED with $DATA's tokenisation, BPE and dictionary"
-    rm -rf "$SHARED_DISTILL"; mkdir -p "$SHARED_DISTILL/text"
-    gzip -dc "$DISTILLED" | sed 's/\r$//' > "$SHARED_DISTILL/text/raw.de"
-    n="$(wc -l < "$SHARED_DISTILL/text/raw.de")"; expected="$(wc -l < "$DATA/raw/train.en")"
-    [[ "$n" == "$expected" ]] || die "$DISTILLED has $n lines, the Multi30k training set $expected"
-    "$PY" "$ROOT/scripts/moses.py" tokenize -l de -a -j "$THREADS" "$SHARED_DISTILL/text/raw.de" "$SHARED_DISTILL/text/tok.de"
-    "$BIN/subword-nmt" apply-bpe -c "$DATA/bpe/codes" --num-workers "$THREADS" \
-      --input "$SHARED_DISTILL/text/tok.de" --output "$SHARED_DISTILL/text/train.de"
-    cp "$DATA/bpe/train.en" "$SHARED_DISTILL/text/train.en"
-    "$BIN/fairseq-preprocess" --source-lang en --target-lang de --trainpref "$SHARED_DISTILL/text/train" \
-      --srcdict "$DATA/data-bin/dict.en.txt" --tgtdict "$DATA/data-bin/dict.de.txt" \
-      --destdir "$SHARED_DISTILL/data-bin" --workers "$THREADS" > "$SHARED_DISTILL/preprocess.log" 2>&1 \
-      || die "fairseq-preprocess failed: see $SHARED_DISTILL/preprocess.log"
-    cp "$DATA"/data-bin/valid.* "$DATA"/data-bin/test.* "$SHARED_DISTILL/data-bin/"
-    echo "$DISTILLED" > "$SHARED_DISTILL/.done"
-  fi
-fi
+  [[ $DRY_RUN == 0 && ! -f "$SHARED_DISTILL/.done" ]] || return 0
+  [[ -f "$DISTILLED" ]] || die "no distilled targets at $DISTILLED: set DISTILLED=path/to/train.de.gz"
+  log "binarising the shared distilled targets $DISTILLED with $DATA's tokenisation, BPE and dictionary"
+  rm -rf "$SHARED_DISTILL"; mkdir -p "$SHARED_DISTILL/text"
+  gzip -dc "$DISTILLED" | sed 's/\r$//' > "$SHARED_DISTILL/text/raw.de"
+  n="$(wc -l < "$SHARED_DISTILL/text/raw.de")"; expected="$(wc -l < "$DATA/raw/train.en")"
+  [[ "$n" == "$expected" ]] || die "$DISTILLED has $n lines, the Multi30k training set $expected"
+  "$PY" "$ROOT/scripts/moses.py" tokenize -l de -a -j "$THREADS" "$SHARED_DISTILL/text/raw.de" "$SHARED_DISTILL/text/tok.de"
+  "$BIN/subword-nmt" apply-bpe -c "$DATA/bpe/codes" --num-workers "$THREADS" \
+    --input "$SHARED_DISTILL/text/tok.de" --output "$SHARED_DISTILL/text/train.de"
+  cp "$DATA/bpe/train.en" "$SHARED_DISTILL/text/train.en"
+  "$BIN/fairseq-preprocess" --source-lang en --target-lang de --trainpref "$SHARED_DISTILL/text/train" \
+    --srcdict "$DATA/data-bin/dict.en.txt" --tgtdict "$DATA/data-bin/dict.de.txt" \
+    --destdir "$SHARED_DISTILL/data-bin" --workers "$THREADS" > "$SHARED_DISTILL/preprocess.log" 2>&1 \
+    || die "fairseq-preprocess failed: see $SHARED_DISTILL/preprocess.log"
+  cp "$DATA"/data-bin/valid.* "$DATA"/data-bin/test.* "$SHARED_DISTILL/data-bin/"
+  echo "$DISTILLED" > "$SHARED_DISTILL/.done"
+}
+if [[ $PREPARE_ONLY == 1 ]]; then prepare_data distill; exit 0; fi
+prepare_data "$DATA_KIND"
 
 # ---- train and measure, one seed at a time ---------------------------------------------------
 EPOCH_FLAGS=(--no-epoch-checkpoints)

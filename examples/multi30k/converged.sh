@@ -18,7 +18,9 @@
 #   MAX_UPDATE (4000), THREADS (2), KEEP_EPOCHS (5: each row also keeps its last 5 epoch
 #   checkpoints and is measured averaged too, a second table row "VARIANT, average of last 5 epochs"),
 #   BENCH_THREADS (1), WORK (runs/multi30k), TEACHER, OUT (examples/multi30k/converged),
-#   DRY_RUN (1: print the commands).
+#   PARALLEL (1: rows one after the other; N > 1: up to N rows train and are measured at once,
+#   for a GPU, which one small row leaves mostly idle; each row's output then goes to
+#   WORK/logs/converged_VARIANT_seedN.log), DRY_RUN (1: print the commands).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -27,7 +29,7 @@ LOG_NAME=converged
 
 STAGE="${1:-all}"
 [[ "$STAGE" == train || "$STAGE" == benchmark || "$STAGE" == all ]] \
-  || { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
+  || { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
 ROWS="${ROWS:-fast_schedule_glance:1 fsg_hard_em:1 fsg_raw:1 fsg_nc4:1 fsg_vqvae:1 fast_schedule_glance:2 fsg_hard_em:2}"
 MAX_UPDATE="${MAX_UPDATE:-4000}"
 KEEP_EPOCHS="${KEEP_EPOCHS:-5}"
@@ -36,18 +38,42 @@ DATA="$WORK/data"
 TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
 OUT="${OUT:-$HERE/converged}"
 DRY_RUN="${DRY_RUN:-0}"
+PARALLEL="${PARALLEL:-1}"
+[[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || die "PARALLEL must be a positive integer (rows at once), got '$PARALLEL'"
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
 [[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
 for row in $ROWS; do
   [[ "$row" =~ ^[A-Za-z0-9_]+:[1-9][0-9]*$ ]] || die "ROWS entry '$row' is not VARIANT:SEED"
 done
 
-if [[ "$STAGE" != benchmark ]]; then
+train_row() {  # train_row VARIANT:SEED
+  MAX_UPDATE="$MAX_UPDATE" WORK="$WORK" DRY_RUN="$DRY_RUN" KEEP_EPOCHS="$KEEP_EPOCHS" \
+    bash "$HERE/ablate.sh" "${1%%:*}" "${1##*:}"
+}
+if [[ "$STAGE" != benchmark && $PARALLEL == 1 ]]; then
   for row in $ROWS; do
     log "row ${row%%:*} seed ${row##*:}, $MAX_UPDATE updates"
-    MAX_UPDATE="$MAX_UPDATE" WORK="$WORK" DRY_RUN="$DRY_RUN" KEEP_EPOCHS="$KEEP_EPOCHS" \
-      bash "$HERE/ablate.sh" "${row%%:*}" "${row##*:}"
+    train_row "$row"
   done
+elif [[ "$STAGE" != benchmark ]]; then
+  # The data first, once: rows started together would each prepare it.
+  WORK="$WORK" DRY_RUN="$DRY_RUN" bash "$HERE/ablate.sh" --prepare
+  mkdir -p "$WORK/logs"
+  status_dir="$(mktemp -d)"
+  for row in $ROWS; do
+    while [[ "$(jobs -rp | wc -l)" -ge $PARALLEL ]]; do sleep 5; done
+    row_log="$WORK/logs/converged_${row%%:*}_seed${row##*:}.log"
+    log "row ${row%%:*} seed ${row##*:}, $MAX_UPDATE updates (log: $row_log)"
+    { train_row "$row" > "$row_log" 2>&1; echo $? > "$status_dir/${row/:/_}"; } &
+  done
+  wait
+  failed=()
+  for row in $ROWS; do
+    [[ "$(cat "$status_dir/${row/:/_}" 2>/dev/null)" == 0 ]] || failed+=("$row")
+  done
+  rm -rf "$status_dir"
+  [[ ${#failed[@]} == 0 ]] \
+    || die "rows ${failed[*]} failed: see WORK/logs/converged_VARIANT_seedN.log (rerun to resume them)"
 fi
 [[ "$STAGE" == train ]] && exit 0
 
