@@ -72,6 +72,9 @@ elif [[ "$STAGE" != benchmark ]]; then
     [[ "$(cat "$status_dir/${row/:/_}" 2>/dev/null)" == 0 ]] || failed+=("$row")
   done
   rm -rf "$status_dir"
+  # Each row rewrote the table with the rows it saw; rows that finished together can miss one
+  # another there: once more with all of them.
+  [[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$HERE/ablations" > /dev/null
   [[ ${#failed[@]} == 0 ]] \
     || die "rows ${failed[*]} failed: see WORK/logs/converged_VARIANT_seedN.log (rerun to resume them)"
 fi
