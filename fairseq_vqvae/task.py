@@ -7,6 +7,7 @@ accumulated per micro-batch and applied once per optimizer update on every worke
 """
 
 import contextlib
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .bottleneck import VQBottleneck
 from .checkpoints import install_atomic_checkpoint_copies
 from .errors import OptionError
 from .generator import EOS_POLICIES, RESCORERS, VQVAENATGenerator
+from .precision import cpu_has_native_bf16
 from .warm_start import init_from_autoregressive
 
 logger = logging.getLogger(__name__)
@@ -232,6 +234,8 @@ class TranslationVQVAENATTask(TranslationTask):
         if self.cfg.bf16_autocast:
             _check_autocast_optimizer(optimizer)
             device = "cuda" if sample is not None and _on_cuda(sample) else "cpu"
+            if device == "cpu":
+                _warn_if_bf16_is_emulated()
             precision = torch.autocast(device, dtype=torch.bfloat16)
         with precision:
             result = super().train_step(
@@ -297,6 +301,18 @@ def log_codebook_health(model) -> list[str]:
             warnings.append(problem)
             logger.warning("codebook: %s", problem)
     return warnings
+
+
+@functools.cache
+def _warn_if_bf16_is_emulated() -> None:
+    """Once per process: --bf16-autocast on a CPU that emulates bfloat16 is slower than fp32."""
+    if not cpu_has_native_bf16():
+        logger.warning(
+            "--bf16-autocast: this CPU has no native bfloat16 (no AVX512-BF16 or AMX; torch "
+            "reports %s), so bfloat16 is emulated and training is slower than in fp32: drop "
+            "--bf16-autocast on this machine",
+            torch.backends.cpu.get_cpu_capability(),
+        )
 
 
 def _check_autocast_optimizer(optimizer):

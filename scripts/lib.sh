@@ -19,6 +19,20 @@ DIE_NAME=""
 log() { echo "[$LOG_NAME $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "${DIE_NAME:-$LOG_NAME}: error: $*" >&2; exit 1; }
 
+# bf16_autocast_flag NAME: BF16_AUTOCAST_FLAG (an array) <- (--bf16-autocast) or () for the
+# setting in variable NAME: 1 always, 0 never, auto where it makes training faster (a GPU, or a
+# CPU with native bfloat16: fairseq_vqvae/precision.py; an AVX2-only CPU emulates bfloat16 and
+# trains slower under autocast). Dies on another value.
+bf16_autocast_flag() {
+  BF16_AUTOCAST_FLAG=()
+  case "${!1}" in
+    1) BF16_AUTOCAST_FLAG=(--bf16-autocast) ;;
+    0) ;;
+    auto) if (cd "$ROOT" && "$PY" -m fairseq_vqvae.precision) 2>/dev/null; then BF16_AUTOCAST_FLAG=(--bf16-autocast); fi ;;
+    *) die "$1 must be auto, 1 or 0, got '${!1}'" ;;
+  esac
+}
+
 # ---- data preparation (prepare_*.sh) ----------------------------------------------------------
 
 # require_tools TOOL...: die unless every TOOL is an executable in BIN.

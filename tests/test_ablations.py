@@ -179,6 +179,11 @@ def test_unknown_variant_and_bad_budget_get_one_line_errors():
         result.returncode != 0
         and "MAX_UPDATE must be a positive integer" in result.stderr
     )
+    result = _ablate("old_recipe", AUTOCAST="on")
+    assert (
+        result.returncode != 0
+        and "AUTOCAST must be auto, 1 or 0, got 'on'" in result.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -209,6 +214,25 @@ def test_dry_run_trains_the_variant_with_the_common_recipe(
     assert (
         "distill_shared/data-bin" in train
     )  # distilled variants train on the shared set
+
+
+@pytest.mark.parametrize("setting", ["1", "0", "auto"])
+def test_autocast_setting_decides_the_bf16_autocast_flag(tmp_path, setting):
+    from fairseq_vqvae.precision import autocast_pays
+
+    result = _ablate(
+        "fsg_nc4",
+        "1",
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        MAX_UPDATE="7",
+        AUTOCAST=setting,
+    )
+    assert result.returncode == 0, result.stderr
+    train = next(line for line in result.stderr.splitlines() if "fairseq-train" in line)
+    # auto: only where autocast is faster (a GPU, a CPU with native bfloat16)
+    expected = {"1": True, "0": False, "auto": autocast_pays()}[setting]
+    assert ("--bf16-autocast" in train) == expected
 
 
 def test_keep_epochs_averages_the_last_epochs_and_measures_them_beside_the_best(

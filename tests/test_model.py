@@ -441,6 +441,47 @@ def test_bf16_autocast_step_matches_fp32_em_bookkeeping(
     assert abs(bf16_loss - fp32_loss) < 0.05 * abs(fp32_loss)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_autocast_on_a_cpu_that_emulates_bf16_says_to_drop_it(
+    native, build_vqvae, make_sample, monkeypatch, caplog
+):
+    import fairseq_vqvae.task as task_module
+
+    monkeypatch.setattr(task_module, "cpu_has_native_bf16", lambda: native)
+    task_module._warn_if_bf16_is_emulated.cache_clear()
+    built = build_vqvae("--bf16-autocast")
+    sample = make_sample(built.task, "train", range(4))
+
+    class Optimizer:
+        backward = staticmethod(lambda loss: loss.backward())
+
+    with caplog.at_level("WARNING", logger=task_module.logger.name):
+        for update in range(2):  # said once, not at every update
+            built.task.train_step(
+                sample, built.model, built.criterion, Optimizer(), update
+            )
+    said = [r.message for r in caplog.records if "no native bfloat16" in r.message]
+    assert len(said) == (0 if native else 1)
+    if not native:
+        assert "drop --bf16-autocast" in said[0]
+    task_module._warn_if_bf16_is_emulated.cache_clear()
+
+
+def test_native_bf16_follows_the_cpu_probes(monkeypatch):
+    from fairseq_vqvae import precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not precision.cpu_has_native_bf16()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert precision.cpu_has_native_bf16()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert (
+        precision.cpu_has_native_bf16()
+    )  # a torch that cannot tell is taken at its word
+
+
 @pytest.mark.parametrize("bottleneck", ["vqvae", "soft_em"])
 def test_codebook_init_data_sets_the_codes_at_the_first_fairseq_update(
     bottleneck, build_vqvae, make_sample

@@ -1180,7 +1180,11 @@ def test_multi30k_study_plan(tmp_path):
             "bash",
             REPO / "examples" / "multi30k" / "run.sh",
             "--dry-run",
-            env={"WORK": str(tmp_path / "work"), "RESULTS": str(tmp_path / "results")},
+            env={
+                "WORK": str(tmp_path / "work"),
+                "RESULTS": str(tmp_path / "results"),
+                "STUDENT_AUTOCAST": "1",
+            },
         )
     )
     err = result.stderr
@@ -1237,6 +1241,13 @@ def test_multi30k_study_plan(tmp_path):
         env={"ROWS": "nope"},
     )
     assert bad.returncode != 0 and "unknown row id" in bad.stderr, bad.log
+    bad = sh(
+        "bash",
+        REPO / "examples" / "multi30k" / "run.sh",
+        "--dry-run",
+        env={"STUDENT_AUTOCAST": "yes"},
+    )
+    assert "STUDENT_AUTOCAST must be auto, 1 or 0, got 'yes'" in bad.stderr, bad.log
 
 
 def test_multi30k_train_wall_sums_resumed_segments(tmp_path):

@@ -46,6 +46,7 @@ THREADS="${THREADS:-2}"
 BENCH_THREADS="${BENCH_THREADS:-1}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"
 KEEP_EPOCHS="${KEEP_EPOCHS:-0}"
+AUTOCAST="${AUTOCAST:-auto}"
 DRY_RUN="${DRY_RUN:-0}"
 PREPARE_ONLY=0
 TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
@@ -59,6 +60,8 @@ Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
   BENCH_THREADS=$BENCH_THREADS  MAX_TOKENS=$MAX_TOKENS  DRY_RUN=0 (1: print the commands)
   KEEP_EPOCHS=$KEEP_EPOCHS (N > 0: keep the last N epoch checkpoints, average them and measure
     the average beside the best checkpoint, on validation and test)
+  AUTOCAST=$AUTOCAST (--bf16-autocast: 1 always, 0 never, auto where it makes training faster:
+    a GPU, or a CPU with native bfloat16; the row records the command it ran)
   SRC_DIR=$SRC_DIR  DISTILLED=$DISTILLED
   TEACHER=$TEACHER (for variants whose flags name {teacher})
 EOF
@@ -83,6 +86,7 @@ SEEDS=("$@"); [[ ${#SEEDS[@]} -gt 0 ]] || SEEDS=(1 2)
 for seed in "${SEEDS[@]}"; do [[ "$seed" =~ ^[0-9]+$ ]] || die "seed must be a non-negative integer, got '$seed'"; done
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
 [[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
+[[ $PREPARE_ONLY == 1 ]] || bf16_autocast_flag AUTOCAST
 DATA_KIND=distill DESCRIPTION="" FLAGS=""  # --prepare: every kind of data, no variant
 [[ $PREPARE_ONLY == 1 ]] || IFS='|' read -r DATA_KIND DESCRIPTION FLAGS <<< "$(variant "$ID")"
 [[ "$DATA_KIND" == distill || "$DATA_KIND" == raw ]] || die "variant $ID: data must be 'distill' or 'raw', got '$DATA_KIND'"
@@ -154,7 +158,7 @@ COMMON=(
   --lr-scheduler inverse_sqrt --warmup-init-lr 1e-07 --max-tokens "$MAX_TOKENS"
   --max-update "$MAX_UPDATE" "${EPOCH_FLAGS[@]}" --eval-bleu --eval-bleu-remove-bpe
   --eval-bleu-detok moses --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
-  --log-format simple --log-interval 50 --no-progress-bar --bf16-autocast "${DEVICE_FLAGS[@]}"
+  --log-format simple --log-interval 50 --no-progress-bar "${BF16_AUTOCAST_FLAG[@]}" "${DEVICE_FLAGS[@]}"
 )
 # The flags a variant does not set: the pre-issue-13 study's recipe (examples/multi30k/run.sh).
 DEFAULTS=(--lr 1e-3 --warmup-updates 500)

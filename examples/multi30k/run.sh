@@ -45,7 +45,8 @@ Environment (default):
   DISTILL_SHARDS=8             NAT_MAX_UPDATE=1000           STUDENT_MAX_UPDATE=1000
   DISTILL_GENERATE_ARGS=""     (extra fairseq-generate flags for the distillation)
   STUDENT_ARCH=vqvae_nat_small STUDENT_MAX_TOKENS=4096       STUDENT_LR=1e-3
-  STUDENT_WARMUP=200           STUDENT_AUTOCAST=1 (train students with --bf16-autocast)
+  STUDENT_WARMUP=200           STUDENT_AUTOCAST=auto (--bf16-autocast: 1 always,
+                               0 never, auto where it is faster: a GPU, a CPU with native bfloat16)
   STUDENT_EXTRA=""             (extra fairseq-train flags for every student)
   SEEDS_EM="1 2"               SEEDS_VQVAE="1"               SEEDS_NC4="1"
   SEEDS_AR_INIT="1"
@@ -79,7 +80,7 @@ STUDENT_ARCH="${STUDENT_ARCH:-vqvae_nat_small}"
 STUDENT_MAX_TOKENS="${STUDENT_MAX_TOKENS:-4096}"
 STUDENT_LR="${STUDENT_LR:-1e-3}"
 STUDENT_WARMUP="${STUDENT_WARMUP:-200}"
-STUDENT_AUTOCAST="${STUDENT_AUTOCAST:-1}"
+STUDENT_AUTOCAST="${STUDENT_AUTOCAST:-auto}"
 STUDENT_EXTRA="${STUDENT_EXTRA:-}"
 SEEDS_EM="${SEEDS_EM:-1 2}"
 SEEDS_VQVAE="${SEEDS_VQVAE:-1}"
@@ -170,7 +171,8 @@ STUDENT_COMMON=(
   --maximize-best-checkpoint-metric --log-format simple --log-interval 50 --no-progress-bar
   "${DEVICE_FLAGS[@]}"
 )
-[[ "$STUDENT_AUTOCAST" == 1 ]] && STUDENT_COMMON+=(--bf16-autocast)
+bf16_autocast_flag STUDENT_AUTOCAST
+STUDENT_COMMON+=("${BF16_AUTOCAST_FLAG[@]}")
 # shellcheck disable=SC2206
 STUDENT_COMMON+=($STUDENT_EXTRA)
 
