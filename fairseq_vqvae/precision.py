@@ -1,8 +1,8 @@
 """Where ``--bf16-autocast`` pays: a GPU, or a CPU that computes bfloat16 natively.
 
-On a CPU with AVX512-BF16 or AMX tiles, autocast trains about 1.7x faster than fp32; on one
-without (AVX2 only, say) torch emulates bfloat16 and autocast trains several times slower
-(README, "CPU training with --bf16-autocast"). Plain torch: the shell pipelines ask
+On a CPU with AVX512-BF16 or AMX tiles, autocast trained 1.57x faster than fp32; on one
+without (AVX2 only) torch emulates bfloat16 and autocast trained 21 times slower (README, "CPU
+training with --bf16-autocast"). Plain torch: the shell pipelines ask
 ``python -m fairseq_vqvae.precision`` (exit status 0 where autocast pays).
 """
 
