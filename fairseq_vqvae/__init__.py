@@ -3,8 +3,9 @@
 Roy et al. 2018, https://arxiv.org/abs/1805.11063. Load with ``--user-dir fairseq_vqvae``.
 
 ``fairseq_vqvae.bottleneck`` and ``fairseq_vqvae.image`` are plain torch. The fairseq
-components (model, criterion, task) are registered when fairseq is already imported, as it
-is whenever fairseq loads the plugin (``--user-dir``); importing them directly
+components (model, criterion, task, the ``torch_adamw`` optimizer) are registered when
+fairseq is already imported, as it is whenever fairseq loads the plugin (``--user-dir``);
+importing them directly
 (``from fairseq_vqvae.model import VQVAENATModel``) registers them too.
 """
 
@@ -13,4 +14,4 @@ import sys
 from . import compat  # noqa: F401  (fairseq checkpoints must load under torch >= 2.6)
 
 if "fairseq" in sys.modules:
-    from . import criterion, model, task  # noqa: F401
+    from . import criterion, model, optim, task  # noqa: F401
