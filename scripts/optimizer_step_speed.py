@@ -18,6 +18,8 @@ import statistics
 import sys
 import time
 
+from bench.training import build_training, fairseq_flags
+
 # aten calls that launch no kernel (views, allocations), and those that do only when they copy.
 NO_KERNEL = {
     "t", "detach", "detach_", "transpose", "view", "_unsafe_view", "expand", "permute",
@@ -43,42 +45,23 @@ def main(argv=None) -> int:
         "fairseq_args", nargs=argparse.REMAINDER, help="-- then fairseq-train flags"
     )
     args = parser.parse_args(argv)
-    fairseq_args = (
-        args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
-    )
-    if not fairseq_args:
-        parser.error(
-            "give the fairseq-train flags after '--' (data folder, task, arch, ...)"
-        )
+    fairseq_args = fairseq_flags(parser, args.fairseq_args)
     if args.device not in ("cpu", "cuda") or args.repeats < 1:
         parser.error("--device is cpu or cuda, --repeats at least 1")
 
     import torch
-    from fairseq import optim, options, tasks, utils
+    from fairseq import optim, options, utils
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from torch.profiler import ProfilerActivity, profile
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no GPU here")
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    cfg = options.parse_args_and_arch(
-        options.get_training_parser(),
-        input_args=[*fairseq_args, *(["--cpu"] if args.device == "cpu" else [])],
+    cpu = ["--cpu"] if args.device == "cpu" else []
+    cfg, _, model, criterion, (sample,) = build_training(
+        [*fairseq_args, *cpu], args.max_tokens, 1
     )
-    utils.import_user_module(cfg)
-    task = tasks.setup_task(cfg)
-    task.load_dataset("train")
-    model = task.build_model(cfg).to(device)
-    criterion = task.build_criterion(cfg).to(device)
-    sample = next(
-        task.get_batch_iterator(
-            task.dataset("train"),
-            max_tokens=args.max_tokens,
-            max_positions=(1024, 1024),
-            seed=3,
-        ).next_epoch_itr(shuffle=True)
-    )
+    model, criterion = model.to(args.device), criterion.to(args.device)
     sample = utils.move_to_cuda(sample) if args.device == "cuda" else sample
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
@@ -138,7 +121,7 @@ def main(argv=None) -> int:
     for name in args.optimizers.split(","):
         optimizer_cfg = options.parse_args_and_arch(
             options.get_training_parser(),
-            input_args=[*fairseq_args, "--cpu", "--optimizer", name],
+            input_args=[*fairseq_args, *cpu, "--optimizer", name],
         )
         optimizer = optim.build_optimizer(
             convert_namespace_to_omegaconf(optimizer_cfg).optimizer, params

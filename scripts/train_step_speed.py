@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from bench.training import build_training, fairseq_flags
+
 CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
@@ -116,13 +118,7 @@ def main(argv=None) -> int:
         "fairseq_args", nargs=argparse.REMAINDER, help="-- then fairseq-train flags"
     )
     args = parser.parse_args(argv)
-    fairseq_args = (
-        args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
-    )
-    if not fairseq_args:
-        parser.error(
-            "give the fairseq-train flags after '--' (data folder, task, arch, ...)"
-        )
+    fairseq_args = fairseq_flags(parser, args.fairseq_args)
     modes = {"fp32": False, "bf16": True}
     if not args.modes or any(m not in modes for m in args.modes.split(",")):
         parser.error(f"--modes: comma-separated fp32 and/or bf16, got '{args.modes}'")
@@ -130,22 +126,11 @@ def main(argv=None) -> int:
         return compare_caches(args, sys.argv[1:] if argv is None else argv)
 
     import torch
-    from fairseq import options, tasks, utils
 
     torch.set_num_threads(args.threads)
-    train_parser = options.get_training_parser()
-    cfg = options.parse_args_and_arch(train_parser, input_args=fairseq_args)
-    utils.import_user_module(cfg)
-    task = tasks.setup_task(cfg)
-    task.load_dataset("train")
-    model, criterion = task.build_model(cfg), task.build_criterion(cfg)
-    batches = task.get_batch_iterator(
-        task.dataset("train"),
-        max_tokens=args.max_tokens,
-        max_positions=(1024, 1024),
-        seed=3,
-    ).next_epoch_itr(shuffle=True)
-    batches = [next(batches) for _ in range(args.batches + 1)]
+    cfg, _, model, criterion, batches = build_training(
+        fairseq_args, args.max_tokens, args.batches + 1
+    )
     model.train()
 
     def step(sample, autocast):

@@ -1385,6 +1385,55 @@ def test_train_step_speed_compares_onednn_cache_capacities_in_child_processes(
         assert bad.returncode != 0 and message in bad.stderr, bad.log
 
 
+def test_optimizer_step_speed_counts_fewer_operations_for_torch_adamw(tiny_databin):
+    """fairseq's adam loops over the tensors; torch_adamw's fused step and foreach norm do not."""
+    tiny = (
+        "--arch",
+        "vqvae_nat_tiny",
+        "--criterion",
+        "vqvae_em",
+        "--share-all-embeddings",
+    )
+    result = ok(
+        sh(
+            sys.executable,
+            SCRIPTS / "optimizer_step_speed.py",
+            "--repeats",
+            "1",
+            "--max-tokens",
+            "200",
+            "--",
+            tiny_databin,
+            "--user-dir",
+            REPO / "fairseq_vqvae",
+            "--task",
+            "translation_vqvae",
+            *tiny,
+            "--clip-norm",
+            "0.1",
+        )  # fmt: skip
+    )
+    records = [
+        json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")
+    ]
+    model, adam, ours, summary = records
+    assert model["parameter_tensors"] > 20 and model["forward_backward_operations"] > 0
+    assert (adam["class"], ours["class"]) == ("FairseqAdam", "TorchAdamW"), result.log
+    # Several operations per tensor against a handful in all (11 with clipping: 6 without).
+    assert adam["operations_per_update"] > 4 * model["parameter_tensors"], result.log
+    assert ours["operations_per_update"] <= 16, result.log
+    assert summary["torch_adamw_operations"] == ours["operations_per_update"]
+    bad = sh(
+        sys.executable,
+        SCRIPTS / "optimizer_step_speed.py",
+        "--device",
+        "tpu",
+        "--",
+        "x",
+    )
+    assert bad.returncode != 0 and "--device is cpu or cuda" in bad.stderr, bad.log
+
+
 def test_prepare_multi30k_names_a_non_utf8_line_and_redoes_stages_when_sources_change(
     tmp_path,
 ):
