@@ -53,6 +53,16 @@ TINY_FLAGS = (
 )
 
 
+def transformer_flags(dim: int, ffn: int, layers: int = 1, heads: int = 2) -> tuple:
+    """A fairseq Transformer's size flags, encoder and decoder alike (the tests' small ARs/NATs)."""
+    flags = []
+    for side in ("encoder", "decoder"):
+        flags += [f"--{side}-layers", str(layers), f"--{side}-embed-dim", str(dim)]
+        flags += [f"--{side}-ffn-embed-dim", str(ffn)]
+        flags += [f"--{side}-attention-heads", str(heads)]
+    return tuple(flags)
+
+
 @pytest.fixture(autouse=True)
 def seed():
     torch.manual_seed(0)
@@ -237,22 +247,7 @@ def tiny_transformer(build_fairseq, tiny_databin):
     """A 1-layer fairseq Transformer (AR) on the tiny data: a non-vqvae model, a tiny teacher."""
     return build_fairseq(
         tiny_databin,
-        "--encoder-layers",
-        "1",
-        "--decoder-layers",
-        "1",
-        "--encoder-embed-dim",
-        "16",
-        "--decoder-embed-dim",
-        "16",
-        "--encoder-ffn-embed-dim",
-        "16",
-        "--decoder-ffn-embed-dim",
-        "16",
-        "--encoder-attention-heads",
-        "2",
-        "--decoder-attention-heads",
-        "2",
+        *transformer_flags(dim=16, ffn=16),
         arch="transformer",
         task="translation",
         criterion="cross_entropy",

@@ -21,6 +21,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import transformer_flags
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 SHARED = REPO.parent / "shared" / "data"
@@ -269,22 +271,7 @@ def pipeline(tmp_path_factory):
         "--noise",
         "full_mask",
         "--share-all-embeddings",
-        "--encoder-layers",
-        "1",
-        "--decoder-layers",
-        "1",
-        "--encoder-embed-dim",
-        "32",
-        "--decoder-embed-dim",
-        "32",
-        "--encoder-ffn-embed-dim",
-        "32",
-        "--decoder-ffn-embed-dim",
-        "32",
-        "--encoder-attention-heads",
-        "2",
-        "--decoder-attention-heads",
-        "2",
+        *transformer_flags(dim=32, ffn=32),
         "--pred-length-offset",
         "--length-loss-factor",
         "0.1",

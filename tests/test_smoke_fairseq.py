@@ -22,6 +22,8 @@ import torch
 
 import fairseq_vqvae  # noqa: F401  (lets torch.load(weights_only=True) read fairseq checkpoints)
 
+from conftest import transformer_flags
+
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = REPO / "fairseq_vqvae"
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -93,22 +95,7 @@ TRANSFORMER_TRAIN_FLAGS = (
     "transformer",
     "--criterion",
     "cross_entropy",
-    "--encoder-layers",
-    "1",
-    "--decoder-layers",
-    "1",
-    "--encoder-embed-dim",
-    "32",
-    "--decoder-embed-dim",
-    "32",
-    "--encoder-ffn-embed-dim",
-    "32",
-    "--decoder-ffn-embed-dim",
-    "32",
-    "--encoder-attention-heads",
-    "2",
-    "--decoder-attention-heads",
-    "2",
+    *transformer_flags(dim=32, ffn=32),
     "--optimizer",
     "adam",
     "--lr",

@@ -3,17 +3,11 @@
 import pytest
 import torch
 
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, transformer_flags
 
 # The teacher has the tiny student's dimensions (TINY_FLAGS): d=16, FFN 32, 2 heads, 1 encoder
 # layer; one decoder layer against the student's two (the first is copied).
-TEACHER_FLAGS = (
-    "--share-all-embeddings",
-    "--encoder-layers", "1", "--decoder-layers", "1",
-    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16",
-    "--encoder-ffn-embed-dim", "32", "--decoder-ffn-embed-dim", "32",
-    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
-)  # fmt: skip
+TEACHER_FLAGS = ("--share-all-embeddings", *transformer_flags(dim=16, ffn=32))
 
 
 def _teacher(build_fairseq, databin, path, *flags):
