@@ -1,11 +1,11 @@
 """``--optimizer torch_adamw``: fairseq's ``adam``, stepped by torch's fused AdamW.
 
 fairseq's ``adam`` hands its step to NVIDIA apex's FusedAdam when apex is installed (rarely
-possible with today's torch); otherwise it steps every parameter tensor in a Python loop,
-and the trainer's gradient scaling and ``clip_grad_norm`` go tensor by tensor too. For
-``vqvae_nat_small`` (274 parameter tensors) that is 2,195 compute operations per update, more
-than the 1,465 of a batch's forward and backward pass; ``torch_adamw`` dispatches 6
-(``scripts/optimizer_step_speed.py``). On a GPU every operation is a kernel launch, and a
+possible with today's torch); otherwise it steps every parameter tensor in a Python loop
+(about eight operations each), and ``clip_grad_norm`` takes the gradient norm tensor by
+tensor. For ``vqvae_nat_small`` (274 parameter tensors) that is 2,195 compute operations per
+update, more than the 1,465 of a batch's forward and backward pass; ``torch_adamw`` dispatches
+6 (``scripts/optimizer_step_speed.py``). On a GPU every operation is a kernel launch, and a
 small model's update is bound by its launches.
 
 ``torch.optim.AdamW(fused=True)`` is the same algorithm (fairseq's ``adam`` decays weights
@@ -27,7 +27,7 @@ from collections.abc import Collection
 import torch
 from fairseq import utils
 from fairseq.optim import FairseqOptimizer, register_optimizer
-from fairseq.optim.adam import FairseqAdamConfig
+from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import OmegaConf
 
 OPTIMIZER_NAME = "torch_adamw"
@@ -86,19 +86,15 @@ class TorchAdamW(FairseqOptimizer):
     def supports_flat_params(self):
         return True  # --fp16's single flat fp32 master tensor is one more parameter
 
-    def multiply_grads(self, c):
-        """fairseq's per-tensor loop (the trainer's division by the sample size) as one foreach."""
-        grads = [p.grad for p in self.params if getattr(p, "grad", None) is not None]
-        if not grads:
-            return
-        if torch.is_tensor(c):
-            c = c.to(grads[0].device)
-        torch._foreach_mul_(grads, c)
-
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
-        """fairseq's ``clip_grad_norm_`` (same norm, same 1e-6, same clamp) with foreach kernels."""
-        params = self.params
-        grads = [p.grad for p in params if getattr(p, "grad", None) is not None]
+        """fairseq's ``clip_grad_norm_`` with the norm taken by foreach kernels.
+
+        Without apex, fairseq takes one norm per tensor; the rest (fp32 norm, the 1e-6, the
+        clamp, the foreach multiply, the returned tensor) is as fairseq's. A single tensor
+        (``--fp16``'s flat master copy) and mixture-of-experts parameters go to fairseq's own.
+        """
+        params = list(self.params)  # a generator: read it once
+        grads = [p.grad for p in params if p.grad is not None]
         if len(grads) < 2 or any(hasattr(p, "expert") for p in params):
             return utils.clip_grad_norm_(params, max_norm, aggregate_norm_fn)
         # get_total_norm runs under no_grad; in fp32, as fairseq's
@@ -110,6 +106,9 @@ class TorchAdamW(FairseqOptimizer):
         if aggregate_norm_fn is not None:
             total_norm = aggregate_norm_fn(total_norm)
         if max_norm > 0:
-            clip_coef = (max_norm / (total_norm + 1e-6)).clamp_(max=1)
-            torch._foreach_mul_(grads, clip_coef.to(grads[0].dtype))
+            clip_coef = (float(max_norm) / (total_norm + 1e-6)).clamp_(max=1)
+            torch._foreach_mul_(grads, clip_coef)
         return total_norm
+
+    # --use-bmuf averages Adam's moments across workers; torch's AdamW names them as fairseq's.
+    average_params = FairseqAdam.average_params

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from fairseq import optim
+from fairseq import optim, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from fairseq_vqvae.optim import TorchAdamW
@@ -37,14 +37,15 @@ def _copies(params):
 
 
 def _update(optimizer, grads, scale, max_norm):
-    """What fairseq's trainer does with an update's gradients."""
+    """What fairseq's trainer does with an update's gradients: (norm, clipped gradients)."""
     for p, g in zip(optimizer.params, grads):
         p.grad = g.clone()
     optimizer.multiply_grads(scale)
     norm = optimizer.clip_grad_norm(max_norm)
+    clipped = [p.grad.clone() for p in optimizer.params]
     optimizer.step()
     optimizer.zero_grad()
-    return norm
+    return norm, clipped
 
 
 def test_fairseqs_adam_defaults_reach_the_fused_torch_optimizer(build_vqvae):
@@ -77,9 +78,10 @@ def test_updates_match_fairseqs_adam(build_vqvae, max_norm):
     """Same flags, same gradients: the parameters and gradient norms of fairseq's adam.
 
     Weight decay 0.1 tells AdamW's decoupled decay (fairseq's) from Adam's L2 term; max_norm
-    0.5 clips every update, 0 only measures the norm. --adam-eps 0: fairseq adds eps before
-    the bias correction, torch after it, which moves the steps of gradients near eps (here,
-    clipped ones) by up to a hundredth; with eps 0 the two are the same arithmetic.
+    0.5 clips every update (compared on the gradients: Adam's step hardly sees a constant
+    factor), 0 only measures the norm. --adam-eps 0: fairseq adds eps before the bias
+    correction, torch after it, which moves the steps of gradients near eps (here, clipped
+    ones) by up to a hundredth; with eps 0 the two are the same arithmetic.
     """
     flags = ("--adam-betas", "(0.8,0.95)", "--adam-eps", "0", "--weight-decay", "0.1")
     adam_built = build_vqvae(*flags)
@@ -91,13 +93,55 @@ def test_updates_match_fairseqs_adam(build_vqvae, max_norm):
     generator = torch.Generator().manual_seed(0)
     for _ in range(6):
         grads = [torch.randn(p.shape, generator=generator) for p in params]
-        their_norm = _update(theirs, grads, 0.5, max_norm)
-        our_norm = _update(ours, grads, 0.5, max_norm)
+        their_norm, their_grads = _update(theirs, grads, 0.5, max_norm)
+        our_norm, our_grads = _update(ours, grads, 0.5, max_norm)
         assert torch.allclose(our_norm, their_norm, rtol=1e-5)
+        for a, b, g in zip(their_grads, our_grads, grads):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
+            assert max_norm == 0 or a.abs().sum() < 0.1 * g.abs().sum()  # it clipped
     moved = max(float((a - p).abs().max()) for a, p in zip(theirs.params, params))
     assert moved > 1e-3  # the comparison below is not of parameters that stayed put
     for a, b in zip(theirs.params, ours.params):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("shapes", [[(40,)], [(3, 4), (5,)]], ids=["flat", "two"])
+@pytest.mark.parametrize("scale", [100.0, float("inf")], ids=["finite", "overflow"])
+def test_clip_grad_norm_reports_and_clips_as_fairseqs(build_vqvae, shapes, scale):
+    """One tensor is --fp16's flat fp32 master copy; an infinite gradient is an fp16 overflow,
+    which fairseq's loss scaler sees only through the norm."""
+    ours = _optimizer(
+        build_vqvae("--optimizer", "torch_adamw"),
+        [torch.nn.Parameter(torch.zeros(s)) for s in shapes],
+    )
+    grads = [torch.full(s, scale) for s in shapes]
+    for p, g in zip(ours.params, grads):
+        p.grad = g.clone()
+    norm = ours.clip_grad_norm(1.0)
+    reference = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for p, g in zip(reference, grads):
+        p.grad = g.clone()
+    expected = utils.clip_grad_norm_(reference, 1.0)
+    if scale == float("inf"):
+        assert not torch.isfinite(norm)
+        return
+    assert torch.allclose(norm, expected) and float(norm) > 100
+    clipped = torch.cat([p.grad.flatten() for p in ours.params])
+    assert torch.allclose(clipped.norm(), torch.tensor(1.0), rtol=1e-4)
+
+
+def test_bmuf_averages_the_torch_optimizers_moments(build_vqvae, monkeypatch):
+    ours = _optimizer(
+        build_vqvae("--optimizer", "torch_adamw"), [torch.nn.Parameter(torch.zeros(3))]
+    )
+    _update(ours, [torch.ones(3)], 1.0, 0.0)
+    state = ours.optimizer.state[next(ours.params)]
+    before = state["exp_avg"].clone(), state["exp_avg_sq"].clone()
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: tensor)
+    ours.average_params()  # two workers whose other half adds nothing here
+    assert torch.allclose(state["exp_avg"], before[0] / 2)
+    assert torch.allclose(state["exp_avg_sq"], before[1] / 2)
 
 
 def test_a_reloaded_state_steps_exactly_as_the_original(build_vqvae):
