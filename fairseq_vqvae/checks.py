@@ -41,7 +41,23 @@ def check_state_dict(model, state_dict):
                 f"symbols, the data's has {ours.shape[0]}; binarize the data with the checkpoint's "
                 f"dictionaries (fairseq-preprocess --srcdict/--tgtdict, or --joined-dictionary)"
             )
+    check_latent_layers(model.cfg.latent_layers, state_dict)
     check_signature(model.signature, state_dict)
+
+
+def check_latent_layers(ours: int, state_dict) -> None:
+    """Refuse a checkpoint whose latent predictor has another depth than --latent-layers (torch
+    would list dozens of missing or unexpected keys)."""
+    prefix = "latent_predictor.layers."
+    layers = {
+        key[len(prefix) :].split(".")[0] for key in state_dict if key.startswith(prefix)
+    }
+    if layers and len(layers) != ours:
+        raise OptionError(
+            f"this checkpoint's latent predictor has {len(layers)} layers, the command line "
+            f"builds {ours} (--latent-layers {ours}): pass --latent-layers {len(layers)}, or give "
+            f"the checkpoint a fresh {ours}-layer predictor with scripts/fresh_latent_predictor.py"
+        )
 
 
 def check_precision(args):

@@ -74,13 +74,7 @@ class VQVAENATModel(BaseFairseqModel):
             TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.decoder_layers)
         )
         self.decoder_norm = None if cfg.post_norm else LayerNorm(dim)
-        self.latent_predictor = LatentPredictor(
-            _transformer_config(cfg, dropout=cfg.latent_predictor_dropout),
-            cfg.latent_layers,
-            cfg.num_slices,
-            cfg.codebook_size,
-            self.max_latents,
-        )
+        self.latent_predictor = build_latent_predictor(cfg)
         self.length_head = (
             LengthClassifier(dim) if cfg.latent_length == "predict" else None
         )
@@ -366,6 +360,18 @@ class VQVAENATModel(BaseFairseqModel):
         return super().load_state_dict(
             state_dict, strict=strict, model_cfg=model_cfg, args=args
         )
+
+
+def build_latent_predictor(cfg: VQVAENATConfig) -> LatentPredictor:
+    """A freshly initialised latent predictor for a model of configuration ``cfg`` (also what
+    scripts/fresh_latent_predictor.py puts into a trained model)."""
+    return LatentPredictor(
+        _transformer_config(cfg, dropout=cfg.latent_predictor_dropout),
+        cfg.latent_layers,
+        cfg.num_slices,
+        cfg.codebook_size,
+        cfg.max_target_positions // 2**cfg.compress_steps,
+    )
 
 
 def _transformer_config(cfg: VQVAENATConfig, dropout=None) -> TransformerConfig:

@@ -383,6 +383,24 @@ def test_second_stage_variant_continues_its_first_stage_of_the_same_seed(tmp_pat
     assert "{best:" not in train
 
 
+def test_fresh_predictor_stage_gives_its_first_stage_a_new_predictor(tmp_path):
+    first = tmp_path / "ablations/u4000/fsg_hard_em/seed2/checkpoint_best.pt"
+    result = _ablate("hem_lp_fresh1", "2", WORK=str(tmp_path), MAX_UPDATE="7")
+    assert result.returncode != 0
+    assert f"its first is not there: {first} (run MAX_UPDATE=4000 bash" in result.stderr
+    result = _ablate(
+        "hem_lp_fresh1", "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="7"
+    )
+    assert result.returncode == 0, result.stderr
+    start = tmp_path / "ablations/u7/hem_lp_fresh1/seed2/fresh_predictor.pt"
+    lines = result.stderr.splitlines()
+    fresh = next(line for line in lines if "fresh_latent_predictor.py" in line)
+    assert f"{first} --output {start} --seed 2 --latent-layers 1" in fresh
+    train = next(line for line in lines if "fairseq-train" in line)
+    assert f"--finetune-from-model {start} " in train and "{fresh-" not in train
+    assert lines.index(fresh) < lines.index(train)
+
+
 def test_every_variant_names_known_options():
     """Each variant's flags parse with fairseq's own parser (a typo would cost a training)."""
     from fairseq import options

@@ -244,6 +244,39 @@ def start(root):
             cwd=root,
         )
 
+    def fresh_predictor_stage(checkpoint):
+        # vqvae_nat_tiny's predictor has 1 layer; the second stage learns a new 2-layer one.
+        fresh = root / "predictor_fresh" / "fresh.pt"
+        made = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts/fresh_latent_predictor.py"),
+                str(checkpoint),
+            ]
+            + ["--output", str(fresh), "--latent-layers", "2"],
+            cwd=root,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        return fairseq(
+            "train",
+            databin,
+            *VQVAE_TRAIN_FLAGS,
+            "--max-update",
+            "2",
+            "--latent-predictor-only",
+            "--latent-layers",
+            "2",
+            "--finetune-from-model",
+            fresh,
+            "--save-dir",
+            root / "predictor_fresh",
+            cwd=root,
+        )
+
     def full_run_then_decode():
         result = fairseq(
             "train",
@@ -290,6 +323,7 @@ def start(root):
                 root / "predictor_only",
                 cwd=root,
             )
+            jobs["predictor_fresh"] = pool.submit(fresh_predictor_stage, checkpoint)
             jobs["generate_bs1"] = pool.submit(
                 generate, checkpoint, "--batch-size", "1"
             )
@@ -525,6 +559,28 @@ def test_predictor_only_stage_changes_the_predictor_alone(runs, trained):
     )["model"]
     changed = {k for k, v in first.items() if not torch.equal(v, second[k])}
     assert changed and all(k.startswith("latent_predictor.") for k in changed), changed
+
+
+def test_a_fresh_predictor_of_another_depth_trains_alone(runs, trained):
+    """scripts/fresh_latent_predictor.py, then --latent-predictor-only from its checkpoint."""
+    result = runs.jobs["predictor_fresh"].result()
+    assert result.returncode == 0, result.log
+    assert "loading pretrained model" in result.output, result.log
+    first, fresh, second = (
+        torch.load(path, map_location="cpu", weights_only=True)["model"]
+        for path in (
+            runs.dirs.full / "checkpoint_last.pt",
+            runs.dirs.root / "predictor_fresh" / "fresh.pt",
+            runs.dirs.root / "predictor_fresh" / "checkpoint_last.pt",
+        )
+    )
+    assert "latent_predictor.layers.1.fc1.weight" in second
+    assert "latent_predictor.layers.1.fc1.weight" not in first
+    for key, value in first.items():
+        if not key.startswith("latent_predictor."):
+            assert torch.equal(second[key], value), key
+    trained_keys = {k for k, v in fresh.items() if not torch.equal(v, second[k])}
+    assert trained_keys and all(k.startswith("latent_predictor.") for k in trained_keys)
 
 
 def test_checkpoints_load_with_weights_only_after_importing_the_plugin(runs, trained):

@@ -29,7 +29,10 @@
 # scripts/train_teacher.sh writes), for example `--post-norm --init-from-ar {teacher}`; and
 # {best:uBUDGET/VARIANT}: the best checkpoint of that variant's run with the same seed, for a
 # second training stage, for example `--latent-predictor-only --finetune-from-model
-# {best:u1000/fsg_hard_em}` (MAX_UPDATE is then the second stage's own budget).
+# {best:u1000/fsg_hard_em}` (MAX_UPDATE is then the second stage's own budget); and
+# {fresh-predictor:uBUDGET/VARIANT}: the same checkpoint with a new latent predictor
+# (scripts/fresh_latent_predictor.py, seeded by SEED, with the variant's --latent-layers), for
+# a second stage that learns the predictor again from scratch.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,7 +56,7 @@ TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 
 usage() {
-  sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   cat >&2 <<EOF
 
 Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
@@ -97,18 +100,20 @@ if [[ "$FLAGS" == *"{teacher}"* ]]; then
   TRAIN_FLAGS="${FLAGS//\{teacher\}/$TEACHER}"
 fi
 
-# {best:uBUDGET/VARIANT} -> that run's best checkpoint for SEED (dies when it is malformed)
+# {best:uBUDGET/VARIANT} or {fresh-predictor:uBUDGET/VARIANT} -> that run's best checkpoint for
+# SEED (dies when it is malformed)
+SECOND_STAGE='^\{(best|fresh-predictor):u([1-9][0-9]*)/([A-Za-z0-9_]+)\}$'
 parent_checkpoint() {
-  [[ "$1" =~ ^\{best:(u[1-9][0-9]*)/([A-Za-z0-9_]+)\}$ ]] \
-    || die "variant $ID: '$1' is not {best:uBUDGET/VARIANT}, e.g. {best:u1000/fsg_hard_em}"
-  echo "$WORK/ablations/${BASH_REMATCH[1]}/${BASH_REMATCH[2]}/seed$2/checkpoint_best.pt"
+  [[ "$1" =~ $SECOND_STAGE ]] \
+    || die "variant $ID: '$1' is not {best:uBUDGET/VARIANT} or {fresh-predictor:uBUDGET/VARIANT}, e.g. {best:u1000/fsg_hard_em}"
+  echo "$WORK/ablations/u${BASH_REMATCH[2]}/${BASH_REMATCH[3]}/seed$2/checkpoint_best.pt"
 }
 # shellcheck disable=SC2206
 for flag in $TRAIN_FLAGS; do  # a second stage needs its first: check before anything runs
-  [[ "$flag" == *"{best:"* ]] || continue
+  [[ "$flag" == "{best:"* || "$flag" == "{fresh-predictor:"* ]] || continue
   for seed in "${SEEDS[@]}"; do
     parent="$(parent_checkpoint "$flag" "$seed")" || exit 1
-    budget="${flag#\{best:u}"; budget="${budget%%/*}"; first="${flag#*/}"; first="${first%\}}"
+    [[ "$flag" =~ $SECOND_STAGE ]]; budget="${BASH_REMATCH[2]}"; first="${BASH_REMATCH[3]}"
     [[ $DRY_RUN == 1 || -f "$parent" || -f "$ABL/rows/${ID}__seed${seed}__u${MAX_UPDATE}.json" ]] \
       || die "variant $ID is a second stage, and its first is not there: $parent (run MAX_UPDATE=$budget bash examples/multi30k/ablate.sh $first $seed)"
   done
@@ -174,7 +179,20 @@ for seed in "${SEEDS[@]}"; do
     [[ " ${variant_flags[*]} " == *" ${DEFAULTS[i]} "* ]] || flags+=("${DEFAULTS[i]}" "${DEFAULTS[i + 1]}")
   done
   for ((i = 0; i < ${#variant_flags[@]}; i++)); do
-    [[ "${variant_flags[i]}" == "{best:"* ]] && variant_flags[i]="$(parent_checkpoint "${variant_flags[i]}" "$seed")"
+    case "${variant_flags[i]}" in
+      "{best:"*) variant_flags[i]="$(parent_checkpoint "${variant_flags[i]}" "$seed")" ;;
+      "{fresh-predictor:"*)  # the first stage's model with a new predictor, made once per seed
+        parent="$(parent_checkpoint "${variant_flags[i]}" "$seed")"
+        variant_flags[i]="$save/fresh_predictor.pt"
+        layers=()
+        for ((j = 0; j + 1 < ${#variant_flags[@]}; j++)); do
+          [[ "${variant_flags[j]}" == --latent-layers ]] && layers=(--latent-layers "${variant_flags[j + 1]}")
+        done
+        if [[ ! -f "$save/fresh_predictor.pt" && ! -f "$save/checkpoint_last.pt" ]]; then
+          run "$PY" "$ROOT/scripts/fresh_latent_predictor.py" "$parent" --output "$save/fresh_predictor.pt" \
+            --seed "$seed" "${layers[@]}" || die "could not give $parent a fresh latent predictor"
+        fi ;;
+    esac
   done
   cmd=("$BIN/fairseq-train" "${COMMON[@]}" "${flags[@]}" "${variant_flags[@]}" --seed "$seed" --save-dir "$save")
   log "$ID seed $seed: $DESCRIPTION ($MAX_UPDATE updates)"
