@@ -55,8 +55,9 @@ def check_latent_layers(ours: int, state_dict) -> None:
     if layers and len(layers) != ours:
         raise OptionError(
             f"this checkpoint's latent predictor has {len(layers)} layers, the command line "
-            f"builds {ours} (--latent-layers {ours}): pass --latent-layers {len(layers)}, or give "
-            f"the checkpoint a fresh {ours}-layer predictor with scripts/fresh_latent_predictor.py"
+            f"builds {ours} (--latent-layers {ours}): pass --latent-layers {len(layers)}, or, to "
+            f"start a second stage from it (--finetune-from-model), give it a fresh "
+            f"{ours}-layer predictor with scripts/fresh_latent_predictor.py"
         )
 
 

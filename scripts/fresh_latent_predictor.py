@@ -33,21 +33,24 @@ def fail(message: str):
 
 def fresh_predictor_state(state: dict, latent_layers=None, seed: int = 1) -> dict:
     """``state`` (a fairseq checkpoint of vqvae_nat) with a new latent predictor."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
     from fairseq_vqvae.config import VQVAENATConfig, validate
     from fairseq_vqvae.model import build_latent_predictor
 
     model_state = state.get("model") or {}
     if "bottleneck.codebook.weight" not in model_state:
-        fail(
-            "this checkpoint is not a vqvae_nat model (it has no bottleneck.codebook.weight)"
-        )
+        fail("this checkpoint is not a vqvae_nat model (no bottleneck.codebook.weight)")
     namespace = copy.copy((state.get("cfg") or {}).get("model"))
     if not isinstance(namespace, argparse.Namespace):
         fail(
-            "this checkpoint has no model configuration (cfg.model): save it with fairseq-train"
+            "this checkpoint has no model configuration (cfg.model): checkpoints of "
+            "fairseq before 0.10 are not supported"
         )
     if latent_layers is not None:
         namespace.latent_layers = latent_layers
+    # as build_model: the preset fills in what an older checkpoint's namespace lacks
+    ARCH_CONFIG_REGISTRY[namespace.arch](namespace)
     cfg = VQVAENATConfig.from_namespace(namespace)
     try:
         validate(cfg)
@@ -60,11 +63,11 @@ def fresh_predictor_state(state: dict, latent_layers=None, seed: int = 1) -> dic
     result = {k: v for k, v in state.items() if k != "last_optimizer_state"}
     result["model"] = model
     result["cfg"] = dict(state["cfg"], model=namespace)
-    if isinstance(
-        state.get("args"), argparse.Namespace
-    ):  # checkpoints of older fairseq
-        result["args"] = copy.copy(state["args"])
-        result["args"].latent_layers = cfg.latent_layers
+    # fairseq adds this to the next stage's training time even under --finetune-from-model
+    extra = state.get("extra_state") or {}
+    result["extra_state"] = {
+        k: v for k, v in extra.items() if k != "previous_training_time"
+    }
     result["fresh_latent_predictor"] = {
         "latent_layers": cfg.latent_layers,
         "seed": seed,

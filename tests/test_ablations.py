@@ -399,6 +399,20 @@ def test_fresh_predictor_stage_gives_its_first_stage_a_new_predictor(tmp_path):
     train = next(line for line in lines if "fairseq-train" in line)
     assert f"--finetune-from-model {start} " in train and "{fresh-" not in train
     assert lines.index(fresh) < lines.index(train)
+    # made once; again when the first stage's best checkpoint is newer; not once it trains
+    first.parent.mkdir(parents=True)
+    start.parent.mkdir(parents=True)
+    env = dict(DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="7")
+    for older, newer, made in ((first, start, False), (start, first, True)):
+        older.write_bytes(b"")
+        newer.write_bytes(b"")
+        os.utime(older, (1, 1))
+        again = _ablate("hem_lp_fresh1", "2", **env)
+        assert again.returncode == 0, again.stderr
+        assert ("fresh_latent_predictor.py" in again.stderr) == made
+    (start.parent / "checkpoint_last.pt").write_bytes(b"")
+    again = _ablate("hem_lp_fresh1", "2", **env)
+    assert "fresh_latent_predictor.py" not in again.stderr
 
 
 def test_every_variant_names_known_options():

@@ -22,7 +22,7 @@ def _checkpoint(built) -> dict:
         "model": built.model.state_dict(),
         "cfg": {"model": built.args, "task": {"data": "bin"}},
         "args": None,
-        "extra_state": {"epoch": 3},
+        "extra_state": {"epoch": 3, "previous_training_time": 1234.5},
         "last_optimizer_state": {"state": "big"},
     }
 

@@ -188,7 +188,8 @@ for seed in "${SEEDS[@]}"; do
         for ((j = 0; j + 1 < ${#variant_flags[@]}; j++)); do
           [[ "${variant_flags[j]}" == --latent-layers ]] && layers=(--latent-layers "${variant_flags[j + 1]}")
         done
-        if [[ ! -f "$save/fresh_predictor.pt" && ! -f "$save/checkpoint_last.pt" ]]; then
+        # made again when the first stage has a newer best checkpoint, until the stage starts
+        if [[ ! -f "$save/checkpoint_last.pt" && ( ! -f "$save/fresh_predictor.pt" || "$parent" -nt "$save/fresh_predictor.pt" ) ]]; then
           run "$PY" "$ROOT/scripts/fresh_latent_predictor.py" "$parent" --output "$save/fresh_predictor.pt" \
             --seed "$seed" "${layers[@]}" || die "could not give $parent a fresh latent predictor"
         fi ;;
