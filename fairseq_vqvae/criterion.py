@@ -71,10 +71,11 @@ class VQVAEEMLoss(FairseqCriterion):
             if name == "word_ins":
                 nll = term_nll
         correct, count = self.latent_accuracy(terms["latent"])
+        if nll is not None:  # no word term while the predictor trains alone
+            logging_output["nll_loss"] = nll.detach()
         logging_output.update(
             {
                 "loss": total.detach(),
-                "nll_loss": nll.detach(),
                 "latent_correct": correct,
                 "latent_total": count,
                 "ema_perplexity": extra["vq_stats"]["ema_perplexity"].detach(),
@@ -131,13 +132,14 @@ class VQVAEEMLoss(FairseqCriterion):
             sample_size,
             round=3,
         )
-        metrics.log_scalar(
-            "nll_loss",
-            _item(total("nll_loss")) / sample_size / math.log(2),
-            sample_size,
-            round=3,
-        )
-        metrics.log_derived("ppl", lambda meters: _ppl(meters["nll_loss"].avg))
+        if any("nll_loss" in log for log in logging_outputs):
+            metrics.log_scalar(
+                "nll_loss",
+                _item(total("nll_loss")) / sample_size / math.log(2),
+                sample_size,
+                round=3,
+            )
+            metrics.log_derived("ppl", lambda meters: _ppl(meters["nll_loss"].avg))
         term_keys = sorted(
             {k for log in logging_outputs for k in log if k.endswith("_loss")}
         )

@@ -168,38 +168,28 @@ class VQVAENATModel(BaseFairseqModel):
         latent_logits = lp(
             lp.embed(vq.codes), encoder_out, latent_padding
         )  # (B, N, S, K)
-        with frozen:
-            latents = self._training_latents(
-                vq.quantized, z, latent_logits, latent_padding
-            )
-            h, token_padding = self.decoder_inputs(latents, latent_padding)
-            glanced = self._glance(h, token_padding, target, encoder_out)  # or None
-            if glanced is not None:
-                gold = self.embed_target(target) * self.scale
-                h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
-            word_logits = self.decode_inputs(h, token_padding, encoder_out)  # (B, L, V)
         self._em_stats = vq.em_stats
-        word_mask = target.ne(self.pad)
-        if glanced is not None:
-            word_mask &= ~glanced
-        terms = {
-            "word_ins": {
-                "out": word_logits,
-                "tgt": target,
-                "mask": word_mask,
-                "label_smoothing": True,
-                "factor": 1.0,
-            },
-            "latent": {
-                "out": latent_logits,
-                "tgt": vq.soft_targets,
-                "codes": vq.codes,  # nearest codes, for latent_acc
-                "mask": ~latent_padding,
-                "factor": self.cfg.latent_loss_factor
-                * em.step_on(self.num_updates, self.cfg.latent_loss_start_update),
-            },
-            "commit": {"loss": vq.commit_loss + vq.codebook_loss, "factor": 1.0},
-        }
+        terms = {}
+        # Training the predictor alone, the frozen decoder's word loss would only be logged:
+        # it is left out there (about half of the stage's time), and measured on validation.
+        if not (self.training and self.cfg.latent_predictor_only):
+            with frozen:
+                terms["word_ins"] = self._word_term(
+                    vq, z, latent_logits, latent_padding, target, encoder_out
+                )
+        terms.update(
+            {
+                "latent": {
+                    "out": latent_logits,
+                    "tgt": vq.soft_targets,
+                    "codes": vq.codes,  # nearest codes, for latent_acc
+                    "mask": ~latent_padding,
+                    "factor": self.cfg.latent_loss_factor
+                    * em.step_on(self.num_updates, self.cfg.latent_loss_start_update),
+                },
+                "commit": {"loss": vq.commit_loss + vq.codebook_loss, "factor": 1.0},
+            }
+        )
         if self.cfg.prior_commitment_weight > 0 and self.trains_autoencoder:
             terms["prior_commit"] = {
                 "loss": self.bottleneck.prior_commitment(
@@ -220,6 +210,25 @@ class VQVAENATModel(BaseFairseqModel):
             "latent_padding": latent_padding,
         }
         return terms, extra
+
+    def _word_term(self, vq, z, latent_logits, latent_padding, target, encoder_out):
+        """The decoder's token loss term: one pass over the training latents (glancing at
+        gold tokens where the curriculum says so)."""
+        latents = self._training_latents(vq.quantized, z, latent_logits, latent_padding)
+        h, token_padding = self.decoder_inputs(latents, latent_padding)
+        glanced = self._glance(h, token_padding, target, encoder_out)  # or None
+        word_mask = target.ne(self.pad)
+        if glanced is not None:
+            gold = self.embed_target(target) * self.scale
+            h = torch.where(glanced.unsqueeze(-1), gold.to(h.dtype), h)
+            word_mask &= ~glanced
+        return {
+            "out": self.decode_inputs(h, token_padding, encoder_out),  # (B, L, V)
+            "tgt": target,
+            "mask": word_mask,
+            "label_smoothing": True,
+            "factor": 1.0,
+        }
 
     def _training_latents(self, quantized, continuous, latent_logits, latent_padding):
         """What the decoder reads in training: the quantized latents, mixed with continuous

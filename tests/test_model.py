@@ -10,6 +10,7 @@ import pytest
 import torch
 from fairseq import optim
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.logging import metrics
 
 from fairseq_vqvae.bottleneck import EMStatistics
 
@@ -1076,11 +1077,24 @@ def test_latent_predictor_only_trains_the_predictor_on_frozen_nearest_codes(
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained and all(n.startswith("latent_predictor.") for n in trained)
     sample = make_sample(task, "train", range(8))
-    # No dropout outside the predictor: the frozen parts give the same codes and word loss.
+    # No dropout outside the predictor: the frozen parts give the same codes; the decoder
+    # is left out (its word loss would only be logged), and measured in evaluation.
     first, _ = _forward(model, sample)
     second, _ = _forward(model, sample)
-    assert torch.equal(first["word_ins"]["out"], second["word_ins"]["out"])
-    assert not first["word_ins"]["out"].requires_grad
+    assert "word_ins" not in first and torch.equal(
+        first["latent"]["codes"], second["latent"]["codes"]
+    )
+    model.eval()
+    with torch.no_grad():
+        evaluated, _ = _forward(model, sample)
+    model.train()
+    assert "word_ins" in evaluated
+    _, _, logged = criterion(model, sample)
+    assert "nll_loss" not in logged and "word_ins_loss" not in logged
+    with metrics.aggregate() as agg:
+        criterion.reduce_metrics([logged])
+    assert "nll_loss" not in agg.get_smoothed_values()
+    assert "latent_loss" in agg.get_smoothed_values()
     # Under soft EM the targets are the nearest codes, not Monte-Carlo samples.
     latent = first["latent"]
     expected = torch.nn.functional.one_hot(latent["codes"], latent["tgt"].shape[-1])
