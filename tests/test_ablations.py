@@ -505,6 +505,34 @@ def test_converged_rows_in_parallel_prepare_the_data_once_then_log_each_row(tmp_
     assert all("--max-update 9" in log for log in logs.values())
 
 
+def test_converged_rows_of_another_budget_train_and_are_measured_with_it(tmp_path):
+    env = dict(DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9", TEACHER="t.pt")
+    result = _converged(ROWS="fsg_hard_em:2 hem_lp_cont:2:7", **env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    train = [line for line in lines if "fairseq-train" in line]
+    assert "--max-update 9" in train[0] and "--latent-predictor-only" not in train[0]
+    assert "--max-update 7" in train[1] and "--latent-predictor-only" in train[1]
+    assert (
+        f"{tmp_path}/ablations/u4000/fsg_hard_em/seed2/checkpoint_best.pt" in train[1]
+    )
+    final = [line for line in lines if "benchmark.py" in line][-1]
+    stage = f"{tmp_path}/ablations/u7/hem_lp_cont/seed2/checkpoint_best.pt"
+    assert f"hem_lp_cont=translation_vqvae:{stage}" in final
+    # in parallel, a row of another budget (a second stage) waits for the rows of MAX_UPDATE
+    result = _converged(
+        "train", ROWS="hem_lp_cont:2:7 fsg_hard_em:2", PARALLEL="2", **env
+    )
+    assert result.returncode == 0, result.stderr
+    started = [line for line in result.stderr.splitlines() if "(log: " in line]
+    assert "row fsg_hard_em seed 2, 9 updates" in started[0]
+    assert "row hem_lp_cont seed 2, 7 updates" in started[1]
+    assert (
+        "--max-update 7"
+        in (tmp_path / "logs/converged_hem_lp_cont_seed2.log").read_text()
+    )
+
+
 def test_converged_parallel_names_the_rows_that_failed(tmp_path):
     # A row whose variant is unknown fails inside its own run; the others still run.
     result = _converged(
@@ -554,6 +582,7 @@ def test_rows_and_table_are_replaced_whole(tmp_path, monkeypatch):
             "PARALLEL must be a positive integer (rows at once), got '0'",
         ),
         ([], {"ROWS": "fsg_hard_em"}, "ROWS entry 'fsg_hard_em' is not VARIANT:SEED"),
+        ([], {"ROWS": "fsg_hard_em:1:0"}, "'fsg_hard_em:1:0' is not VARIANT:SEED or"),
         ([], {"MAX_UPDATE": "0"}, "MAX_UPDATE must be a positive integer, got '0'"),
         (["benchmark"], {}, "no row of 4000 updates is trained yet"),
     ],

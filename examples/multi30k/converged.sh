@@ -12,15 +12,18 @@
 #   table row per variant: mean ± std over its seeds) -> OUT/benchmark.{md,json,png}; and the
 #   validation BLEU of every finished row against its updates -> OUT/curves.png.
 #
-# Environment: ROWS ("VARIANT:SEED ...", default below: one seed of soft EM + distill, hard EM +
-#   distill, soft EM on raw data, n_c=4 + distill and the gradient-trained VQ-VAE + distill, so that
-#   every claim has a first measurement early, then the second seeds of soft and hard EM),
+# Environment: ROWS ("VARIANT:SEED ..." or "VARIANT:SEED:UPDATES" for a row of another budget,
+#   such as a second stage; default below: one seed of soft EM + distill, hard EM + distill and
+#   its predictor-only second stage, soft EM on raw data, n_c=4 + distill and the
+#   gradient-trained VQ-VAE + distill, so that every claim has a first measurement early, then
+#   the second seeds of soft and hard EM and of the second stage),
 #   MAX_UPDATE (4000), THREADS (2), KEEP_EPOCHS (5: each row also keeps its last 5 epoch
 #   checkpoints and is measured averaged too, a second table row "VARIANT, average of last 5 epochs"),
 #   BENCH_THREADS (1), WORK (runs/multi30k), TEACHER, OUT (examples/multi30k/converged),
 #   PARALLEL (1: rows one after the other; N > 1: up to N rows train and are measured at once,
-#   for a GPU, which one small row leaves mostly idle; each row's output then goes to
-#   WORK/logs/converged_VARIANT_seedN.log), DRY_RUN (1: print the commands).
+#   for a GPU, which one small row leaves mostly idle, the rows of another budget once all rows
+#   of MAX_UPDATE are done; each row's output then goes to WORK/logs/converged_VARIANT_seedN.log),
+#   DRY_RUN (1: print the commands).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -29,8 +32,8 @@ LOG_NAME=converged
 
 STAGE="${1:-all}"
 [[ "$STAGE" == train || "$STAGE" == benchmark || "$STAGE" == all ]] \
-  || { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
-ROWS="${ROWS:-fast_schedule_glance:1 fsg_hard_em:1 fsg_raw:1 fsg_nc4:1 fsg_vqvae:1 fast_schedule_glance:2 fsg_hard_em:2}"
+  || { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; die "unknown stage '$STAGE': train, benchmark or all"; }
+ROWS="${ROWS:-fast_schedule_glance:1 fsg_hard_em:1 hem_lp_cont:1:1400 fsg_raw:1 fsg_nc4:1 fsg_vqvae:1 fast_schedule_glance:2 fsg_hard_em:2 hem_lp_cont:2:1400}"
 MAX_UPDATE="${MAX_UPDATE:-4000}"
 KEEP_EPOCHS="${KEEP_EPOCHS:-5}"
 WORK="${WORK:-$ROOT/runs/multi30k}"
@@ -42,17 +45,25 @@ PARALLEL="${PARALLEL:-1}"
 [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || die "PARALLEL must be a positive integer (rows at once), got '$PARALLEL'"
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
 [[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
+ROW_FORMAT='^([A-Za-z0-9_]+):([1-9][0-9]*)(:([1-9][0-9]*))?$'
 for row in $ROWS; do
-  [[ "$row" =~ ^[A-Za-z0-9_]+:[1-9][0-9]*$ ]] || die "ROWS entry '$row' is not VARIANT:SEED"
+  [[ "$row" =~ $ROW_FORMAT ]] || die "ROWS entry '$row' is not VARIANT:SEED or VARIANT:SEED:UPDATES"
 done
+# parse_row VARIANT:SEED[:UPDATES] -> variant, seed, budget (MAX_UPDATE unless the row says)
+parse_row() {
+  [[ "$1" =~ $ROW_FORMAT ]]
+  variant="${BASH_REMATCH[1]}" seed="${BASH_REMATCH[2]}" budget="${BASH_REMATCH[4]:-$MAX_UPDATE}"
+}
 
-train_row() {  # train_row VARIANT:SEED
-  MAX_UPDATE="$MAX_UPDATE" WORK="$WORK" DRY_RUN="$DRY_RUN" KEEP_EPOCHS="$KEEP_EPOCHS" \
-    bash "$HERE/ablate.sh" "${1%%:*}" "${1##*:}"
+train_row() {  # train_row VARIANT:SEED[:UPDATES]
+  parse_row "$1"
+  MAX_UPDATE="$budget" WORK="$WORK" DRY_RUN="$DRY_RUN" KEEP_EPOCHS="$KEEP_EPOCHS" \
+    bash "$HERE/ablate.sh" "$variant" "$seed"
 }
 if [[ "$STAGE" != benchmark && $PARALLEL == 1 ]]; then
   for row in $ROWS; do
-    log "row ${row%%:*} seed ${row##*:}, $MAX_UPDATE updates"
+    parse_row "$row"
+    log "row $variant seed $seed, $budget updates"
     train_row "$row"
   done
 elif [[ "$STAGE" != benchmark ]]; then
@@ -60,16 +71,26 @@ elif [[ "$STAGE" != benchmark ]]; then
   WORK="$WORK" DRY_RUN="$DRY_RUN" bash "$HERE/ablate.sh" --prepare
   mkdir -p "$WORK/logs"
   status_dir="$(mktemp -d)"
+  first=() later=()  # rows of another budget (second stages) start once the others are done
   for row in $ROWS; do
-    while [[ "$(jobs -rp | wc -l)" -ge $PARALLEL ]]; do sleep 5; done
-    row_log="$WORK/logs/converged_${row%%:*}_seed${row##*:}.log"
-    log "row ${row%%:*} seed ${row##*:}, $MAX_UPDATE updates (log: $row_log)"
-    { train_row "$row" > "$row_log" 2>&1; echo $? > "$status_dir/${row/:/_}"; } &
+    parse_row "$row"
+    if [[ "$budget" == "$MAX_UPDATE" ]]; then first+=("$row"); else later+=("$row"); fi
   done
-  wait
+  start_rows() {
+    for row in "$@"; do
+      while [[ "$(jobs -rp | wc -l)" -ge $PARALLEL ]]; do sleep 5; done
+      parse_row "$row"
+      row_log="$WORK/logs/converged_${variant}_seed${seed}.log"
+      log "row $variant seed $seed, $budget updates (log: $row_log)"
+      { train_row "$row" > "$row_log" 2>&1; echo $? > "$status_dir/${row//:/_}"; } &
+    done
+    wait
+  }
+  start_rows "${first[@]}"
+  [[ ${#later[@]} == 0 ]] || start_rows "${later[@]}"
   failed=()
   for row in $ROWS; do
-    [[ "$(cat "$status_dir/${row/:/_}" 2>/dev/null)" == 0 ]] || failed+=("$row")
+    [[ "$(cat "$status_dir/${row//:/_}" 2>/dev/null)" == 0 ]] || failed+=("$row")
   done
   rm -rf "$status_dir"
   # Each row rewrote the table with the rows it saw; rows that finished together can miss one
@@ -82,14 +103,15 @@ fi
 
 models=()
 for row in $ROWS; do
-  ckpt="$WORK/ablations/u$MAX_UPDATE/${row%%:*}/seed${row##*:}/checkpoint_best.pt"
+  parse_row "$row"
+  ckpt="$WORK/ablations/u$budget/$variant/seed$seed/checkpoint_best.pt"
   if [[ -f "$ckpt" || $DRY_RUN == 1 ]]; then
-    models+=(--model "${row%%:*}=translation_vqvae:$ckpt")
+    models+=(--model "$variant=translation_vqvae:$ckpt")
     avg="${ckpt%/*}/checkpoint_avg$KEEP_EPOCHS.pt"
     [[ $KEEP_EPOCHS -gt 0 && ( -f "$avg" || $DRY_RUN == 1 ) ]] \
-      && models+=(--model "${row%%:*}, average of last $KEEP_EPOCHS epochs=translation_vqvae:$avg")
+      && models+=(--model "$variant, average of last $KEEP_EPOCHS epochs=translation_vqvae:$avg")
   else
-    log "no $ckpt yet: ${row%%:*} seed ${row##*:} left out"
+    log "no $ckpt yet: $variant seed $seed left out"
   fi
 done
 [[ ${#models[@]} -gt 0 ]] || die "no row of $MAX_UPDATE updates is trained yet: run '$0 train' first"
