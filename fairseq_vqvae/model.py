@@ -171,7 +171,7 @@ class VQVAENATModel(BaseFairseqModel):
         self._em_stats = vq.em_stats
         terms = {}
         # Training the predictor alone, the frozen decoder's word loss would only be logged:
-        # it is left out there (about half of the stage's time), and measured on validation.
+        # it is left out there (two thirds of the stage's time), and measured on validation.
         if not (self.training and self.cfg.latent_predictor_only):
             with frozen:
                 terms["word_ins"] = self._word_term(
