@@ -62,7 +62,7 @@ class VQVAENATModel(BaseFairseqModel):
         dim = cfg.encoder_embed_dim
         self.scale = dim**0.5
         self.ratio = 2**cfg.compress_steps
-        self.max_latents = cfg.max_target_positions // self.ratio
+        self.max_latents = max_latents(cfg)
         layers_cfg = _transformer_config(cfg)
         self.ae_layers = nn.ModuleList(
             TransformerDecoderLayerBase(layers_cfg) for _ in range(cfg.ae_layers)
@@ -379,8 +379,13 @@ def build_latent_predictor(cfg: VQVAENATConfig) -> LatentPredictor:
         cfg.latent_layers,
         cfg.num_slices,
         cfg.codebook_size,
-        cfg.max_target_positions // 2**cfg.compress_steps,
+        max_latents(cfg),
     )
+
+
+def max_latents(cfg: VQVAENATConfig) -> int:
+    """The longest latent sequence: the longest target compressed 2^n_c times."""
+    return cfg.max_target_positions // 2**cfg.compress_steps
 
 
 def _transformer_config(cfg: VQVAENATConfig, dropout=None) -> TransformerConfig:
