@@ -222,7 +222,7 @@ class VQVAENATConfig(FairseqDataclass):
     predicted_latent_ratio: float = field(
         default=0.0,
         metadata={
-            "help": "scheduled sampling of codes (CNAT, latent-GLAT: 0.5) in [0, 1]: in training, each latent position feeds the decoder, with this probability, the latent predictor's teacher-forced best code instead of the target's, so that the decoder learns to read predicted codes; 0 = off (paper)"
+            "help": "scheduled sampling of codes (CNAT, latent-GLAT: 0.5) in [0, 1]: in training, each latent position feeds the decoder, with this probability, the latent predictor's teacher-forced best code instead of the target's (with --token-decoder-only: its greedy codes, as at inference), so that the decoder learns to read predicted codes; 0 = off (paper)"
         },
     )
 
@@ -238,6 +238,12 @@ class VQVAENATConfig(FairseqDataclass):
         default=False,
         metadata={
             "help": "a second training stage (beyond the paper; the two-stage recipe of van den Oord et al.'s VQ-VAE): train only the latent predictor on the codes of a frozen model (load it with --finetune-from-model): no dropout outside the predictor, no codebook update, so its targets are the nearest codes and stop moving; the word loss is measured, not trained"
+        },
+    )
+    token_decoder_only: bool = field(
+        default=False,
+        metadata={
+            "help": "a training stage after the others (beyond the paper): train only the token decoder (decompressor and decoder layers) of a frozen model (load it with --finetune-from-model), on the nearest codes or, with --predicted-latent-ratio, on the latent predictor's greedy codes as at inference; the encoder, embeddings, compressor, codebook, latent predictor and length classifier stay as loaded (evaluation mode, no codebook update)"
         },
     )
 
@@ -317,3 +323,16 @@ def validate(cfg) -> None:
         raise OptionError(
             f"--code-dim ({code_dim}) must be divisible by --num-slices ({cfg.num_slices})"
         )
+    if cfg.latent_predictor_only and cfg.token_decoder_only:
+        raise OptionError(
+            "--latent-predictor-only and --token-decoder-only are two separate stages: pass "
+            "one (train the predictor first, then the token decoder from its checkpoint)"
+        )
+
+
+def frozen_codebook(cfg) -> bool:
+    """A stage that trains one part of a loaded model: its codebook must not move."""
+    return bool(
+        getattr(cfg, "latent_predictor_only", False)
+        or getattr(cfg, "token_decoder_only", False)
+    )

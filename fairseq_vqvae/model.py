@@ -85,9 +85,10 @@ class VQVAENATModel(BaseFairseqModel):
         )
         self.dropout = nn.Dropout(cfg.dropout)
         self.num_updates = 0
-        if cfg.latent_predictor_only:
+        trained = self.trained_parts()
+        if trained is not None:
             for name, param in self.named_parameters():
-                if not name.startswith("latent_predictor."):
+                if not name.startswith(trained):
                     param.requires_grad_(False)  # fairseq's optimizer leaves them out
         # checked when a checkpoint is loaded (checks.check_signature)
         self.register_buffer(
@@ -124,19 +125,39 @@ class VQVAENATModel(BaseFairseqModel):
         )
         return cls(cfg, encoder, embed_target, tgt_dict)
 
+    # The parts each single-part stage trains (attribute names, as parameter-name prefixes).
+    STAGE_PARTS = {
+        "latent_predictor_only": ("latent_predictor.",),
+        "token_decoder_only": ("decompressor.", "decoder_layers.", "decoder_norm."),
+    }
+
+    def trained_parts(self) -> tuple[str, ...] | None:
+        """Parameter-name prefixes of what this stage trains; None: everything (joint)."""
+        for option, parts in self.STAGE_PARTS.items():
+            if getattr(self.cfg, option):
+                return parts
+        return None
+
     def train(self, mode: bool = True):
-        """With --latent-predictor-only every part but the latent predictor stays in
-        evaluation mode: no dropout in the E-step, no EM statistics, nearest codes."""
+        """In a single-part stage (--latent-predictor-only, --token-decoder-only) every other
+        part stays in evaluation mode: no dropout in the E-step, no EM statistics, nearest
+        codes, a deterministic predictor."""
         super().train(mode)
-        if mode and self.cfg.latent_predictor_only:
-            for child in self.children():
-                if child is not self.latent_predictor:
+        trained = self.trained_parts()
+        if mode and trained is not None:
+            for name, child in self.named_children():
+                if name + "." not in trained:
                     child.train(False)
         return self
 
     @property
     def trains_autoencoder(self) -> bool:
-        """In training, except in the predictor-only stage (--latent-predictor-only)."""
+        """In joint training: not in a single-part stage."""
+        return self.training and self.trained_parts() is None
+
+    @property
+    def trains_decoder(self) -> bool:
+        """In joint training and in the token-decoder stage (--token-decoder-only)."""
         return self.training and not self.cfg.latent_predictor_only
 
     def set_num_updates(self, num_updates):
@@ -157,23 +178,26 @@ class VQVAENATModel(BaseFairseqModel):
                 "vqvae_nat trains with --criterion vqvae_em, which passes it the target tokens "
                 "(tgt_tokens=...); other criteria cannot train it"
             )
-        # The predictor-only stage measures the frozen parts without building their graph.
-        frozen = torch.no_grad() if self.cfg.latent_predictor_only else nullcontext()
+        # A single-part stage measures the frozen parts without building their graph.
+        frozen = (
+            torch.no_grad() if self.trained_parts() is not None else nullcontext()
+        )
         with frozen:
             encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
             target, latent_padding, z, vq = self.autoencode(
                 tgt_tokens, src_lengths, encoder_out
             )
         lp = self.latent_predictor
-        latent_logits = lp(
-            lp.embed(vq.codes), encoder_out, latent_padding
-        )  # (B, N, S, K)
+        with torch.no_grad() if self.cfg.token_decoder_only else nullcontext():
+            latent_logits = lp(
+                lp.embed(vq.codes), encoder_out, latent_padding
+            )  # (B, N, S, K)
         self._em_stats = vq.em_stats
         terms = {}
         # Training the predictor alone, the frozen decoder's word loss would only be logged:
         # it is left out there (two thirds of the stage's time), and measured on validation.
         if not (self.training and self.cfg.latent_predictor_only):
-            with frozen:
+            with nullcontext() if self.trains_decoder else frozen:
                 terms["word_ins"] = self._word_term(
                     vq, z, latent_logits, latent_padding, target, encoder_out
                 )
@@ -214,7 +238,9 @@ class VQVAENATModel(BaseFairseqModel):
     def _word_term(self, vq, z, latent_logits, latent_padding, target, encoder_out):
         """The decoder's token loss term: one pass over the training latents (glancing at
         gold tokens where the curriculum says so)."""
-        latents = self._training_latents(vq.quantized, z, latent_logits, latent_padding)
+        latents = self._training_latents(
+            vq.quantized, z, latent_logits, latent_padding, encoder_out
+        )
         h, token_padding = self.decoder_inputs(latents, latent_padding)
         glanced = self._glance(h, token_padding, target, encoder_out)  # or None
         word_mask = target.ne(self.pad)
@@ -230,13 +256,27 @@ class VQVAENATModel(BaseFairseqModel):
             "factor": 1.0,
         }
 
-    def _training_latents(self, quantized, continuous, latent_logits, latent_padding):
+    def _training_latents(
+        self, quantized, continuous, latent_logits, latent_padding, encoder_out
+    ):
         """What the decoder reads in training: the quantized latents, mixed with continuous
         ones during the bottleneck warm-up and with predicted codes' vectors under scheduled
-        sampling of codes (``curriculum``); as they are in evaluation."""
+        sampling of codes (``curriculum``); as they are in evaluation. The token-decoder
+        stage samples the predictor's greedy codes, as the generator decodes them."""
+        cfg = self.cfg
+        if self.training and cfg.token_decoder_only:
+            if cfg.predicted_latent_ratio <= 0:
+                return quantized
+            with torch.no_grad():
+                codes, _ = self.latent_predictor.search(
+                    encoder_out, (~latent_padding).sum(1)
+                )  # (B, 1, N, S)
+                predicted = self.bottleneck.lookup(codes[:, 0])
+            return curriculum.mix_predicted(
+                quantized, predicted, latent_padding, cfg.predicted_latent_ratio
+            )
         if not self.trains_autoencoder:
             return quantized
-        cfg = self.cfg
         latents = curriculum.warmup_mix(
             quantized, continuous, self.num_updates, cfg.bottleneck_warmup_updates
         )
@@ -303,7 +343,7 @@ class VQVAENATModel(BaseFairseqModel):
         """Glancing (GLAT, beyond the paper): the (B, L) positions that read the reference
         token's embedding, from a first decoder pass without gradient; None when off or in
         evaluation (``curriculum.glance_positions``)."""
-        ratio = self.glance_ratio() if self.trains_autoencoder else 0.0
+        ratio = self.glance_ratio() if self.trains_decoder else 0.0
         if ratio <= 0:
             return None
         with torch.no_grad():

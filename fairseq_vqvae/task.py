@@ -23,6 +23,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .bottleneck import VQBottleneck
 from .checkpoints import install_atomic_checkpoint_copies
+from .config import frozen_codebook
 from .errors import OptionError
 from .generator import EOS_POLICIES, RESCORERS, VQVAENATGenerator
 from .precision import cpu_has_native_bf16
@@ -249,9 +250,7 @@ class TranslationVQVAENATTask(TranslationTask):
 
     def optimizer_step(self, optimizer, model, update_num):
         super().optimizer_step(optimizer, model, update_num)
-        if getattr(
-            getattr(_unwrap(model), "cfg", None), "latent_predictor_only", False
-        ):
+        if frozen_codebook(getattr(_unwrap(model), "cfg", None)):
             return  # a frozen codebook: an M-step without statistics would still decay it
         group = _data_parallel_group()
         for bottleneck in _bottlenecks(model):

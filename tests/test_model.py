@@ -877,6 +877,10 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
             "--latent-predictor-dropout must be in [0.0, 1.0), got -0.1",
         ),
         (("--num-slices", "0"), "--num-slices must be >= 1, got 0"),
+        (
+            ("--latent-predictor-only", "--token-decoder-only"),
+            "--latent-predictor-only and --token-decoder-only are two separate stages",
+        ),
         (("--code-dim", "-8"), "--code-dim must be >= 0, got -8"),
         (("--codebook-decay", "1"), "--codebook-decay must be in [0.0, 1.0), got 1"),
         (
@@ -1056,9 +1060,10 @@ def test_a_split_binarized_with_another_dictionary_gets_a_one_line_error(
 # The predictor-only stage (--latent-predictor-only) ----------------------------------
 
 
-def test_latent_predictor_only_is_off_by_default(build_vqvae):
+def test_single_part_stages_are_off_by_default(build_vqvae):
     built = build_vqvae("--dropout", "0.3")
     assert built.args.latent_predictor_only is False
+    assert built.args.token_decoder_only is False
     model = built.model.train()
     assert model.trains_autoencoder and model.encoder.training
     assert all(param.requires_grad for param in model.parameters())
@@ -1106,3 +1111,68 @@ def test_latent_predictor_only_trains_the_predictor_on_frozen_nearest_codes(
     after = model.state_dict()
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and all(n.startswith("latent_predictor.") for n in changed), changed
+
+
+# The token-decoder stage (--token-decoder-only) ----------------------------------------
+
+DECODER_PARTS = ("decompressor.", "decoder_layers.", "decoder_norm.")
+
+
+def test_token_decoder_only_trains_the_decoder_on_frozen_codes(build_vqvae, make_sample):
+    built = build_vqvae("--token-decoder-only", "--dropout", "0.3")
+    model, task, criterion = built.model, built.task, built.criterion
+    model.train()
+    assert model.trains_decoder and not model.trains_autoencoder
+    assert model.decompressor.training and all(
+        layer.training for layer in model.decoder_layers
+    )
+    assert not (model.encoder.training or model.compressor.training)
+    assert not (model.bottleneck.training or model.latent_predictor.training)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith(DECODER_PARTS) for n in trained), trained
+    sample = make_sample(task, "train", range(8))
+    first, _ = _forward(model, sample)
+    second, _ = _forward(model, sample)
+    # The frozen autoencoder gives the nearest codes, the same every time; the word loss
+    # trains, the latent loss is only measured.
+    assert torch.equal(first["latent"]["codes"], second["latent"]["codes"])
+    assert first["word_ins"]["out"].requires_grad
+    assert not first["latent"]["out"].requires_grad
+    before = copy.deepcopy(model.state_dict())
+    optimizer = _adam(built)
+    for update in range(2):  # the M-step would move the codebook from the second on
+        task.train_step(sample, model, criterion, optimizer, update)
+        task.optimizer_step(optimizer, model, update)
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(n.startswith(DECODER_PARTS) for n in changed), changed
+
+
+def test_token_decoder_only_reads_the_predictors_greedy_codes_at_the_ratio(
+    build_vqvae, make_sample
+):
+    built = build_vqvae(
+        "--token-decoder-only", "--predicted-latent-ratio", "1.0", "--dropout", "0"
+    )
+    model = built.model.train()
+    sample = make_sample(built.task, "train", range(8))
+    latents, terms, extra = _decoder_latents(model, sample)
+    real = ~extra["latent_padding"]
+    net_input = sample["net_input"]
+    with torch.no_grad():
+        encoder_out = model.encoder(
+            net_input["src_tokens"], src_lengths=net_input["src_lengths"]
+        )
+        greedy, _ = model.latent_predictor.search(encoder_out, real.sum(1))
+    predicted = model.bottleneck.lookup(greedy[:, 0])
+    assert torch.allclose(latents[real], predicted[real], atol=1e-5)
+    # Free-running, as the generator decodes: not the teacher-forced best codes everywhere.
+    forced = terms["latent"]["out"].argmax(-1)
+    assert not torch.equal(greedy[:, 0][real], extra["codes"][real])
+    assert forced.shape == greedy[:, 0].shape
+    # Without the ratio the stage reads the target's own codes.
+    plain = build_vqvae("--token-decoder-only", "--dropout", "0").model.train()
+    latents, _, extra = _decoder_latents(plain, sample)
+    real = ~extra["latent_padding"]
+    target_vectors = plain.bottleneck.lookup(extra["codes"])
+    assert torch.allclose(latents[real], target_vectors[real], atol=1e-5)

@@ -324,6 +324,22 @@ def start(root):
                 cwd=root,
             )
             jobs["predictor_fresh"] = pool.submit(fresh_predictor_stage, checkpoint)
+            jobs["token_decoder_only"] = pool.submit(
+                fairseq,
+                "train",
+                databin,
+                *VQVAE_TRAIN_FLAGS,
+                "--max-update",
+                "2",
+                "--token-decoder-only",
+                "--predicted-latent-ratio",
+                "0.5",
+                "--finetune-from-model",
+                checkpoint,
+                "--save-dir",
+                root / "token_decoder_only",
+                cwd=root,
+            )
             jobs["generate_bs1"] = pool.submit(
                 generate, checkpoint, "--batch-size", "1"
             )
@@ -544,21 +560,34 @@ def test_resumed_training_ends_with_the_same_codebook(runs, trained):
     )  # fairseq re-seeds every update, so the whole model is bit-identical
 
 
-def test_predictor_only_stage_changes_the_predictor_alone(runs, trained):
-    """fairseq-train --latent-predictor-only --finetune-from-model: a second stage."""
-    result = runs.jobs["predictor_only"].result()
+def _stage_changes(runs, job: str) -> set[str]:
+    """The state-dict keys a single-part stage (``job``, saved in a directory of that name)
+    changed from the checkpoint it started from."""
+    result = runs.jobs[job].result()
     assert result.returncode == 0, result.log
     assert "loading pretrained model" in result.output, result.log
-    first = torch.load(
-        runs.dirs.full / "checkpoint_last.pt", map_location="cpu", weights_only=True
-    )["model"]
-    second = torch.load(
-        runs.dirs.root / "predictor_only" / "checkpoint_last.pt",
-        map_location="cpu",
-        weights_only=True,
-    )["model"]
-    changed = {k for k, v in first.items() if not torch.equal(v, second[k])}
+    first, second = (
+        torch.load(path, map_location="cpu", weights_only=True)["model"]
+        for path in (
+            runs.dirs.full / "checkpoint_last.pt",
+            runs.dirs.root / job / "checkpoint_last.pt",
+        )
+    )
+    return {k for k, v in first.items() if not torch.equal(v, second[k])}
+
+
+def test_predictor_only_stage_changes_the_predictor_alone(runs, trained):
+    """fairseq-train --latent-predictor-only --finetune-from-model: a second stage."""
+    changed = _stage_changes(runs, "predictor_only")
     assert changed and all(k.startswith("latent_predictor.") for k in changed), changed
+
+
+def test_token_decoder_stage_changes_the_decoder_alone(runs, trained):
+    """fairseq-train --token-decoder-only --finetune-from-model: the last stage, on the
+    predictor's greedy codes for half the latents; the codebook's EMA state stays."""
+    changed = _stage_changes(runs, "token_decoder_only")
+    parts = ("decompressor.", "decoder_layers.", "decoder_norm.")
+    assert changed and all(k.startswith(parts) for k in changed), changed
 
 
 def test_a_fresh_predictor_of_another_depth_trains_alone(runs, trained):
