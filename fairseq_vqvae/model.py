@@ -179,9 +179,7 @@ class VQVAENATModel(BaseFairseqModel):
                 "(tgt_tokens=...); other criteria cannot train it"
             )
         # A single-part stage measures the frozen parts without building their graph.
-        frozen = (
-            torch.no_grad() if self.trained_parts() is not None else nullcontext()
-        )
+        frozen = torch.no_grad() if self.trained_parts() is not None else nullcontext()
         with frozen:
             encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
             target, latent_padding, z, vq = self.autoencode(

@@ -1118,7 +1118,9 @@ def test_latent_predictor_only_trains_the_predictor_on_frozen_nearest_codes(
 DECODER_PARTS = ("decompressor.", "decoder_layers.", "decoder_norm.")
 
 
-def test_token_decoder_only_trains_the_decoder_on_frozen_codes(build_vqvae, make_sample):
+def test_token_decoder_only_trains_the_decoder_on_frozen_codes(
+    build_vqvae, make_sample
+):
     built = build_vqvae("--token-decoder-only", "--dropout", "0.3")
     model, task, criterion = built.model, built.task, built.criterion
     model.train()

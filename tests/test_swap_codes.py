@@ -38,9 +38,14 @@ def test_random_codes_are_uniform_over_the_codebook():
 
 
 def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="mode must be one of predicted, shuffled, random"):
+    with pytest.raises(
+        ValueError, match="mode must be one of predicted, shuffled, random"
+    ):
         swap(_codes(), "sorted", 17)
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "sorted"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(SCRIPT), "sorted"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0 and "usage: swap_codes.py" in result.stderr
