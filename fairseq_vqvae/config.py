@@ -330,9 +330,22 @@ def validate(cfg) -> None:
         )
 
 
+# The parts each single-part training stage trains (model attribute names, as parameter-name
+# prefixes); everything else is loaded and frozen, the codebook included.
+STAGE_PARTS = {
+    "latent_predictor_only": ("latent_predictor.",),
+    "token_decoder_only": ("decompressor.", "decoder_layers.", "decoder_norm."),
+}
+
+
+def trained_parts(cfg) -> tuple[str, ...] | None:
+    """Parameter-name prefixes of what this stage trains; None: everything (joint training)."""
+    for option, parts in STAGE_PARTS.items():
+        if getattr(cfg, option, False):
+            return parts
+    return None
+
+
 def frozen_codebook(cfg) -> bool:
     """A stage that trains one part of a loaded model: its codebook must not move."""
-    return bool(
-        getattr(cfg, "latent_predictor_only", False)
-        or getattr(cfg, "token_decoder_only", False)
-    )
+    return trained_parts(cfg) is not None

@@ -31,7 +31,7 @@ from .checks import (
     check_task,
     signature,
 )
-from .config import VQVAENATConfig, validate
+from .config import VQVAENATConfig, trained_parts, validate
 from .errors import OptionError, install_one_line_errors
 from .generator import stage
 from .latent import (
@@ -125,18 +125,9 @@ class VQVAENATModel(BaseFairseqModel):
         )
         return cls(cfg, encoder, embed_target, tgt_dict)
 
-    # The parts each single-part stage trains (attribute names, as parameter-name prefixes).
-    STAGE_PARTS = {
-        "latent_predictor_only": ("latent_predictor.",),
-        "token_decoder_only": ("decompressor.", "decoder_layers.", "decoder_norm."),
-    }
-
     def trained_parts(self) -> tuple[str, ...] | None:
         """Parameter-name prefixes of what this stage trains; None: everything (joint)."""
-        for option, parts in self.STAGE_PARTS.items():
-            if getattr(self.cfg, option):
-                return parts
-        return None
+        return trained_parts(self.cfg)
 
     def train(self, mode: bool = True):
         """In a single-part stage (--latent-predictor-only, --token-decoder-only) every other
