@@ -3,6 +3,8 @@
   python scripts/ablations.py row --variant ID --seed N --train-dir DIR --benchmark JSON ... --out ROW
   python scripts/ablations.py table ABLATIONS_DIR      (rows/*.json -> README.md, between markers)
   python scripts/ablations.py curves ABLATIONS_DIR --budget N --out PNG   (validation BLEU curves)
+  python scripts/ablations.py status [RUNS_DIR]   (where each training under RUNS_DIR stands;
+                                                   default runs/multi30k/ablations)
 
 A row holds what a recipe decision needs: validation BLEU at every validation (decisions are
 taken on it, never on the test set), test BLEU, length ratio and oracle-latent BLEU from the
@@ -21,7 +23,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from train_log import train_wall, validations
+from train_log import progress, train_wall, validations
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_BEGIN, TABLE_END = (
@@ -274,6 +276,58 @@ def plot_curves(rows: list[dict], budget: int, out: Path) -> int:
     return len(runs)
 
 
+def _clock(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def status(runs: Path) -> str:
+    """One line per training under ``runs`` (``uBUDGET/VARIANT/seedN/train.log``, the layout of
+    ablate.sh): updates logged and saved (where a rerun resumes), validation BLEU, the recent
+    pace and the time left at that pace."""
+    logs = sorted(
+        (
+            log
+            for log in runs.glob("u*/*/seed*/train.log")
+            if log.parents[2].name[1:].isdigit()
+        ),
+        key=lambda log: (
+            int(log.parents[2].name[1:]),
+            log.parents[1].name,
+            log.parent.name,
+        ),
+    )
+    if not logs:
+        raise SystemExit(
+            f"no training logs under {runs} (uBUDGET/VARIANT/seedN/train.log)"
+        )
+    lines = [
+        "| run | updates / budget | saved | valid BLEU best / last | s/update | left |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for log in logs:
+        budget = log.parents[2].name[1:]
+        run = f"{log.parents[1].name} {log.parent.name}"
+        p = progress(log.read_text(encoding="utf-8", errors="replace"))
+        bleu = (
+            f"{p['best_bleu']:.2f} / {p['last_bleu']:.2f}"
+            if p["best_bleu"] is not None
+            else ""
+        )
+        rate = p["sec_per_update"]
+        if p["updates"] >= int(budget):
+            left = "done"
+        elif rate is None:
+            left = ""
+        else:
+            left = _clock((int(budget) - p["updates"]) * rate)
+        pace = f"{rate:.2f}" if rate is not None else ""
+        lines.append(
+            f"| {run} | {p['updates']} / {budget} | {p['saved']} | {bleu} | {pace} | {left} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -309,6 +363,12 @@ def main(argv=None) -> int:
         "--budget", type=int, required=True, help="the rows' max_update"
     )
     curves.add_argument("--out", type=Path, required=True)
+    where = sub.add_parser(
+        "status", help="where each training stands, and its time left"
+    )
+    where.add_argument(
+        "runs", type=Path, nargs="?", default=ROOT / "runs/multi30k/ablations"
+    )
     args = parser.parse_args(argv)
     if args.command == "row" and args.average_epochs and not args.benchmark_valid:
         parser.error("--average-epochs needs --benchmark-valid")
@@ -318,6 +378,8 @@ def main(argv=None) -> int:
         print(
             f"{args.variant} seed {args.seed}: valid BLEU {result['valid_bleu_best']}, test BLEU {result['test_bleu']}"
         )
+    elif args.command == "status":
+        print(status(args.runs))
     elif args.command == "curves":
         count = plot_curves(_rows(args.ablations), args.budget, args.out)
         print(f"{count} runs of {args.budget} updates -> {args.out}")

@@ -2,6 +2,8 @@
 
   python scripts/train_log.py wall TRAIN_LOG      seconds of training (prints nothing if no log)
 
+progress() says where a running training stands (scripts/ablations.py status).
+
 A resumed training appends to the same log, and fairseq's own `wall` meter restarts (or stays
 at 0) on resume, so every fairseq-train start (its config line) opens a segment that ends at its
 last training line (trainer, checkpoint, train/valid summaries; not the next start's import-time
@@ -20,6 +22,51 @@ _TRAIN_LINE = re.compile(
     _STAMP
     + r" \| \w+ \| (fairseq_cli\.train|fairseq\.trainer|fairseq\.checkpoint_utils|train_inner|train|valid) \| (.)"
 )
+
+
+_INNER = re.compile(_STAMP + r" \| INFO \| train_inner \| .*?num_updates=(\d+)")
+# fairseq names the first file it wrote; checkpoint_last.pt is written with every save.
+_SAVED = re.compile(r"Saved checkpoint \S+ \(epoch \d+ @ (\d+) updates")
+_START = re.compile(r"\| fairseq_cli\.train \| \{")
+
+
+def _stamp(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+
+
+def progress(log_text: str) -> dict:
+    """Where a training stands: ``updates`` (the last logged), ``saved`` (the updates in
+    checkpoint_last.pt, where a rerun resumes), ``best_bleu`` / ``last_bleu`` (validation), and
+    ``sec_per_update`` between its last two logged updates of the same fairseq-train start
+    (None before two)."""
+    updates = saved = 0
+    inner = []  # (time, updates) of the current start
+    for line in log_text.splitlines():
+        if _START.search(line):
+            inner = []
+            continue
+        match = _INNER.match(line)
+        if match:
+            updates = int(match.group(2))
+            inner = [*inner[-1:], (_stamp(match.group(1)), updates)]
+            continue
+        match = _SAVED.search(line)
+        if match:
+            saved = int(match.group(1))
+    valid = validations(log_text)
+    bleus = [v["bleu"] for v in valid if "bleu" in v]
+    if valid:
+        updates = max(updates, int(valid[-1]["num_updates"]))
+    rate = None
+    if len(inner) == 2 and inner[1][1] > inner[0][1]:
+        rate = (inner[1][0] - inner[0][0]).total_seconds() / (inner[1][1] - inner[0][1])
+    return {
+        "updates": updates,
+        "saved": saved,
+        "best_bleu": max(bleus) if bleus else None,
+        "last_bleu": bleus[-1] if bleus else None,
+        "sec_per_update": rate,
+    }
 
 
 def parse_fields(text: str) -> dict:

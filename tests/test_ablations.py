@@ -591,3 +591,82 @@ def test_converged_study_errors_say_what_to_fix(tmp_path, args, env, message):
     result = _converged(*args, WORK=str(tmp_path), **env)
     assert result.returncode != 0
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+INNER = "{stamp} | INFO | train_inner | epoch {epoch:03d}:     50 / 140 loss=9.1, num_updates={updates}, lr=0.001"
+SAVED = (
+    "{stamp} | INFO | fairseq.checkpoint_utils | Saved checkpoint {path}/checkpoint{epoch}.pt "
+    "(epoch {epoch} @ {updates} updates, score 4.0) (writing took 0.3 seconds)"
+)
+
+
+def test_status_says_where_each_training_stands_and_its_time_left(tmp_path, capsys):
+    run = tmp_path / "u1000/fsg_raw/seed2"
+    run.mkdir(parents=True)
+    first, resumed = "2026-12-05 10:{:02d}:00", "2026-12-05 12:{:02d}:00"
+    (run / "train.log").write_text(
+        _log(
+            [
+                (START, {"stamp": first.format(0)}),
+                (INNER, dict(stamp=first.format(1), epoch=1, updates=50)),
+                (INNER, dict(stamp=first.format(11), epoch=1, updates=100)),
+                (
+                    VALID,
+                    dict(
+                        stamp=first.format(14),
+                        epoch=1,
+                        acc=0.1,
+                        codes=9,
+                        bleu=5.0,
+                        updates=140,
+                    ),
+                ),
+                (SAVED, dict(stamp=first.format(14), path=run, epoch=1, updates=140)),
+                # killed at 150 updates, resumed from 140 at half the pace: the pace is the new one's
+                (INNER, dict(stamp=first.format(16), epoch=2, updates=150)),
+                (START, {"stamp": resumed.format(0)}),
+                (INNER, dict(stamp=resumed.format(20), epoch=2, updates=150)),
+                (INNER, dict(stamp=resumed.format(40), epoch=2, updates=200)),
+                (
+                    VALID,
+                    dict(
+                        stamp=resumed.format(50),
+                        epoch=2,
+                        acc=0.2,
+                        codes=9,
+                        bleu=4.0,
+                        updates=280,
+                    ),
+                ),
+                (SAVED, dict(stamp=resumed.format(50), path=run, epoch=2, updates=280)),
+            ]
+        )
+    )
+    done = tmp_path / "u420/hem_dec_gold/seed1"
+    done.mkdir(parents=True)
+    (done / "train.log").write_text(
+        _log(
+            [
+                (
+                    VALID,
+                    dict(
+                        stamp=first.format(0),
+                        epoch=3,
+                        acc=0.1,
+                        codes=9,
+                        bleu=27.3,
+                        updates=420,
+                    ),
+                )
+            ]
+        )
+    )
+    assert ablations.main(["status", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # 24 s per update (50 updates in 20 minutes), 720 updates left: 4 h 48 min
+    assert lines[2:] == [
+        "| hem_dec_gold seed1 | 420 / 420 | 0 | 27.30 / 27.30 |  | done |",
+        "| fsg_raw seed2 | 280 / 1000 | 280 | 5.00 / 4.00 | 24.00 | 4:48 |",
+    ]
+    with pytest.raises(SystemExit, match="no training logs under"):
+        ablations.main(["status", str(tmp_path / "nothing")])
