@@ -278,13 +278,14 @@ def plot_curves(rows: list[dict], budget: int, out: Path) -> int:
 
 def _clock(seconds: float) -> str:
     minutes = round(seconds / 60)
-    return f"{minutes // 60}:{minutes % 60:02d}"
+    return f"{minutes // 60} h {minutes % 60:02d}"
 
 
 def status(runs: Path) -> str:
     """One line per training under ``runs`` (``uBUDGET/VARIANT/seedN/train.log``, the layout of
-    ablate.sh): updates logged and saved (where a rerun resumes), validation BLEU, the recent
-    pace and the time left at that pace."""
+    ablate.sh): updates logged and saved (where a rerun resumes), validation BLEU, the pace of its
+    last start and the time left at that pace; "done" at its budget, "stopped" when fairseq-train
+    ended before it (a rerun resumes it)."""
     logs = sorted(
         (
             log
@@ -315,8 +316,8 @@ def status(runs: Path) -> str:
             else ""
         )
         rate = p["sec_per_update"]
-        if p["updates"] >= int(budget):
-            left = "done"
+        if p["finished"] or p["updates"] >= int(budget):
+            left, rate = ("done" if p["updates"] >= int(budget) else "stopped"), None
         elif rate is None:
             left = ""
         else:

@@ -26,8 +26,9 @@ _TRAIN_LINE = re.compile(
 
 _INNER = re.compile(_STAMP + r" \| INFO \| train_inner \| .*?num_updates=(\d+)")
 # fairseq names the first file it wrote; checkpoint_last.pt is written with every save.
-_SAVED = re.compile(r"Saved checkpoint \S+ \(epoch \d+ @ (\d+) updates")
+_SAVED = re.compile(r"Saved checkpoint .+? \(epoch \d+ @ (\d+) updates")
 _START = re.compile(r"\| fairseq_cli\.train \| \{")
+_DONE = re.compile(r"\| fairseq_cli\.train \| done training in")
 
 
 def _stamp(text: str) -> datetime.datetime:
@@ -36,19 +37,26 @@ def _stamp(text: str) -> datetime.datetime:
 
 def progress(log_text: str) -> dict:
     """Where a training stands: ``updates`` (the last logged), ``saved`` (the updates in
-    checkpoint_last.pt, where a rerun resumes), ``best_bleu`` / ``last_bleu`` (validation), and
-    ``sec_per_update`` between its last two logged updates of the same fairseq-train start
-    (None before two)."""
+    checkpoint_last.pt, where a rerun resumes), ``best_bleu`` / ``last_bleu`` (validation),
+    ``finished`` (its last fairseq-train start ended: budget reached or stopped early), and
+    ``sec_per_update`` from the first to the last logged update of its last start, validations
+    included (None before two)."""
     updates = saved = 0
-    inner = []  # (time, updates) of the current start
+    finished = False
+    first = last = None  # (time, updates) of the last start's logged updates
     for line in log_text.splitlines():
         if _START.search(line):
-            inner = []
+            first = last = None
+            finished = False
+            continue
+        if _DONE.search(line):
+            finished = True
             continue
         match = _INNER.match(line)
         if match:
             updates = int(match.group(2))
-            inner = [*inner[-1:], (_stamp(match.group(1)), updates)]
+            last = (_stamp(match.group(1)), updates)
+            first = first or last
             continue
         match = _SAVED.search(line)
         if match:
@@ -58,13 +66,14 @@ def progress(log_text: str) -> dict:
     if valid:
         updates = max(updates, int(valid[-1]["num_updates"]))
     rate = None
-    if len(inner) == 2 and inner[1][1] > inner[0][1]:
-        rate = (inner[1][0] - inner[0][0]).total_seconds() / (inner[1][1] - inner[0][1])
+    if first and last[1] > first[1]:
+        rate = (last[0] - first[0]).total_seconds() / (last[1] - first[1])
     return {
         "updates": updates,
         "saved": saved,
         "best_bleu": max(bleus) if bleus else None,
         "last_bleu": bleus[-1] if bleus else None,
+        "finished": finished,
         "sec_per_update": rate,
     }
 

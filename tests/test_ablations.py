@@ -622,11 +622,12 @@ def test_status_says_where_each_training_stands_and_its_time_left(tmp_path, caps
                     ),
                 ),
                 (SAVED, dict(stamp=first.format(14), path=run, epoch=1, updates=140)),
-                # killed at 150 updates, resumed from 140 at half the pace: the pace is the new one's
+                # killed at 150 updates, resumed from 140 at another pace: the pace is the new
+                # start's, over all its logged updates (a validation between them included)
                 (INNER, dict(stamp=first.format(16), epoch=2, updates=150)),
                 (START, {"stamp": resumed.format(0)}),
                 (INNER, dict(stamp=resumed.format(20), epoch=2, updates=150)),
-                (INNER, dict(stamp=resumed.format(40), epoch=2, updates=200)),
+                (INNER, dict(stamp=resumed.format(30), epoch=2, updates=200)),
                 (
                     VALID,
                     dict(
@@ -639,6 +640,22 @@ def test_status_says_where_each_training_stands_and_its_time_left(tmp_path, caps
                     ),
                 ),
                 (SAVED, dict(stamp=resumed.format(50), path=run, epoch=2, updates=280)),
+                (INNER, dict(stamp=resumed.format(56), epoch=3, updates=300)),
+            ]
+        )
+    )
+    stopped = tmp_path / "u1000/fsg_nc4/seed1"
+    stopped.mkdir(parents=True)
+    (stopped / "train.log").write_text(
+        _log(
+            [
+                (START, {"stamp": first.format(0)}),
+                (INNER, dict(stamp=first.format(1), epoch=1, updates=50)),
+                (INNER, dict(stamp=first.format(2), epoch=1, updates=100)),
+                (
+                    "{stamp} | INFO | fairseq_cli.train | done training in 60.0 seconds",
+                    {"stamp": first.format(3)},
+                ),
             ]
         )
     )
@@ -661,12 +678,16 @@ def test_status_says_where_each_training_stands_and_its_time_left(tmp_path, caps
             ]
         )
     )
+    (tmp_path / "u1960/fsg_hard_em/seed1").mkdir(
+        parents=True
+    )  # a copied checkpoint, no log
     assert ablations.main(["status", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # 24 s per update (50 updates in 20 minutes), 720 updates left: 4 h 48 min
+    # 150 updates in 36 minutes: 14.4 s each; 700 updates left: 2 h 48 min
     assert lines[2:] == [
         "| hem_dec_gold seed1 | 420 / 420 | 0 | 27.30 / 27.30 |  | done |",
-        "| fsg_raw seed2 | 280 / 1000 | 280 | 5.00 / 4.00 | 24.00 | 4:48 |",
+        "| fsg_nc4 seed1 | 100 / 1000 | 0 |  |  | stopped |",
+        "| fsg_raw seed2 | 300 / 1000 | 280 | 5.00 / 4.00 | 14.40 | 2 h 48 |",
     ]
     with pytest.raises(SystemExit, match="no training logs under"):
         ablations.main(["status", str(tmp_path / "nothing")])
