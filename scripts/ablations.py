@@ -286,19 +286,12 @@ def status(runs: Path) -> str:
     ablate.sh): updates logged and saved (where a rerun resumes), validation BLEU, the pace of its
     last start and the time left at that pace; "done" at its budget, "stopped" when fairseq-train
     ended before it (a rerun resumes it)."""
-    logs = sorted(
-        (
-            log
-            for log in runs.glob("u*/*/seed*/train.log")
-            if log.parents[2].name[1:].isdigit()
-        ),
-        key=lambda log: (
-            int(log.parents[2].name[1:]),
-            log.parents[1].name,
-            log.parent.name,
-        ),
+    runs_found = sorted(
+        (int(log.parents[2].name[1:]), log.parents[1].name, log.parent.name, log)
+        for log in runs.glob("u*/*/seed*/train.log")
+        if log.parents[2].name[1:].isdigit()
     )
-    if not logs:
+    if not runs_found:
         raise SystemExit(
             f"no training logs under {runs} (uBUDGET/VARIANT/seedN/train.log)"
         )
@@ -306,9 +299,7 @@ def status(runs: Path) -> str:
         "| run | updates / budget | saved | valid BLEU best / last | s/update | left |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for log in logs:
-        budget = log.parents[2].name[1:]
-        run = f"{log.parents[1].name} {log.parent.name}"
+    for budget, variant, seed, log in runs_found:
         p = progress(log.read_text(encoding="utf-8", errors="replace"))
         bleu = (
             f"{p['best_bleu']:.2f} / {p['last_bleu']:.2f}"
@@ -316,15 +307,15 @@ def status(runs: Path) -> str:
             else ""
         )
         rate = p["sec_per_update"]
-        if p["finished"] or p["updates"] >= int(budget):
-            left, rate = ("done" if p["updates"] >= int(budget) else "stopped"), None
-        elif rate is None:
-            left = ""
+        if p["updates"] >= budget:
+            left, rate = "done", None
+        elif p["finished"]:
+            left, rate = "stopped", None
         else:
-            left = _clock((int(budget) - p["updates"]) * rate)
+            left = "" if rate is None else _clock((budget - p["updates"]) * rate)
         pace = f"{rate:.2f}" if rate is not None else ""
         lines.append(
-            f"| {run} | {p['updates']} / {budget} | {p['saved']} | {bleu} | {pace} | {left} |"
+            f"| {variant} {seed} | {p['updates']} / {budget} | {p['saved']} | {bleu} | {pace} | {left} |"
         )
     return "\n".join(lines)
 

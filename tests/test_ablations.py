@@ -602,6 +602,15 @@ SAVED = (
 )
 
 
+def _epoch_end(stamp, run, epoch, bleu, updates):
+    """A validation and the checkpoint saved after it."""
+    fields = dict(stamp=stamp, epoch=epoch, updates=updates)
+    return [
+        (VALID, dict(fields, acc=0.1, codes=9, bleu=bleu)),
+        (SAVED, dict(fields, path=run)),
+    ]
+
+
 def test_status_says_where_each_training_stands_and_its_time_left(tmp_path, capsys):
     run = tmp_path / "u1000/fsg_raw/seed2"
     run.mkdir(parents=True)
@@ -612,36 +621,14 @@ def test_status_says_where_each_training_stands_and_its_time_left(tmp_path, caps
                 (START, {"stamp": first.format(0)}),
                 (INNER, dict(stamp=first.format(1), epoch=1, updates=50)),
                 (INNER, dict(stamp=first.format(11), epoch=1, updates=100)),
-                (
-                    VALID,
-                    dict(
-                        stamp=first.format(14),
-                        epoch=1,
-                        acc=0.1,
-                        codes=9,
-                        bleu=5.0,
-                        updates=140,
-                    ),
-                ),
-                (SAVED, dict(stamp=first.format(14), path=run, epoch=1, updates=140)),
+                *_epoch_end(first.format(14), run, epoch=1, bleu=5.0, updates=140),
                 # killed at 150 updates, resumed from 140 at another pace: the pace is the new
                 # start's, over all its logged updates (a validation between them included)
                 (INNER, dict(stamp=first.format(16), epoch=2, updates=150)),
                 (START, {"stamp": resumed.format(0)}),
                 (INNER, dict(stamp=resumed.format(20), epoch=2, updates=150)),
                 (INNER, dict(stamp=resumed.format(30), epoch=2, updates=200)),
-                (
-                    VALID,
-                    dict(
-                        stamp=resumed.format(50),
-                        epoch=2,
-                        acc=0.2,
-                        codes=9,
-                        bleu=4.0,
-                        updates=280,
-                    ),
-                ),
-                (SAVED, dict(stamp=resumed.format(50), path=run, epoch=2, updates=280)),
+                *_epoch_end(resumed.format(50), run, epoch=2, bleu=4.0, updates=280),
                 (INNER, dict(stamp=resumed.format(56), epoch=3, updates=300)),
             ]
         )
