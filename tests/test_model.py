@@ -133,6 +133,31 @@ def test_eval_loss_terms_of_a_sentence_do_not_depend_on_padding(
     )
 
 
+@pytest.mark.parametrize("shape", [(1, 2), (3, 16)])
+def test_the_compressors_convolutions_as_matrix_products_are_conv1d(shape):
+    """latent.same_conv / strided_conv compute nn.Conv1d's function, and its gradients, from
+    its parameters (so checkpoints keep their layout)."""
+    from torch import nn
+
+    from fairseq_vqvae.latent import same_conv, strided_conv
+
+    torch.manual_seed(0)
+    for conv, ours in (
+        (nn.Conv1d(8, 6, 3, padding=1, bias=False), same_conv),
+        (nn.Conv1d(8, 6, 2, stride=2), strided_conv),
+    ):
+        x = torch.randn(*shape, 8, requires_grad=True)
+        reference = conv(x.transpose(1, 2)).transpose(1, 2)
+        out = ours(conv, x)
+        assert out.shape == reference.shape
+        assert torch.allclose(out, reference, atol=1e-6)
+        grad = torch.randn_like(out)
+        expected = torch.autograd.grad(reference, [x, *conv.parameters()], grad)
+        got = torch.autograd.grad(out, [x, *conv.parameters()], grad)
+        for e, g in zip(expected, got):
+            assert torch.allclose(e, g, atol=1e-5), (e - g).abs().max()
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_trains_forward_backward_and_generates(
     variant, build_vqvae, make_sample
