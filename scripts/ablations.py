@@ -5,6 +5,9 @@
   python scripts/ablations.py curves ABLATIONS_DIR --budget N --out PNG   (validation BLEU curves)
   python scripts/ablations.py status [RUNS_DIR]   (where each training under RUNS_DIR stands;
                                                    default runs/multi30k/ablations)
+  python scripts/ablations.py scaling --run FRACTION=TRAIN_DIR ... --out DIR
+      (a data-scaling curve: each run's validations -> DIR/scaling.json and DIR/scaling.md;
+      examples/multi30k/predictor_scaling.sh)
 
 A row holds what a recipe decision needs: validation BLEU at every validation (decisions are
 taken on it, never on the test set), test BLEU, length ratio and oracle-latent BLEU from the
@@ -23,7 +26,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from train_log import progress, train_wall, validations
+from train_log import parse_fields, progress, train_wall, validations
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_BEGIN, TABLE_END = (
@@ -320,6 +323,90 @@ def status(runs: Path) -> str:
     return "\n".join(lines)
 
 
+_TRAIN_SUMMARY = re.compile(r"\| INFO \| train \| (.*)$")
+
+
+def scaling_point(fraction: float, train_dir: Path) -> dict:
+    """One point of a data-scaling curve: a run on ``fraction`` of the training pairs, from its
+    train.log: the validation with the best BLEU (the checkpoint fairseq keeps), the best latent
+    accuracy and loss seen on validation, and the latent accuracy of its last training epoch
+    (how well it fits the pairs it trains on)."""
+    text = (train_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    valid = [v for v in validations(text) if "bleu" in v]
+    if not valid:
+        raise SystemExit(
+            f"ablations.py: error: {train_dir}/train.log has no validation with BLEU yet"
+        )
+    best = max(
+        valid, key=lambda v: v["bleu"]
+    )  # the first of equals, as fairseq keeps it
+    summaries = [
+        parse_fields(m.group(1))
+        for m in map(_TRAIN_SUMMARY.search, text.splitlines())
+        if m
+    ]
+    train_acc = next(
+        (t["latent_acc"] for t in reversed(summaries) if "latent_acc" in t), None
+    )
+    lowest = min(valid, key=lambda v: v.get("latent_loss", float("inf")))
+    return {
+        "fraction": fraction,
+        "train_dir": str(train_dir),
+        "updates": int(valid[-1]["num_updates"]),
+        "best_valid_bleu": best["bleu"],
+        "best_at": int(best["num_updates"]),
+        "valid_latent_acc_at_best": best.get("latent_acc"),
+        "valid_latent_acc_max": max(v.get("latent_acc", 0.0) for v in valid),
+        "valid_latent_loss_min": lowest.get("latent_loss"),
+        "valid_latent_loss_min_at": int(lowest["num_updates"]),
+        "train_latent_acc_last": train_acc,
+        "curve": [
+            [
+                int(v["num_updates"]),
+                v["bleu"],
+                v.get("latent_acc"),
+                v.get("latent_loss"),
+            ]
+            for v in valid
+        ],
+    }
+
+
+def scaling_table(points: list[dict]) -> str:
+    """The markdown table of a data-scaling curve, smallest fraction first."""
+
+    def pct(value):
+        return "" if value is None else f"{100 * value:.1f}%"
+
+    lines = [
+        "| training pairs | updates | valid BLEU (best, at update) | valid latent acc. at best / max "
+        "| valid latent loss (min, at update) | train latent acc. (last epoch) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in sorted(points, key=lambda p: p["fraction"]):
+        loss = p["valid_latent_loss_min"]
+        lines.append(
+            f"| {100 * p['fraction']:g}% | {p['updates']} | {p['best_valid_bleu']:.2f} ({p['best_at']}) "
+            f"| {pct(p['valid_latent_acc_at_best'])} / {pct(p['valid_latent_acc_max'])} "
+            f"| {'' if loss is None else f'{loss:.2f}'} ({p['valid_latent_loss_min_at']}) "
+            f"| {pct(p['train_latent_acc_last'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _scaling_run(text: str) -> tuple[float, Path]:
+    fraction, sep, path = text.partition("=")
+    try:
+        value = float(fraction)
+    except ValueError:
+        value = -1.0
+    if not sep or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected FRACTION=TRAIN_DIR with FRACTION in (0, 1], got '{text}'"
+        )
+    return value, Path(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -361,6 +448,20 @@ def main(argv=None) -> int:
     where.add_argument(
         "runs", type=Path, nargs="?", default=ROOT / "runs/multi30k/ablations"
     )
+    scaling = sub.add_parser(
+        "scaling",
+        help="a data-scaling curve: each run's validations -> JSON and a table",
+    )
+    scaling.add_argument(
+        "--run",
+        type=_scaling_run,
+        action="append",
+        required=True,
+        help="FRACTION=TRAIN_DIR: a run on that share of the training pairs (repeat)",
+    )
+    scaling.add_argument(
+        "--out", type=Path, required=True, help="folder for the results"
+    )
     args = parser.parse_args(argv)
     if args.command == "row" and args.average_epochs and not args.benchmark_valid:
         parser.error("--average-epochs needs --benchmark-valid")
@@ -372,6 +473,15 @@ def main(argv=None) -> int:
         )
     elif args.command == "status":
         print(status(args.runs))
+    elif args.command == "scaling":
+        points = [scaling_point(f, d) for f, d in args.run]
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write_atomically(
+            args.out / "scaling.json", json.dumps(points, indent=1) + "\n"
+        )
+        table = scaling_table(points)
+        _write_atomically(args.out / "scaling.md", table + "\n")
+        print(table)
     elif args.command == "curves":
         count = plot_curves(_rows(args.ablations), args.budget, args.out)
         print(f"{count} runs of {args.budget} updates -> {args.out}")

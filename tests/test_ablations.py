@@ -680,3 +680,91 @@ def test_status_says_where_each_training_stands_and_its_time_left(tmp_path, caps
     ]
     with pytest.raises(SystemExit, match="no training logs under"):
         ablations.main(["status", str(tmp_path / "nothing")])
+
+
+SCALING_VALID = (
+    "{stamp} | INFO | valid | epoch {epoch:03d} | valid on 'valid' subset | loss 9.1 "
+    "| latent_loss {loss} | latent_acc {acc} | bleu {bleu} | wps 634 | num_updates {updates}"
+)
+TRAIN_SUMMARY = (
+    "{stamp} | INFO | train | epoch {epoch:03d} | loss 4.5 | latent_loss 3.1 "
+    "| latent_acc {acc} | wps 402.1 | num_updates {updates}"
+)
+
+
+def test_scaling_reads_each_runs_best_validation_and_its_fit(tmp_path, capsys):
+    small, full = tmp_path / "frac250", tmp_path / "full"
+    stamp = "2026-12-05 10:00:00"
+    for run, points, train in (
+        # (updates, BLEU, latent accuracy, latent loss): the best BLEU comes after the lowest
+        # loss; a tie keeps the first (fairseq keeps the first best checkpoint)
+        (
+            small,
+            [(140, 20.0, 0.05, 9.0), (280, 24.5, 0.07, 9.5), (420, 24.5, 0.08, 9.9)],
+            0.6,
+        ),
+        (full, [(140, 21.0, 0.06, 8.9), (280, 26.0, 0.11, 8.8)], 0.4),
+    ):
+        run.mkdir()
+        entries = []
+        for epoch, (updates, bleu, acc, loss) in enumerate(points, start=1):
+            fields = dict(stamp=stamp, epoch=epoch, updates=updates)
+            entries.append((TRAIN_SUMMARY, dict(fields, acc=train - 0.1)))
+            entries.append((SCALING_VALID, dict(fields, bleu=bleu, acc=acc, loss=loss)))
+        entries.append(
+            (TRAIN_SUMMARY, dict(stamp=stamp, epoch=9, updates=999, acc=train))
+        )
+        (run / "train.log").write_text(_log(entries))
+    out = tmp_path / "out"
+    assert (
+        ablations.main(
+            [
+                "scaling",
+                "--run",
+                f"1={full}",
+                "--run",
+                f"0.25={small}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    points = json.loads((out / "scaling.json").read_text())
+    first = points[1]
+    assert (first["fraction"], first["best_valid_bleu"], first["best_at"]) == (
+        0.25,
+        24.5,
+        280,
+    )
+    assert (first["valid_latent_acc_at_best"], first["valid_latent_acc_max"]) == (
+        0.07,
+        0.08,
+    )
+    assert (first["valid_latent_loss_min"], first["valid_latent_loss_min_at"]) == (
+        9.0,
+        140,
+    )
+    assert first["train_latent_acc_last"] == 0.6 and first["updates"] == 420
+    assert first["curve"][1] == [280, 24.5, 0.07, 9.5]
+    table = (out / "scaling.md").read_text().splitlines()
+    assert table[2] == "| 25% | 420 | 24.50 (280) | 7.0% / 8.0% | 9.00 (140) | 60.0% |"
+    assert (
+        table[3] == "| 100% | 280 | 26.00 (280) | 11.0% / 11.0% | 8.80 (280) | 40.0% |"
+    )
+    assert capsys.readouterr().out.splitlines()[2:] == table[2:]
+
+
+@pytest.mark.parametrize("run", ["0=x", "1.5=x", "half=x", "x"])
+def test_scaling_refuses_a_fraction_outside_zero_to_one(run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ablations.main(["scaling", "--run", run, "--out", str(tmp_path)])
+    assert "FRACTION=TRAIN_DIR with FRACTION in (0, 1]" in capsys.readouterr().err
+
+
+def test_scaling_of_a_run_without_validation_says_so(tmp_path):
+    (tmp_path / "train.log").write_text("")
+    with pytest.raises(SystemExit, match="no validation with BLEU yet"):
+        ablations.main(
+            ["scaling", "--run", f"0.5={tmp_path}", "--out", str(tmp_path / "o")]
+        )
