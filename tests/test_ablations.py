@@ -768,3 +768,26 @@ def test_scaling_of_a_run_without_validation_says_so(tmp_path):
         ablations.main(
             ["scaling", "--run", f"0.5={tmp_path}", "--out", str(tmp_path / "o")]
         )
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["tune"], {}, "usage:"),
+        (
+            ["train"],
+            {"PARENT": "/nonexistent/best.pt"},
+            "no parent checkpoint /nonexistent/best.pt",
+        ),
+    ],
+)
+def test_predictor_scaling_errors_say_what_to_fix(tmp_path, args, env, message):
+    done = _script(
+        "predictor_scaling.sh",
+        *args,
+        WORK=str(tmp_path),
+        OUT=str(tmp_path / "out"),
+        **env,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr

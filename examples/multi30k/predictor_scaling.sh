@@ -8,12 +8,13 @@
 #   bash examples/multi30k/predictor_scaling.sh [train|table]
 #
 # Environment: FRACTIONS ("0.125 0.25 0.5"), PARENT (row 2's best checkpoint), SEED (1),
-# MAX_UPDATE (1400), THREADS (1), WORK (runs/multi30k), OUT (examples/multi30k/predictor_scaling).
+# MAX_UPDATE (1400), THREADS (1), WORK (runs/multi30k), OUT (examples/multi30k/predictor_scaling),
+# PYTHON (.venv/bin/python).
 # Resumable: a rerun goes on from each fraction's checkpoint_last.pt and skips finished ones.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=../../scripts/lib.sh
-source "$ROOT/scripts/lib.sh"
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"  # ROOT, PY, BIN, log, die
+LOG_NAME=predictor_scaling
 WORK="${WORK:-$ROOT/runs/multi30k}"
 OUT="${OUT:-$ROOT/examples/multi30k/predictor_scaling}"
 FRACTIONS="${FRACTIONS:-0.125 0.25 0.5}"
@@ -22,11 +23,8 @@ SEED="${SEED:-1}"
 MAX_UPDATE="${MAX_UPDATE:-1400}"
 THREADS="${THREADS:-1}"
 STAGE="${1:-train}"
-PY="${PY:-$ROOT/.venv/bin/python}"
-BIN="$(dirname "$PY")"
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 DATA="$WORK/distill_shared/data-bin"
-log() { echo "[predictor_scaling $(date +%H:%M:%S)] $*" >&2; }
 
 case "$STAGE" in train | table) ;; *) die "usage: $0 [train|table]" ;; esac
 if [[ $STAGE == train ]]; then
