@@ -69,6 +69,10 @@ def same_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
 def strided_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """``conv`` (kernel 2, stride 2, no padding) on batch-first x (B, T, C), T even: each pair
     of positions through one linear map, as ``conv(x.transpose(1, 2)).transpose(1, 2)``."""
+    if x.shape[1] % 2:
+        raise ValueError(
+            f"strided_conv needs an even length, got {x.shape[1]}: pad to a multiple of 2"
+        )
     pairs = x.reshape(x.shape[0], x.shape[1] // 2, -1)  # (B, T / 2, 2C): [x_2t, x_2t+1]
     weight = conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1)  # (C', 2C)
     return F.linear(pairs, weight, conv.bias)

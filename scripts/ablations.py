@@ -331,15 +331,18 @@ def scaling_point(fraction: float, train_dir: Path) -> dict:
     train.log: the validation with the best BLEU (the checkpoint fairseq keeps), the best latent
     accuracy and loss seen on validation, and the latent accuracy of its last training epoch
     (how well it fits the pairs it trains on)."""
+    if not (train_dir / "train.log").is_file():
+        raise SystemExit(
+            f"ablations.py: error: no {train_dir}/train.log: give a fairseq-train --save-dir"
+        )
     text = (train_dir / "train.log").read_text(encoding="utf-8", errors="replace")
     valid = [v for v in validations(text) if "bleu" in v]
     if not valid:
         raise SystemExit(
             f"ablations.py: error: {train_dir}/train.log has no validation with BLEU yet"
         )
-    best = max(
-        valid, key=lambda v: v["bleu"]
-    )  # the first of equals, as fairseq keeps it
+    # the last of equals: fairseq saves checkpoint_best.pt again on a tie
+    best = max(reversed(valid), key=lambda v: v["bleu"])
     summaries = [
         parse_fields(m.group(1))
         for m in map(_TRAIN_SUMMARY.search, text.splitlines())
@@ -348,7 +351,9 @@ def scaling_point(fraction: float, train_dir: Path) -> dict:
     train_acc = next(
         (t["latent_acc"] for t in reversed(summaries) if "latent_acc" in t), None
     )
-    lowest = min(valid, key=lambda v: v.get("latent_loss", float("inf")))
+    losses = [v for v in valid if "latent_loss" in v]
+    lowest = min(losses, key=lambda v: v["latent_loss"]) if losses else {}
+    accuracies = [v["latent_acc"] for v in valid if "latent_acc" in v]
     return {
         "fraction": fraction,
         "train_dir": str(train_dir),
@@ -356,9 +361,9 @@ def scaling_point(fraction: float, train_dir: Path) -> dict:
         "best_valid_bleu": best["bleu"],
         "best_at": int(best["num_updates"]),
         "valid_latent_acc_at_best": best.get("latent_acc"),
-        "valid_latent_acc_max": max(v.get("latent_acc", 0.0) for v in valid),
+        "valid_latent_acc_max": max(accuracies, default=None),
         "valid_latent_loss_min": lowest.get("latent_loss"),
-        "valid_latent_loss_min_at": int(lowest["num_updates"]),
+        "valid_latent_loss_min_at": int(lowest["num_updates"]) if lowest else None,
         "train_latent_acc_last": train_acc,
         "curve": [
             [
@@ -385,10 +390,11 @@ def scaling_table(points: list[dict]) -> str:
     ]
     for p in sorted(points, key=lambda p: p["fraction"]):
         loss = p["valid_latent_loss_min"]
+        loss = "" if loss is None else f"{loss:.2f} ({p['valid_latent_loss_min_at']})"
         lines.append(
             f"| {100 * p['fraction']:g}% | {p['updates']} | {p['best_valid_bleu']:.2f} ({p['best_at']}) "
             f"| {pct(p['valid_latent_acc_at_best'])} / {pct(p['valid_latent_acc_max'])} "
-            f"| {'' if loss is None else f'{loss:.2f}'} ({p['valid_latent_loss_min_at']}) "
+            f"| {loss} "
             f"| {pct(p['train_latent_acc_last'])} |"
         )
     return "\n".join(lines)

@@ -6,7 +6,9 @@ The chosen sentence pairs (the same for every language of the pair, in their ori
 are written as a new binarized split with fairseq's own dataset builder; the dictionaries and
 every other split are links to DATA_BIN's files, so that validation and test stay the same.
 A smaller fraction with the same seed is a subset of a larger one (one random order, cut at
-each fraction), so that a data-scaling curve adds data rather than swapping it.
+each fraction), so that a data-scaling curve adds data rather than swapping it. OUT/subset.json,
+written last, records what was cut; a rerun replaces a folder this script wrote, and refuses any
+other.
 
 Why: fairseq-preprocess binarizes text, and fairseq-train has no option that trains on part of a
 split; this measures how a model's held-out scores grow with its training pairs (README, "How
@@ -14,11 +16,15 @@ the latent predictor scales with its training pairs").
 """
 
 import argparse
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+
+MARKER = "subset.json"  # written last: what was cut, from where
 
 
 def fail(message: str):
@@ -53,8 +59,17 @@ def chosen(size: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[:count])
 
 
+def _written_here(out: Path) -> bool:
+    """Whether ``out`` was written by this script: its marker, or (before the marker) only
+    links and binarized files."""
+    return (out / MARKER).is_file() or all(
+        p.is_symlink() or p.suffix in (".bin", ".idx") for p in out.iterdir()
+    )
+
+
 def subset(data_bin: Path, out: Path, fraction: float, seed: int, split: str) -> int:
-    """Write OUT; return the number of pairs kept."""
+    """Write OUT whole (built beside it, then renamed, so that an interrupted run leaves no
+    half-written folder; MARKER last); return the number of pairs kept."""
     from fairseq.data import indexed_dataset
 
     prefixes = split_files(data_bin, split)
@@ -63,6 +78,19 @@ def subset(data_bin: Path, out: Path, fraction: float, seed: int, split: str) ->
             f"no binarized '{split}' split in {data_bin} ({split}.SRC-TGT.LANG.bin/.idx): "
             "give a folder written by fairseq-preprocess"
         )
+    shards = sorted(p.name for p in data_bin.glob(f"{split}[0-9]*.*.idx"))
+    if shards:
+        fail(
+            f"{data_bin} has further shards of '{split}' ({', '.join(shards)}), which "
+            "fairseq-train would read in full: cut a data-bin without them"
+        )
+    source, target = data_bin.resolve(), out.resolve()
+    if target == source or source in target.parents:
+        fail("OUT must be a folder outside DATA_BIN")
+    if out.exists() and not (out.is_dir() and _written_here(out)):
+        fail(
+            f"{out} exists and was not written by subset_data_bin.py: give a new folder"
+        )
     datasets = {
         lang: indexed_dataset.MMapIndexedDataset(str(prefix))
         for lang, prefix in prefixes.items()
@@ -70,26 +98,38 @@ def subset(data_bin: Path, out: Path, fraction: float, seed: int, split: str) ->
     sizes = {lang: len(ds) for lang, ds in datasets.items()}
     if len(set(sizes.values())) != 1:
         fail(f"the languages of '{split}' have different sizes: {sizes}")
-    keep = chosen(next(iter(sizes.values())), fraction, seed)
-    if out.resolve() == data_bin.resolve():
-        fail("OUT must be another folder than DATA_BIN")
-    out.mkdir(parents=True, exist_ok=True)
+    size = next(iter(sizes.values()))
+    keep = chosen(size, fraction, seed)
+    building = out.parent / f".{out.name}.partial"
+    if building.exists():
+        shutil.rmtree(
+            building
+        )  # an interrupted run's (links are removed, not followed)
+    building.mkdir(parents=True)
     for path in data_bin.iterdir():  # everything else: links
-        if path.name.startswith(f"{split}.") and path.suffix in (".bin", ".idx"):
-            continue
-        link = out / path.name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.path.relpath(path.resolve(), out.resolve()))
+        if not (path.name.startswith(f"{split}.") and path.suffix in (".bin", ".idx")):
+            link = building / path.name  # relative to OUT, where it ends up
+            link.symlink_to(os.path.relpath(path.resolve(), target))
     for lang, ds in datasets.items():
-        prefix = out / prefixes[lang].name
-        dtype = ds._index.dtype
+        prefix = str(building / prefixes[lang].name)
         builder = indexed_dataset.MMapIndexedDatasetBuilder(
-            str(prefix) + ".bin", dtype=dtype
+            prefix + ".bin", dtype=ds._index.dtype
         )
         for i in keep.tolist():
             builder.add_item(ds[i])
-        builder.finalize(str(prefix) + ".idx")
+        builder.finalize(prefix + ".idx")
+    record = dict(
+        data_bin=str(source),
+        split=split,
+        fraction=fraction,
+        seed=seed,
+        pairs=len(keep),
+        of=size,
+    )
+    (building / MARKER).write_text(json.dumps(record, indent=1) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    building.rename(out)
     return len(keep)
 
 

@@ -697,10 +697,10 @@ def test_scaling_reads_each_runs_best_validation_and_its_fit(tmp_path, capsys):
     stamp = "2026-12-05 10:00:00"
     for run, points, train in (
         # (updates, BLEU, latent accuracy, latent loss): the best BLEU comes after the lowest
-        # loss; a tie keeps the first (fairseq keeps the first best checkpoint)
+        # loss; a tie keeps the last (fairseq saves checkpoint_best.pt again on a tie)
         (
             small,
-            [(140, 20.0, 0.05, 9.0), (280, 24.5, 0.07, 9.5), (420, 24.5, 0.08, 9.9)],
+            [(140, 20.0, 0.05, 9.0), (280, 24.5, 0.07, 9.5), (420, 24.5, 0.065, 9.9)],
             0.6,
         ),
         (full, [(140, 21.0, 0.06, 8.9), (280, 26.0, 0.11, 8.8)], 0.4),
@@ -735,11 +735,11 @@ def test_scaling_reads_each_runs_best_validation_and_its_fit(tmp_path, capsys):
     assert (first["fraction"], first["best_valid_bleu"], first["best_at"]) == (
         0.25,
         24.5,
-        280,
+        420,
     )
     assert (first["valid_latent_acc_at_best"], first["valid_latent_acc_max"]) == (
+        0.065,
         0.07,
-        0.08,
     )
     assert (first["valid_latent_loss_min"], first["valid_latent_loss_min_at"]) == (
         9.0,
@@ -748,7 +748,7 @@ def test_scaling_reads_each_runs_best_validation_and_its_fit(tmp_path, capsys):
     assert first["train_latent_acc_last"] == 0.6 and first["updates"] == 420
     assert first["curve"][1] == [280, 24.5, 0.07, 9.5]
     table = (out / "scaling.md").read_text().splitlines()
-    assert table[2] == "| 25% | 420 | 24.50 (280) | 7.0% / 8.0% | 9.00 (140) | 60.0% |"
+    assert table[2] == "| 25% | 420 | 24.50 (420) | 6.5% / 7.0% | 9.00 (140) | 60.0% |"
     assert (
         table[3] == "| 100% | 280 | 26.00 (280) | 11.0% / 11.0% | 8.80 (280) | 40.0% |"
     )
@@ -779,6 +779,7 @@ def test_scaling_of_a_run_without_validation_says_so(tmp_path):
             {"PARENT": "/nonexistent/best.pt"},
             "no parent checkpoint /nonexistent/best.pt",
         ),
+        (["table"], {}, "no scaling runs under"),
     ],
 )
 def test_predictor_scaling_errors_say_what_to_fix(tmp_path, args, env, message):
@@ -791,3 +792,37 @@ def test_predictor_scaling_errors_say_what_to_fix(tmp_path, args, env, message):
     )
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_scaling_of_a_folder_without_a_log_or_latent_fields(tmp_path):
+    with pytest.raises(
+        SystemExit, match="no .*train.log: give a fairseq-train --save-dir"
+    ):
+        ablations.main(
+            ["scaling", "--run", f"0.5={tmp_path}", "--out", str(tmp_path / "o")]
+        )
+    (tmp_path / "train.log").write_text(
+        _log(
+            [
+                (
+                    VALID.replace("| latent_acc {acc} ", ""),
+                    dict(
+                        stamp="2026-12-05 10:00:00",
+                        epoch=1,
+                        codes=9,
+                        bleu=3.0,
+                        updates=140,
+                    ),
+                )
+            ]
+        )
+    )
+    point = ablations.scaling_point(0.5, tmp_path)
+    assert (
+        point["valid_latent_acc_max"] is None
+        and point["valid_latent_loss_min_at"] is None
+    )
+    assert (
+        ablations.scaling_table([point]).splitlines()[2]
+        == "| 50% | 140 | 3.00 (140) |  /  |  |  |"
+    )

@@ -156,6 +156,8 @@ def test_the_compressors_convolutions_as_matrix_products_are_conv1d(shape):
         got = torch.autograd.grad(out, [x, *conv.parameters()], grad)
         for e, g in zip(expected, got):
             assert torch.allclose(e, g, atol=1e-5), (e - g).abs().max()
+    with pytest.raises(ValueError, match="needs an even length, got 3"):
+        strided_conv(nn.Conv1d(8, 6, 2, stride=2), torch.randn(1, 3, 8))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -1,5 +1,6 @@
 """scripts/subset_data_bin.py: a data-bin whose training split is a random fraction of another's."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,11 +47,48 @@ def test_the_subset_keeps_whole_pairs_in_order_and_links_the_rest(
         assert sub_src[j].tolist() == src[i].tolist()
         assert sub_tgt[j].tolist() == tgt[i].tolist()
     assert f"{len(keep)} sentence pairs of 'train'" in done.stdout
-    for name in ("dict.en.txt", "valid.en-de.en.bin", "test.en-de.de.idx"):
-        if (tiny_databin / name).exists():
-            assert (out / name).is_symlink()
-            assert (out / name).read_bytes() == (tiny_databin / name).read_bytes()
-    assert not (out / "train.en-de.en.bin").is_symlink()
+    for name in (
+        "dict.src.txt",
+        "dict.tgt.txt",
+        "valid.src-tgt.src.bin",
+        "test.src-tgt.tgt.idx",
+    ):
+        assert (out / name).is_symlink(), name
+        assert (out / name).read_bytes() == (tiny_databin / name).read_bytes()
+    for name in ("train.src-tgt.src.bin", "train.src-tgt.tgt.idx"):
+        assert (out / name).is_file() and not (out / name).is_symlink(), name
+    record = json.loads((out / "subset.json").read_text())
+    assert (record["pairs"], record["of"], record["seed"]) == (len(keep), len(src), 3)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_rerun_replaces_its_own_folder_and_never_writes_through_its_links(
+    tiny_databin, tmp_path
+):
+    before = {p.name: p.read_bytes() for p in tiny_databin.iterdir()}
+    out = tmp_path / "cut"
+    # the valid split cut first links train.* into OUT; cutting train there then must not
+    # write through those links into DATA_BIN
+    assert (
+        main([str(tiny_databin), str(out), "--fraction", "0.5", "--split", "valid"])
+        == 0
+    )
+    assert (out / "train.src-tgt.src.bin").is_symlink()
+    assert main([str(tiny_databin), str(out), "--fraction", "0.5"]) == 0
+    assert {p.name: p.read_bytes() for p in tiny_databin.iterdir()} == before
+    assert (out / "valid.src-tgt.src.bin").is_symlink()  # the folder was replaced whole
+    assert not (out / "train.src-tgt.src.bin").is_symlink()
+
+
+def test_a_folder_it_did_not_write_is_refused(tiny_databin, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="was not written by subset_data_bin.py"):
+        main([str(tiny_databin), str(out), "--fraction", "0.5"])
+    assert (out / "notes.txt").read_text() == "keep me"
+    with pytest.raises(SystemExit, match="outside DATA_BIN"):
+        main([str(tiny_databin), str(tiny_databin / "sub"), "--fraction", "0.5"])
 
 
 def test_a_smaller_fraction_is_a_subset_of_a_larger_one():

@@ -7,10 +7,11 @@
 #
 #   bash examples/multi30k/predictor_scaling.sh [train|table]
 #
-# Environment: FRACTIONS ("0.125 0.25 0.5"), PARENT (row 2's best checkpoint), SEED (1),
+# Environment: FRACTIONS ("0.125 0.25 0.5"), SEED (1), PARENT (row 2's best checkpoint of that seed),
 # MAX_UPDATE (1400), THREADS (1), WORK (runs/multi30k), OUT (examples/multi30k/predictor_scaling),
 # PYTHON (.venv/bin/python).
 # Resumable: a rerun goes on from each fraction's checkpoint_last.pt and skips finished ones.
+# The subsets are the same for every SEED (their own seed is 1): seeds vary the training only.
 set -euo pipefail
 # shellcheck source=../../scripts/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"  # ROOT, PY, BIN, log, die
@@ -18,8 +19,8 @@ LOG_NAME=predictor_scaling
 WORK="${WORK:-$ROOT/runs/multi30k}"
 OUT="${OUT:-$ROOT/examples/multi30k/predictor_scaling}"
 FRACTIONS="${FRACTIONS:-0.125 0.25 0.5}"
-PARENT="${PARENT:-$WORK/ablations/u4000/fsg_hard_em/seed1/checkpoint_best.pt}"
 SEED="${SEED:-1}"
+PARENT="${PARENT:-$WORK/ablations/u4000/fsg_hard_em/seed$SEED/checkpoint_best.pt}"
 MAX_UPDATE="${MAX_UPDATE:-1400}"
 THREADS="${THREADS:-1}"
 STAGE="${1:-train}"
@@ -37,7 +38,7 @@ if [[ $STAGE == train ]]; then
     name="frac$("$PY" -c "print(round($fraction * 1000))")"
     databin="$WORK/scaling/$name/data-bin"
     save="$WORK/scaling/$name/seed$SEED"
-    [[ -f $databin/train.en-de.de.idx ]] ||
+    [[ -f $databin/subset.json ]] ||
       "$PY" "$ROOT/scripts/subset_data_bin.py" "$DATA" "$databin" --fraction "$fraction" --seed 1
     if [[ -f $save/train.done ]]; then log "$name: done"; continue; fi
     mkdir -p "$save"
@@ -67,4 +68,5 @@ for fraction in $FRACTIONS; do
 done
 full="$WORK/ablations/u1400/hem_lp_fresh/seed$SEED"
 [[ -f $full/train.log ]] && runs+=(--run "1=$full")
+(( ${#runs[@]} )) || die "no scaling runs under $WORK/scaling: run 'bash $0 train' first"
 "$PY" "$ROOT/scripts/ablations.py" scaling "${runs[@]}" --out "$OUT"
