@@ -643,3 +643,24 @@ def test_generate_with_a_transformer_checkpoint_fails_clearly(runs):
         "--task translation_vqvae needs a vqvae_nat checkpoint, got a TransformerModel"
         in decode.output
     ), decode.log
+
+
+def test_conv_speed_finds_both_decompressor_forms_translate_alike(runs, trained):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "conv_speed.py"),
+            str(runs.dirs.full / "checkpoint_last.pt"),
+            str(runs.dirs.databin),
+            "--sentences",
+            "5",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "same tokens in all 5 sentences: True" in done.stdout

@@ -1,0 +1,98 @@
+"""Batch-1 decoding with the decompressor's convolutions as nn.Conv1d against as matrix products.
+
+  python scripts/conv_speed.py CHECKPOINT DATA_BIN [--sentences 1000] [--rounds 3] [--threads 1]
+
+Loads a vqvae_nat checkpoint with fairseq's API and translates the first N test sentences at
+batch size 1, alternating, in one process, the residual blocks' two forms of the same function
+(``nn.Conv1d`` called on (B, C, T), as before 2026-12-05, and ``latent.same_conv``, the current
+code); prints the median latency of each per round, their ratio and whether every sentence got
+the same tokens. One process and alternating rounds, so that the machine's drift hits both.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def conv1d_forward(self, x, padding_mask=None):
+    """ResidualConv.forward with the convolution as nn.Conv1d (the code before same_conv)."""
+    h = self.norm(x)
+    for conv, norm in zip(self.convs, self.norms):
+        h = F.relu(h)
+        if padding_mask is not None:
+            h = h.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        h = norm(conv(h.transpose(1, 2)).transpose(1, 2))
+    return x + self.dropout(h)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("data_bin")
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.sentences < 1 or args.rounds < 1 or args.threads < 1:
+        parser.error("--sentences, --rounds and --threads must be at least 1")
+    torch.set_num_threads(args.threads)
+    from fairseq import checkpoint_utils
+
+    from fairseq_vqvae import latent
+
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [args.checkpoint], arg_overrides={"data": args.data_bin}
+    )
+    for model in models:
+        model.eval()
+    task.load_dataset("test")
+    generator = task.build_generator(models, cfg.generation)
+    batches = task.get_batch_iterator(task.dataset("test"), max_sentences=1)
+    samples = [
+        s for _, s in zip(range(args.sentences), batches.next_epoch_itr(shuffle=False))
+    ]
+    forms = {
+        "nn.Conv1d": conv1d_forward,
+        "matrix products": latent.ResidualConv.forward,
+    }
+
+    def translate(form):
+        latent.ResidualConv.forward = forms[form]
+        times, tokens = [], []
+        for sample in samples:
+            start = time.perf_counter()
+            hypos = task.inference_step(generator, models, sample)
+            times.append(time.perf_counter() - start)
+            tokens.append(hypos[0][0]["tokens"].tolist())
+        return 1e3 * statistics.median(times), tokens
+
+    for form in forms:  # warm-up
+        translate(form)
+    medians = {form: [] for form in forms}
+    outputs = {}
+    for _ in range(args.rounds):
+        for form in forms:
+            ms, outputs[form] = translate(form)
+            medians[form].append(ms)
+    old, new = (statistics.median(medians[f]) for f in forms)
+    for form in forms:
+        print(
+            f"{form}: "
+            + " / ".join(f"{ms:.2f}" for ms in medians[form])
+            + " ms (median per round)"
+        )
+    same = outputs["nn.Conv1d"] == outputs["matrix products"]
+    print(
+        f"matrix products / nn.Conv1d: {new / old:.3f} ({new:.2f} against {old:.2f} ms); "
+        f"same tokens in all {len(samples)} sentences: {same}"
+    )
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    sys.exit(main())
