@@ -56,10 +56,9 @@ class ResidualConv(nn.Module):
 def same_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """``conv`` (kernel 3, stride 1, zero padding 1) on batch-first x (B, T, C), as one
     matrix product over each position's three neighbours: the same function and parameters as
-    ``conv(x.transpose(1, 2)).transpose(1, 2)``, faster on a CPU (its backward pass is a
-    fifth faster on training batches; at batch size 1, where the small convolution takes
-    torch's slow unfolding path, the decompressor is a fifth faster; README, "Where batch-1
-    time goes")."""
+    ``conv(x.transpose(1, 2)).transpose(1, 2)``, faster on a CPU: at batch size 1, where the
+    small convolution takes torch's slow unfolding path, decoding is 4-8% faster
+    (``scripts/conv_speed.py``; README, "Where batch-1 time goes")."""
     padded = F.pad(x, (0, 0, 1, 1))  # (B, T + 2, C)
     # (B, T, C, 3) flattened channel-major, as the weight (C', C, 3) is stored: no weight copy
     window = torch.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)
