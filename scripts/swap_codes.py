@@ -1,5 +1,5 @@
 """fairseq-generate with the latent predictor's codes swapped: how much do its codes steer the
-decoder?
+decoder, and how much does a near miss cost?
 
     python scripts/swap_codes.py MODE DATA --path CKPT --user-dir fairseq_vqvae \\
         --task translation_vqvae --gen-subset valid --max-tokens 4096 --cpu \\
@@ -10,17 +10,22 @@ takes the arguments of ``fairseq-generate`` after MODE, and decodes every senten
 * ``predicted``: the predictor's own greedy codes (plain fairseq-generate);
 * ``shuffled``: the greedy codes of another sentence of the same batch (a random permutation;
   the codes the predictor gives, on the wrong sentence);
-* ``random``: codes drawn uniformly from the codebook.
+* ``random``: codes drawn uniformly from the codebook;
+* ``neighbour:R`` (R >= 1): the reference's own codes (``--gen-oracle-latents``, added here)
+  with each code replaced by its R-th nearest other code of the same slice (Euclidean, in the
+  checkpoint's codebook). R=1 is the nearest miss a predictor can make.
 
 A diagnostic for the README's "third stage" section: when ``shuffled`` scores far below
-``predicted``, the decoder reads its codes closely and a wrong predicted code costs BLEU.
+``predicted``, the decoder reads its codes closely and a wrong predicted code costs BLEU; when
+``neighbour:1`` scores near the oracle, the codebook's geometry is one the decoder shares, and a
+predictor that errs towards near codes loses little.
 """
 
 import sys
 
 import torch
 
-MODES = ("predicted", "shuffled", "random")
+MODES = ("predicted", "shuffled", "random", "neighbour:R")
 
 
 def swap(codes: torch.Tensor, mode: str, codebook_size: int, generator=None):
@@ -39,28 +44,73 @@ def swap(codes: torch.Tensor, mode: str, codebook_size: int, generator=None):
     raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
+def neighbour_rank(mode: str) -> int | None:
+    """R of ``neighbour:R``; None for the other modes. Raises ValueError for a bad R."""
+    if not mode.startswith("neighbour:"):
+        return None
+    text = mode.partition(":")[2]
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"neighbour:R needs an integer R >= 1, got {mode!r}")
+    return int(text)
+
+
+def neighbours(weight: torch.Tensor, rank: int, codes: torch.Tensor) -> torch.Tensor:
+    """Each code of ``codes`` (..., S) replaced by its ``rank``-th nearest other code of the
+    same slice of ``weight`` (S, K, D); ties go to the lower index."""
+    slices, size, _ = weight.shape
+    if rank >= size:
+        raise ValueError(
+            f"neighbour:{rank} needs a codebook of more than {rank} codes, this one has {size}"
+        )
+    distances = torch.cdist(weight.float(), weight.float())  # (S, K, K)
+    distances.diagonal(dim1=1, dim2=2).fill_(
+        float("inf")
+    )  # a code is not its own neighbour
+    table = distances.argsort(dim=-1, stable=True)[..., rank - 1]  # (S, K)
+    slice_index = torch.arange(slices, device=codes.device).expand_as(codes)
+    return table.to(codes.device)[slice_index, codes]
+
+
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in MODES:
+    mode = argv[0] if argv else ""
+    try:
+        rank = neighbour_rank(mode)
+    except ValueError as error:
+        sys.exit(f"swap_codes.py: {error}")
+    if mode not in MODES[:-1] and rank is None:
         sys.exit(
             f"usage: swap_codes.py {{{','.join(MODES)}}} <fairseq-generate arguments>"
         )
-    mode = argv[0]
     import fairseq  # noqa: F401  (the plugin registers its parts when fairseq is loaded)
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from fairseq_vqvae import criterion, model, task  # noqa: F401
+    from fairseq_vqvae.generator import VQVAENATGenerator
     from fairseq_vqvae.latent import LatentPredictor
 
-    search = LatentPredictor.search
+    args = argv[1:]
+    if rank is not None:
+        oracle = VQVAENATGenerator.oracle_codes
 
-    def swapped_search(self, encoder_out, num_latents, beam_size=1, samples=0):
-        codes, scores = search(self, encoder_out, num_latents, beam_size, samples)
-        return swap(codes, mode, self.codebook_size), scores
+        def neighbour_codes(model, sample, encoder_out):
+            codes, padding, lengths = oracle(model, sample, encoder_out)
+            weight = model.bottleneck.codebook.weight
+            return neighbours(weight, rank, codes), padding, lengths
 
-    LatentPredictor.search = swapped_search
+        VQVAENATGenerator.oracle_codes = staticmethod(neighbour_codes)
+        if "--gen-oracle-latents" not in args:
+            args.append("--gen-oracle-latents")
+    else:
+        search = LatentPredictor.search
+
+        def swapped_search(self, encoder_out, num_latents, beam_size=1, samples=0):
+            codes, scores = search(self, encoder_out, num_latents, beam_size, samples)
+            return swap(codes, mode, self.codebook_size), scores
+
+        LatentPredictor.search = swapped_search
     from fairseq_cli.generate import cli_main
 
-    sys.argv = [sys.argv[0], *argv[1:]]
+    sys.argv = [sys.argv[0], *args]
     cli_main()
 
 

@@ -9,7 +9,7 @@ import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "swap_codes.py"
 sys.path.insert(0, str(SCRIPT.parent))
-from swap_codes import swap  # noqa: E402
+from swap_codes import neighbour_rank, neighbours, swap  # noqa: E402
 
 
 def _codes():
@@ -49,3 +49,31 @@ def test_unknown_mode_is_refused():
         timeout=60,
     )
     assert result.returncode != 0 and "usage: swap_codes.py" in result.stderr
+
+
+def test_neighbours_are_the_rank_th_nearest_other_code_of_the_same_slice():
+    # slice 0: codes on a line at 0, 1, 3, 7; slice 1: the same line reversed
+    line = torch.tensor([0.0, 1.0, 3.0, 7.0])[:, None]
+    weight = torch.stack([line, line.flip(0)])  # (S=2, K=4, D=1)
+    codes = torch.tensor([[[0, 0], [2, 3], [3, 1]]])  # (B=1, N=3, S=2)
+    # slice 0 nearest others: 0->1, 2->1, 3->2; slice 1 (values 7, 3, 1, 0): 0->1, 3->2, 1->2
+    assert neighbours(weight, 1, codes).tolist() == [[[1, 1], [1, 2], [2, 2]]]
+    # second nearest: slice 0: 0->2, 2->0 (3 from 3, 4 from 7: 0 is at 3), 3->1
+    assert neighbours(weight, 2, codes)[0, :, 0].tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="more than 4 codes"):
+        neighbours(weight, 4, codes)
+
+
+def test_neighbour_rank_is_parsed_and_checked():
+    assert neighbour_rank("neighbour:3") == 3
+    assert neighbour_rank("random") is None
+    for bad in ("neighbour:0", "neighbour:x", "neighbour:"):
+        with pytest.raises(ValueError, match="integer R >= 1"):
+            neighbour_rank(bad)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "neighbour:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "integer R >= 1" in result.stderr
