@@ -11,6 +11,10 @@ takes the arguments of ``fairseq-generate`` after MODE, and decodes every senten
 * ``shuffled``: the greedy codes of another sentence of the same batch (a random permutation;
   the codes the predictor gives, on the wrong sentence);
 * ``random``: codes drawn uniformly from the codebook;
+* ``expected:T`` (T > 0): at each step of the greedy search, the code nearest the code vector
+  the predictor expects, sum_k p_T(k) c_k, with p_T its distribution at temperature T (the
+  code of least expected squared distance: a Bayes choice over the codebook's geometry, where
+  the argmax is one over code identities); greedy search only;
 * ``neighbour:R`` (R >= 1): the reference's own codes (``--gen-oracle-latents``, added here)
   with each code replaced by its R-th nearest other code of the same slice (Euclidean, in the
   checkpoint's codebook). R=1 is the nearest miss a predictor can make.
@@ -25,7 +29,7 @@ import sys
 
 import torch
 
-MODES = ("predicted", "shuffled", "random", "neighbour:R")
+MODES = ("predicted", "shuffled", "random", "expected:T", "neighbour:R")
 
 
 def swap(codes: torch.Tensor, mode: str, codebook_size: int, generator=None):
@@ -54,6 +58,30 @@ def neighbour_rank(mode: str) -> int | None:
     return int(text)
 
 
+def expected_temperature(mode: str) -> float | None:
+    """T of ``expected:T``; None for the other modes. Raises ValueError for a bad T."""
+    if not mode.startswith("expected:"):
+        return None
+    try:
+        value = float(mode.partition(":")[2])
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"expected:T needs a number T > 0, got {mode!r}")
+    return value
+
+
+def expected_code_logits(
+    logits: torch.Tensor, weight: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Logits (..., S, K) whose argmax is the code nearest the expected code vector
+    sum_k softmax(logits / T)_k c_k of each slice of ``weight`` (S, K, D): minus the squared
+    distances to it."""
+    probs = (logits.float() / temperature).softmax(-1)
+    expected = torch.einsum("...sk,skd->...sd", probs, weight.float())
+    return -(expected.unsqueeze(-2) - weight.float()).pow(2).sum(-1)
+
+
 def neighbours(weight: torch.Tensor, rank: int, codes: torch.Tensor) -> torch.Tensor:
     """Each code of ``codes`` (..., S) replaced by its ``rank``-th nearest other code of the
     same slice of ``weight`` (S, K, D); ties go to the lower index."""
@@ -74,10 +102,10 @@ def neighbours(weight: torch.Tensor, rank: int, codes: torch.Tensor) -> torch.Te
 def main(argv: list[str]) -> None:
     mode = argv[0] if argv else ""
     try:
-        rank = neighbour_rank(mode)
+        rank, temperature = neighbour_rank(mode), expected_temperature(mode)
     except ValueError as error:
         sys.exit(f"swap_codes.py: {error}")
-    if mode not in MODES[:-1] and rank is None:
+    if mode not in MODES[:3] and rank is None and temperature is None:
         sys.exit(
             f"usage: swap_codes.py {{{','.join(MODES)}}} <fairseq-generate arguments>"
         )
@@ -100,6 +128,22 @@ def main(argv: list[str]) -> None:
         VQVAENATGenerator.oracle_codes = staticmethod(neighbour_codes)
         if "--gen-oracle-latents" not in args:
             args.append("--gen-oracle-latents")
+    elif temperature is not None:
+        candidates, forward = VQVAENATGenerator.candidates, LatentPredictor.forward
+        codebook = {}
+
+        def candidates_keeping_the_codebook(self, model, sample, encoder_out):
+            codebook["weight"] = model.bottleneck.codebook.weight
+            return candidates(self, model, sample, encoder_out)
+
+        def expected_forward(
+            self, x, encoder_out, padding_mask=None, incremental_state=None
+        ):
+            logits = forward(self, x, encoder_out, padding_mask, incremental_state)
+            return expected_code_logits(logits, codebook["weight"], temperature)
+
+        VQVAENATGenerator.candidates = candidates_keeping_the_codebook
+        LatentPredictor.forward = expected_forward  # search's only caller here
     else:
         search = LatentPredictor.search
 

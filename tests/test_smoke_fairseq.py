@@ -8,6 +8,7 @@ and a 1-update plain ``transformer``.
 """
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -664,3 +665,52 @@ def test_conv_speed_finds_both_decompressor_forms_translate_alike(runs, trained)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "same tokens in all 5 sentences: True" in done.stdout
+
+
+def _script(name, *args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("mode", ["expected:0.5", "neighbour:1"])
+def test_swap_codes_decodes_every_sentence_in_the_geometry_modes(mode, runs, trained):
+    done = _script(
+        "swap_codes.py",
+        mode,
+        runs.dirs.databin,
+        "--path",
+        runs.dirs.full / "checkpoint_last.pt",
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "translation_vqvae",
+        "--cpu",
+        "--num-workers",
+        "0",
+        "--scoring",
+        "sacrebleu",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(_hypotheses(done.stdout)) == list(range(20)), done.stderr[-2000:]
+    # neighbour:R decodes the references' own codes (it adds --gen-oracle-latents itself)
+    assert ("gen_oracle_latents': True" in done.stderr) == mode.startswith("neighbour")
+
+
+def test_latent_errors_ranks_every_validation_latent(runs, trained):
+    done = _script(
+        "latent_errors.py", runs.dirs.full / "checkpoint_last.pt", runs.dirs.databin
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["latents"] > 0
+    within = list(result["argmax_within_neighbours"].values())
+    assert (
+        within == sorted(within) and within[-1] <= 1.0
+    )  # more neighbours, more latents
+    top = result["oracle_in_top"]
+    assert top["1"] == within[0]  # the argmax is the oracle code: the same latents

@@ -9,7 +9,13 @@ import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "swap_codes.py"
 sys.path.insert(0, str(SCRIPT.parent))
-from swap_codes import neighbour_rank, neighbours, swap  # noqa: E402
+from swap_codes import (  # noqa: E402
+    expected_code_logits,
+    expected_temperature,
+    neighbour_rank,
+    neighbours,
+    swap,
+)
 
 
 def _codes():
@@ -77,3 +83,31 @@ def test_neighbour_rank_is_parsed_and_checked():
         timeout=60,
     )
     assert result.returncode != 0 and "integer R >= 1" in result.stderr
+
+
+def test_expected_code_is_the_nearest_to_the_mean_code_vector():
+    line = torch.tensor([0.0, 1.0, 3.0, 7.0])[:, None]
+    weight = line[None]  # (S=1, K=4, D=1)
+    # equal mass on codes at 0 and 7: the mean 3.5 is nearest code 2 (at 3), which the
+    # argmax never picks
+    logits = torch.tensor([[[0.0, -30.0, -30.0, 0.0]]])  # (N=1, S=1, K=4)
+    out = expected_code_logits(logits, weight, 1.0)
+    assert out.shape == logits.shape and out.argmax(-1).item() == 2
+    # a sharp temperature is the argmax again
+    tilted = torch.tensor([[[0.0, -30.0, -30.0, 0.5]]])
+    assert expected_code_logits(tilted, weight, 0.01).argmax(-1).item() == 3
+    assert expected_code_logits(tilted, weight, 1.0).argmax(-1).item() == 2
+
+
+def test_expected_temperature_is_parsed_and_checked():
+    assert expected_temperature("expected:0.5") == 0.5
+    assert expected_temperature("predicted") is None
+    for bad in (
+        "expected:0",
+        "expected:-1",
+        "expected:x",
+        "expected:inf",
+        "expected:nan",
+    ):
+        with pytest.raises(ValueError, match="number T > 0"):
+            expected_temperature(bad)
