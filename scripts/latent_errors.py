@@ -9,7 +9,8 @@ the oracle codes before it (teacher forcing, as the logged ``latent_acc``). Prin
 object: for each r, the share of latents whose predicted (argmax) code is the oracle code or one
 of its r nearest other codes in the codebook (``argmax_within_neighbours``), and the share whose
 oracle code is among the predictor's r+1 most likely codes (``oracle_in_top``); the median
-neighbour rank of the argmax (0: right). Near misses (small ranks) are what a code choice over
+neighbour rank of the argmax over all latents (0: right) and over the wrong ones only. With
+several slices each latent counts once per slice. Near misses (small ranks) are what a code choice over
 the codebook's geometry could repair (``swap_codes.py expected:T``); far ones are not.
 """
 
@@ -20,39 +21,43 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from swap_codes import neighbour_order  # noqa: E402
+
 RANKS = (0, 1, 2, 4, 8, 16, 64, 256)
 
 
 def neighbour_ranks(weight: torch.Tensor) -> torch.Tensor:
     """(S, K, K): [s, k, j] is how many other codes of slice s are nearer code k than code j
     is (0 for j == k; ties go to the lower index)."""
-    distances = torch.cdist(weight.float(), weight.float())
-    distances.diagonal(dim1=1, dim2=2).fill_(-1.0)  # a code first in its own order
-    order = distances.argsort(dim=-1, stable=True)
-    ranks = torch.empty_like(order)
+    order = neighbour_order(weight)
     positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-    return ranks.scatter_(-1, order, positions)
+    return torch.empty_like(order).scatter_(-1, order, positions)
 
 
 def tally(logits, oracle, keep, ranks) -> dict:
-    """Per-latent ranks of the argmax among the oracle code's neighbours and of the oracle
-    code among the predictor's codes. logits (B, N, S, K), oracle (B, N, S), keep (B, N)."""
+    """Per code (latent and slice) the rank of the argmax among the oracle code's neighbours
+    and the rank of the oracle code among the predictor's codes, both with the argmax's tie
+    rule (lower index first). logits (B, N, S, K), oracle (B, N, S), keep (B, N)."""
     slices = torch.arange(oracle.shape[-1], device=oracle.device).expand_as(oracle)
     argmax = logits.argmax(-1)
     neighbour = ranks[slices, oracle, argmax]  # (B, N, S)
     oracle_logit = logits.gather(-1, oracle.unsqueeze(-1))
-    above = (logits > oracle_logit).sum(
-        -1
-    )  # codes the predictor puts before the oracle
-    return {"neighbour": neighbour[keep].flatten(), "above": above[keep].flatten()}
+    lower = torch.arange(logits.shape[-1], device=logits.device) < oracle.unsqueeze(-1)
+    before = (logits > oracle_logit) | ((logits == oracle_logit) & lower)
+    return {
+        "neighbour": neighbour[keep].flatten(),
+        "above": before.sum(-1)[keep].flatten(),
+    }
 
 
 def summary(neighbour: torch.Tensor, above: torch.Tensor) -> dict:
     count = neighbour.numel()
     if count == 0:
         raise ValueError("no latents in the subset")
+    misses = neighbour[neighbour > 0].float()
     return {
-        "latents": count,
+        "latent_codes": count,  # latents x slices
         "argmax_within_neighbours": {
             str(r): round((neighbour <= r).float().mean().item(), 4) for r in RANKS
         },
@@ -60,6 +65,9 @@ def summary(neighbour: torch.Tensor, above: torch.Tensor) -> dict:
             str(r + 1): round((above <= r).float().mean().item(), 4) for r in RANKS
         },
         "median_neighbour_rank_of_argmax": neighbour.float().median().item(),
+        "median_neighbour_rank_of_wrong_argmax": misses.median().item()
+        if misses.numel()
+        else None,
     }
 
 
@@ -76,10 +84,12 @@ def main(argv=None) -> int:
     if not Path(args.checkpoint).is_file():
         parser.error(f"no checkpoint at {args.checkpoint}")
     torch.set_num_threads(args.threads)
+    import importlib
+
     from fairseq import checkpoint_utils
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import fairseq_vqvae  # noqa: F401  (registers the model and task)
+    for part in ("criterion", "model", "task"):  # registers them with fairseq
+        importlib.import_module(f"fairseq_vqvae.{part}")
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [args.checkpoint], arg_overrides={"data": args.data_bin}

@@ -14,7 +14,8 @@ takes the arguments of ``fairseq-generate`` after MODE, and decodes every senten
 * ``expected:T`` (T > 0): at each step of the greedy search, the code nearest the code vector
   the predictor expects, sum_k p_T(k) c_k, with p_T its distribution at temperature T (the
   code of least expected squared distance: a Bayes choice over the codebook's geometry, where
-  the argmax is one over code identities); greedy search only;
+  the argmax is one over code identities); greedy search of one length only (no
+  ``--gen-latent-beam``, ``--gen-latent-samples`` or ``--gen-length-beam`` above 1);
 * ``neighbour:R`` (R >= 1): the reference's own codes (``--gen-oracle-latents``, added here)
   with each code replaced by its R-th nearest other code of the same slice (Euclidean, in the
   checkpoint's codebook). R=1 is the nearest miss a predictor can make.
@@ -22,14 +23,23 @@ takes the arguments of ``fairseq-generate`` after MODE, and decodes every senten
 A diagnostic for the README's "third stage" section: when ``shuffled`` scores far below
 ``predicted``, the decoder reads its codes closely and a wrong predicted code costs BLEU; when
 ``neighbour:1`` scores near the oracle, the codebook's geometry is one the decoder shares, and a
-predictor that errs towards near codes loses little.
+predictor that errs towards near codes loses little. ``expected:T`` and ``neighbour:R`` end
+with one line on stderr that says how many codes they changed.
 """
 
 import sys
+from pathlib import Path
 
 import torch
 
-MODES = ("predicted", "shuffled", "random", "expected:T", "neighbour:R")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fairseq_vqvae.bottleneck import em  # noqa: E402
+
+PLAIN_MODES = ("predicted", "shuffled", "random")
+MODES = (*PLAIN_MODES, "expected:T", "neighbour:R")
+# Flags that would change what expected:T means (the patched scores are distances, not the
+# predictor's log-probabilities): refused there.
+ONE_CANDIDATE_FLAGS = ("--gen-latent-beam", "--gen-latent-samples", "--gen-length-beam")
 
 
 def swap(codes: torch.Tensor, mode: str, codebook_size: int, generator=None):
@@ -71,6 +81,55 @@ def expected_temperature(mode: str) -> float | None:
     return value
 
 
+def flag_values(args: list[str], name: str) -> list[str]:
+    """The values given to ``name`` in ``args`` (``--name V`` or ``--name=V``); a flag with
+    no value gives ``""``."""
+    values = []
+    for i, arg in enumerate(args):
+        if arg == name:
+            following = args[i + 1] if i + 1 < len(args) else ""
+            values.append("" if following.startswith("--") else following)
+        elif arg.startswith(name + "="):
+            values.append(arg.partition("=")[2])
+    return values
+
+
+def refused_flags(mode: str, args: list[str]) -> str | None:
+    """Why ``args`` do not fit ``mode`` (one line), or None."""
+    swaps_predicted = mode in ("shuffled", "random") or mode.startswith("expected:")
+    if swaps_predicted and flag_values(args, "--gen-oracle-latents"):
+        return (
+            f"{mode} swaps the predictor's codes, which --gen-oracle-latents never "
+            "reads; drop it (neighbour:R adds it itself)"
+        )
+    if mode.startswith("expected:"):
+        for name in ONE_CANDIDATE_FLAGS:
+            if any(value not in ("", "0", "1") for value in flag_values(args, name)):
+                return f"{mode} is a greedy search of one candidate: drop {name}"
+    return None
+
+
+def neighbour_order(weight: torch.Tensor) -> torch.Tensor:
+    """(S, K, K): row [s, k] lists the codes of slice s of ``weight`` (S, K, D) from the
+    nearest to the farthest from code k (Euclidean), code k itself first; ties go to the
+    lower index."""
+    distances = torch.cdist(weight.float(), weight.float())  # (S, K, K)
+    distances.diagonal(dim1=1, dim2=2).fill_(-1.0)  # a code first in its own order
+    return distances.argsort(dim=-1, stable=True)
+
+
+def neighbours(order: torch.Tensor, rank: int, codes: torch.Tensor) -> torch.Tensor:
+    """Each code of ``codes`` (..., S) replaced by its ``rank``-th nearest other code of the
+    same slice, from ``neighbour_order``'s (S, K, K) table."""
+    slices, size, _ = order.shape
+    if rank >= size:
+        raise ValueError(
+            f"neighbour:{rank} needs a codebook of more than {rank} codes, this one has {size}"
+        )
+    slice_index = torch.arange(slices, device=codes.device).expand_as(codes)
+    return order[..., rank].to(codes.device)[slice_index, codes]
+
+
 def expected_code_logits(
     logits: torch.Tensor, weight: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -79,24 +138,9 @@ def expected_code_logits(
     distances to it."""
     probs = (logits.float() / temperature).softmax(-1)
     expected = torch.einsum("...sk,skd->...sd", probs, weight.float())
-    return -(expected.unsqueeze(-2) - weight.float()).pow(2).sum(-1)
-
-
-def neighbours(weight: torch.Tensor, rank: int, codes: torch.Tensor) -> torch.Tensor:
-    """Each code of ``codes`` (..., S) replaced by its ``rank``-th nearest other code of the
-    same slice of ``weight`` (S, K, D); ties go to the lower index."""
-    slices, size, _ = weight.shape
-    if rank >= size:
-        raise ValueError(
-            f"neighbour:{rank} needs a codebook of more than {rank} codes, this one has {size}"
-        )
-    distances = torch.cdist(weight.float(), weight.float())  # (S, K, K)
-    distances.diagonal(dim1=1, dim2=2).fill_(
-        float("inf")
-    )  # a code is not its own neighbour
-    table = distances.argsort(dim=-1, stable=True)[..., rank - 1]  # (S, K)
-    slice_index = torch.arange(slices, device=codes.device).expand_as(codes)
-    return table.to(codes.device)[slice_index, codes]
+    lead = expected.shape[:-2]
+    distances = em.squared_distances(expected.reshape(-1, *expected.shape[-2:]), weight)
+    return -distances.reshape(*lead, *distances.shape[-2:])
 
 
 def main(argv: list[str]) -> None:
@@ -105,29 +149,39 @@ def main(argv: list[str]) -> None:
         rank, temperature = neighbour_rank(mode), expected_temperature(mode)
     except ValueError as error:
         sys.exit(f"swap_codes.py: {error}")
-    if mode not in MODES[:3] and rank is None and temperature is None:
+    if mode not in PLAIN_MODES and rank is None and temperature is None:
         sys.exit(
             f"usage: swap_codes.py {{{','.join(MODES)}}} <fairseq-generate arguments>"
         )
+    args = argv[1:]
+    refused = refused_flags(mode, args)
+    if refused:
+        sys.exit(f"swap_codes.py: {refused}")
     import fairseq  # noqa: F401  (the plugin registers its parts when fairseq is loaded)
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from fairseq_vqvae import criterion, model, task  # noqa: F401
     from fairseq_vqvae.generator import VQVAENATGenerator
     from fairseq_vqvae.latent import LatentPredictor
 
-    args = argv[1:]
+    changed = {"codes": 0, "of": 0}
+    report = None
     if rank is not None:
-        oracle = VQVAENATGenerator.oracle_codes
+        oracle, table = VQVAENATGenerator.oracle_codes, {}
 
         def neighbour_codes(model, sample, encoder_out):
             codes, padding, lengths = oracle(model, sample, encoder_out)
-            weight = model.bottleneck.codebook.weight
-            return neighbours(weight, rank, codes), padding, lengths
+            if "order" not in table:  # the codebook does not change while decoding
+                table["order"] = neighbour_order(model.bottleneck.codebook.weight)
+            moved = neighbours(table["order"], rank, codes)
+            kept = ~padding
+            changed["codes"] += int((moved != codes)[kept].sum())
+            changed["of"] += int(kept.sum()) * codes.shape[-1]
+            return moved, padding, lengths
 
         VQVAENATGenerator.oracle_codes = staticmethod(neighbour_codes)
-        if "--gen-oracle-latents" not in args:
+        if not flag_values(args, "--gen-oracle-latents"):
             args.append("--gen-oracle-latents")
+        report = "of the references' codes moved to their neighbour"
     elif temperature is not None:
         candidates, forward = VQVAENATGenerator.candidates, LatentPredictor.forward
         codebook = {}
@@ -140,10 +194,17 @@ def main(argv: list[str]) -> None:
             self, x, encoder_out, padding_mask=None, incremental_state=None
         ):
             logits = forward(self, x, encoder_out, padding_mask, incremental_state)
-            return expected_code_logits(logits, codebook["weight"], temperature)
+            out = expected_code_logits(logits, codebook["weight"], temperature)
+            changed["codes"] += int((out.argmax(-1) != logits.argmax(-1)).sum())
+            changed["of"] += out[..., 0].numel()
+            return out
 
         VQVAENATGenerator.candidates = candidates_keeping_the_codebook
         LatentPredictor.forward = expected_forward  # search's only caller here
+        report = (
+            "search steps chose another code than the argmax (steps of finished "
+            "sentences included)"
+        )
     else:
         search = LatentPredictor.search
 
@@ -155,7 +216,15 @@ def main(argv: list[str]) -> None:
     from fairseq_cli.generate import cli_main
 
     sys.argv = [sys.argv[0], *args]
-    cli_main()
+    try:
+        cli_main()
+    except ValueError as error:  # e.g. neighbour:R with R >= the codebook's size
+        sys.exit(f"swap_codes.py: {error}")
+    if report:
+        print(
+            f"swap_codes.py {mode}: {changed['codes']} of {changed['of']} {report}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def test_tally_ranks_the_argmax_and_the_oracle_code_on_kept_latents_only():
     assert out["neighbour"].tolist() == [2, 0]
     assert out["above"].tolist() == [1, 0]
     result = summary(out["neighbour"], out["above"])
-    assert result["latents"] == 2
+    assert result["latent_codes"] == 2
+    assert result["median_neighbour_rank_of_wrong_argmax"] == 2.0
     assert result["argmax_within_neighbours"]["0"] == 0.5
     assert result["argmax_within_neighbours"]["2"] == 1.0
     assert result["oracle_in_top"]["1"] == 0.5 and result["oracle_in_top"]["2"] == 1.0
@@ -44,3 +45,12 @@ def test_tally_ranks_the_argmax_and_the_oracle_code_on_kept_latents_only():
 def test_an_empty_subset_is_refused():
     with pytest.raises(ValueError, match="no latents"):
         summary(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+def test_ties_rank_the_oracle_code_as_the_argmax_does():
+    ranks = neighbour_ranks(_line_codebook())
+    logits = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]], [[1.0, 1.0, 0.0, 0.0]]]])
+    oracle = torch.tensor([[[0], [1]]])  # argmax takes code 0 of the tied pair
+    out = tally(logits, oracle, torch.tensor([[True, True]]), ranks)
+    assert out["neighbour"].tolist() == [0, 1]
+    assert out["above"].tolist() == [0, 1]  # code 1 comes after its tied lower index

@@ -677,7 +677,7 @@ def _script(name, *args):
     )
 
 
-@pytest.mark.parametrize("mode", ["expected:0.5", "neighbour:1"])
+@pytest.mark.parametrize("mode", ["expected:1e-06", "neighbour:1"])
 def test_swap_codes_decodes_every_sentence_in_the_geometry_modes(mode, runs, trained):
     done = _script(
         "swap_codes.py",
@@ -697,8 +697,13 @@ def test_swap_codes_decodes_every_sentence_in_the_geometry_modes(mode, runs, tra
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(_hypotheses(done.stdout)) == list(range(20)), done.stderr[-2000:]
-    # neighbour:R decodes the references' own codes (it adds --gen-oracle-latents itself)
-    assert ("gen_oracle_latents': True" in done.stderr) == mode.startswith("neighbour")
+    report = re.search(rf"swap_codes.py {mode}: (\d+) of (\d+) ", done.stderr)
+    assert report, done.stderr[-2000:]
+    changed, total = map(int, report.groups())
+    assert total > 0
+    # neighbour:1 moves every one of the references' codes; at a temperature near 0 the
+    # expected code vector is the argmax's own, so no code changes
+    assert changed == (total if mode.startswith("neighbour") else 0)
 
 
 def test_latent_errors_ranks_every_validation_latent(runs, trained):
@@ -707,10 +712,13 @@ def test_latent_errors_ranks_every_validation_latent(runs, trained):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert result["latents"] > 0
-    within = list(result["argmax_within_neighbours"].values())
-    assert (
-        within == sorted(within) and within[-1] <= 1.0
-    )  # more neighbours, more latents
-    top = result["oracle_in_top"]
-    assert top["1"] == within[0]  # the argmax is the oracle code: the same latents
+    assert result["latent_codes"] > 0
+    # the argmax is the oracle code exactly as often as fairseq-train's validation logged
+    # at the same checkpoint (update 4): the same teacher-forced accuracy
+    logged = re.findall(
+        r"valid on 'valid' subset \|.*\| latent_acc (\d+(?:\.\d+)?) \|.*num_updates 4\b",
+        trained.output,
+    )
+    assert logged, trained.log
+    assert abs(result["argmax_within_neighbours"]["0"] - float(logged[-1])) < 1e-3
+    assert result["oracle_in_top"]["1"] == result["argmax_within_neighbours"]["0"]

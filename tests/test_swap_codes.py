@@ -12,8 +12,10 @@ sys.path.insert(0, str(SCRIPT.parent))
 from swap_codes import (  # noqa: E402
     expected_code_logits,
     expected_temperature,
+    neighbour_order,
     neighbour_rank,
     neighbours,
+    refused_flags,
     swap,
 )
 
@@ -63,11 +65,12 @@ def test_neighbours_are_the_rank_th_nearest_other_code_of_the_same_slice():
     weight = torch.stack([line, line.flip(0)])  # (S=2, K=4, D=1)
     codes = torch.tensor([[[0, 0], [2, 3], [3, 1]]])  # (B=1, N=3, S=2)
     # slice 0 nearest others: 0->1, 2->1, 3->2; slice 1 (values 7, 3, 1, 0): 0->1, 3->2, 1->2
-    assert neighbours(weight, 1, codes).tolist() == [[[1, 1], [1, 2], [2, 2]]]
+    order = neighbour_order(weight)
+    assert neighbours(order, 1, codes).tolist() == [[[1, 1], [1, 2], [2, 2]]]
     # second nearest: slice 0: 0->2, 2->0 (3 from 3, 4 from 7: 0 is at 3), 3->1
-    assert neighbours(weight, 2, codes)[0, :, 0].tolist() == [2, 0, 1]
+    assert neighbours(order, 2, codes)[0, :, 0].tolist() == [2, 0, 1]
     with pytest.raises(ValueError, match="more than 4 codes"):
-        neighbours(weight, 4, codes)
+        neighbours(order, 4, codes)
 
 
 def test_neighbour_rank_is_parsed_and_checked():
@@ -111,3 +114,51 @@ def test_expected_temperature_is_parsed_and_checked():
     ):
         with pytest.raises(ValueError, match="number T > 0"):
             expected_temperature(bad)
+
+
+def test_neighbour_ties_go_to_the_lower_index():
+    weight = torch.tensor([0.0, -1.0, 1.0])[
+        None, :, None
+    ]  # codes 1 and 2 equally near 0
+    order = neighbour_order(weight)
+    assert order[0, 0].tolist() == [0, 1, 2]
+    assert neighbours(order, 1, torch.tensor([[0]])).item() == 1
+
+
+def test_expected_code_is_chosen_per_slice():
+    line = torch.tensor([0.0, 1.0, 3.0, 7.0])[:, None]
+    weight = torch.stack([line, line.flip(0)])  # (S=2, K=4, D=1); slice 1: 7, 3, 1, 0
+    logits = torch.tensor([[[0.0, -30.0, -30.0, 0.0], [0.0, -30.0, -30.0, -30.0]]])
+    # slice 0: mean of 0 and 7 is 3.5 -> code 2; slice 1: all mass on code 0 (at 7) -> 0
+    assert expected_code_logits(logits, weight, 1.0).argmax(-1).tolist() == [[2, 0]]
+
+
+@pytest.mark.parametrize(
+    "mode, args, refused",
+    [
+        ("expected:0.5", ["--gen-latent-beam", "4"], "drop --gen-latent-beam"),
+        ("expected:0.5", ["--gen-latent-samples=2"], "drop --gen-latent-samples"),
+        ("expected:0.5", ["--gen-length-beam", "3"], "drop --gen-length-beam"),
+        ("expected:0.5", ["--gen-latent-beam", "1"], None),
+        ("shuffled", ["--gen-oracle-latents"], "never reads"),
+        ("expected:1", ["--gen-oracle-latents", "--cpu"], "never reads"),
+        ("neighbour:2", ["--gen-oracle-latents"], None),
+        ("predicted", ["--gen-oracle-latents"], None),
+    ],
+)
+def test_flags_that_change_a_mode_are_refused(mode, args, refused):
+    reason = refused_flags(mode, args)
+    assert (reason is None) if refused is None else (refused in reason)
+
+
+def test_a_bad_temperature_is_a_one_line_error():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "expected:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "swap_codes.py: expected:T needs a number T > 0, got 'expected:0'"
+    ]
