@@ -10,8 +10,9 @@ object: for each r, the share of latents whose predicted (argmax) code is the or
 of its r nearest other codes in the codebook (``argmax_within_neighbours``), and the share whose
 oracle code is among the predictor's r+1 most likely codes (``oracle_in_top``); the median
 neighbour rank of the argmax over all latents (0: right) and over the wrong ones only. With
-several slices each latent counts once per slice. Near misses (small ranks) are what a code choice over
-the codebook's geometry could repair (``swap_codes.py expected:T``); far ones are not.
+several slices each latent counts once per slice. Near misses (small ranks) are what a code
+choice over the codebook's geometry could repair (``swap_codes.py expected:T``); far ones are
+not.
 """
 
 import argparse
