@@ -350,6 +350,59 @@ def test_row_records_the_average_beside_the_best_checkpoint(tmp_path):
         ablations.main(common + ["--average-epochs", "5", "--out", str(out)])
 
 
+def _shorter_run(tmp_path, variant, seed, budget, extra=()):
+    """A finished run of BUDGET updates: the command ablate.sh ran, %q-quoted as it writes it."""
+    dry = _ablate(variant, seed, DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE=budget)
+    train = next(line for line in dry.stderr.splitlines() if "fairseq-train" in line)
+    args = train.removeprefix("+ ").split() + list(extra)
+    run = tmp_path / f"ablations/u{budget}/{variant}/seed{seed}"
+    run.mkdir(parents=True)
+    quoted = subprocess.run(
+        ["bash", "-c", 'printf "%q " "$@"', "_", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (run / "command.txt").write_text(quoted)
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "train.log"):
+        (run / name).write_text("")
+    return run
+
+
+def test_from_budget_starts_a_longer_run_from_the_shorter_runs_checkpoint(tmp_path):
+    env = dict(DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9", FROM_BUDGET="7")
+    shorter = _shorter_run(tmp_path, "fsg_raw", "2", "7")
+    result = _ablate("fsg_raw", "2", **env)
+    assert result.returncode == 0, result.stderr
+    save = tmp_path / "ablations/u9/fsg_raw/seed2"
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "train.log"):
+        assert f"+ cp {shorter}/{name} {save}/{name}" in result.stderr
+    assert "train_commits.txt" not in result.stderr  # only the files that are there
+    # another seed has no shorter run: it trains from update 0
+    result = _ablate("fsg_raw", "1", **env)
+    assert result.returncode == 0, result.stderr
+    assert "no 7-update run at" in result.stderr and "+ cp" not in result.stderr
+
+
+def test_from_budget_refuses_a_shorter_run_of_other_flags(tmp_path):
+    _shorter_run(tmp_path, "fsg_raw", "2", "7", extra=["--dropout", "0.3"])
+    result = _ablate(
+        "fsg_raw", "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9", FROM_BUDGET="7"
+    )
+    assert result.returncode != 0 and "+ cp" not in result.stderr
+    assert "was not trained with this run's flags" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("from_budget", ["0", "9", "12", "x"])
+def test_from_budget_must_be_below_the_budget(from_budget):
+    result = _ablate("fsg_raw", "1", MAX_UPDATE="9", FROM_BUDGET=from_budget)
+    assert result.returncode != 0
+    assert (
+        f"FROM_BUDGET must be a positive integer below MAX_UPDATE (9), got '{from_budget}'"
+        in result.stderr
+    )
+
+
 def test_teacher_variant_reads_the_teacher_checkpoint(tmp_path):
     result = _ablate("fsg_init_ar", "1", WORK=str(tmp_path), MAX_UPDATE="7")
     assert result.returncode != 0

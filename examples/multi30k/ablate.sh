@@ -33,6 +33,13 @@
 # {fresh-predictor:uBUDGET/VARIANT}: the same checkpoint with a new latent predictor
 # (scripts/fresh_latent_predictor.py, seeded by SEED, with the variant's --latent-layers), for
 # a second stage that learns the predictor again from scratch.
+#
+# FROM_BUDGET=N (below MAX_UPDATE): a run with no checkpoint of its own starts from the
+# checkpoint_last.pt of the same variant and seed's N-update run (with its best checkpoint, log
+# and commits), when there is one and it was trained with the same command but for its budget,
+# epoch checkpoints and save directory: every variant's schedule is independent of the budget
+# (inverse-sqrt, glancing annealed over fixed updates), so that checkpoint is where this run
+# stands at update N. A 4,000-update row then costs 3,000 updates after its 1,000-update row.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,6 +56,7 @@ THREADS="${THREADS:-2}"
 BENCH_THREADS="${BENCH_THREADS:-1}"
 MAX_TOKENS="${MAX_TOKENS:-4096}"
 KEEP_EPOCHS="${KEEP_EPOCHS:-0}"
+FROM_BUDGET="${FROM_BUDGET:-}"
 AUTOCAST="${AUTOCAST:-auto}"
 DRY_RUN="${DRY_RUN:-0}"
 PREPARE_ONLY=0
@@ -63,6 +71,7 @@ Environment (default): WORK=$WORK  MAX_UPDATE=$MAX_UPDATE  THREADS=$THREADS
   BENCH_THREADS=$BENCH_THREADS  MAX_TOKENS=$MAX_TOKENS  DRY_RUN=0 (1: print the commands)
   KEEP_EPOCHS=$KEEP_EPOCHS (N > 0: keep the last N epoch checkpoints, average them and measure
     the average beside the best checkpoint, on validation and test)
+  FROM_BUDGET= (N: a run with no checkpoint starts from the same variant and seed's N-update run)
   AUTOCAST=$AUTOCAST (--bf16-autocast: 1 always, 0 never, auto where it makes training faster:
     a GPU, or a CPU with native bfloat16; the row records the command it ran)
   SRC_DIR=$SRC_DIR  DISTILLED=$DISTILLED
@@ -89,6 +98,8 @@ SEEDS=("$@"); [[ ${#SEEDS[@]} -gt 0 ]] || SEEDS=(1 2)
 for seed in "${SEEDS[@]}"; do [[ "$seed" =~ ^[0-9]+$ ]] || die "seed must be a non-negative integer, got '$seed'"; done
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
 [[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
+[[ -z "$FROM_BUDGET" || ( "$FROM_BUDGET" =~ ^[1-9][0-9]*$ && "$FROM_BUDGET" -lt "$MAX_UPDATE" ) ]] \
+  || die "FROM_BUDGET must be a positive integer below MAX_UPDATE ($MAX_UPDATE), got '$FROM_BUDGET'"
 [[ $PREPARE_ONLY == 1 ]] || bf16_autocast_flag AUTOCAST
 DATA_KIND=distill DESCRIPTION="" FLAGS=""  # --prepare: every kind of data, no variant
 [[ $PREPARE_ONLY == 1 ]] || IFS='|' read -r DATA_KIND DESCRIPTION FLAGS <<< "$(variant "$ID")"
@@ -165,6 +176,27 @@ COMMON=(
   --eval-bleu-detok moses --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
   --log-format simple --log-interval 50 --no-progress-bar "${BF16_AUTOCAST_FLAG[@]}" "${DEVICE_FLAGS[@]}"
 )
+# recipe_of COMMAND_LINE: the command without its budget, epoch-checkpoint and save-dir flags
+recipe_of() {
+  sed -E 's/ --max-update [0-9]+//; s/ --no-epoch-checkpoints//; s/ --keep-last-epochs [0-9]+//; s/ --save-dir [^ ]+//' <<< "$1"
+}
+# start_from SHORTER_RUN SAVE CMD...: a run with no checkpoint of its own starts from the same
+# variant and seed's FROM_BUDGET-update run, when there is one and it ran the same recipe
+start_from() {
+  local from="$1" save="$2" file
+  shift 2
+  if [[ ! -f "$from/checkpoint_last.pt" ]]; then
+    log "  no $FROM_BUDGET-update run at $from: training from update 0"
+    return 0
+  fi
+  [[ "$(recipe_of "$(cat "$from/command.txt" 2>/dev/null)")" == "$(recipe_of "$(printf '%q ' "$@")")" ]] \
+    || die "FROM_BUDGET=$FROM_BUDGET: $from was not trained with this run's flags (its command.txt differs beyond budget, epoch checkpoints and save dir): unset FROM_BUDGET, or retrain it"
+  log "  starting from the $FROM_BUDGET-update run's checkpoint: $from"
+  run mkdir -p "$save"
+  for file in checkpoint_last.pt checkpoint_best.pt train.log train_commits.txt; do
+    [[ ! -f "$from/$file" ]] || run cp "$from/$file" "$save/$file"
+  done
+}
 # The flags a variant does not set: the pre-issue-13 study's recipe (examples/multi30k/run.sh).
 DEFAULTS=(--lr 1e-3 --warmup-updates 500)
 mkdir -p "$ABL/rows"
@@ -197,6 +229,9 @@ for seed in "${SEEDS[@]}"; do
   done
   cmd=("$BIN/fairseq-train" "${COMMON[@]}" "${flags[@]}" "${variant_flags[@]}" --seed "$seed" --save-dir "$save")
   log "$ID seed $seed: $DESCRIPTION ($MAX_UPDATE updates)"
+  if [[ -n "$FROM_BUDGET" && ! -f "$save/checkpoint_last.pt" && ! -f "$save/train.done" ]]; then
+    start_from "$WORK/ablations/u$FROM_BUDGET/$ID/seed$seed" "$save" "${cmd[@]}"
+  fi
   if [[ ! -f "$save/train.done" ]]; then
     [[ -f "$save/checkpoint_last.pt" ]] && log "  resuming from $save/checkpoint_last.pt"
     echo "+ ${cmd[*]}" >&2
