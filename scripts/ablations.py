@@ -235,9 +235,17 @@ def _rows(ablations: Path) -> list[dict]:
     ]
 
 
-def plot_curves(rows: list[dict], budget: int, out: Path) -> int:
+def plot_curves(
+    rows: list[dict],
+    budget: int,
+    out: Path,
+    panels: list[list[str]] | None = None,
+    title: str | None = None,
+) -> int:
     """Validation BLEU against updates of every row of one budget, one line per run (one
-    colour per variant, one line style per seed) -> ``out``; the number of runs drawn."""
+    colour per variant, one line style per seed) -> ``out``; the number of runs drawn.
+    ``panels``: one plot per list of variants (one claim's comparison each, side by side)
+    instead of every row in one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,36 +255,60 @@ def plot_curves(rows: list[dict], budget: int, out: Path) -> int:
         (r for r in rows if r["max_update"] == budget and r.get("valid_bleu_curve")),
         key=lambda r: (r["variant"], r["seed"]),
     )
+    missing = sorted(
+        {v for panel in panels or () for v in panel} - {r["variant"] for r in runs}
+    )
+    if missing:
+        raise SystemExit(
+            f"ablations.py: error: no row of {budget} updates with a validation curve "
+            f"for {', '.join(missing)}: check the names against rows/*.json or train it "
+            "(examples/multi30k/ablate.sh)"
+        )
     if not runs:
         raise SystemExit(
             f"ablations.py: error: no row of {budget} updates with a validation curve: "
             "train one first (examples/multi30k/ablate.sh or converged.sh train)"
         )
-    variants = sorted({r["variant"] for r in runs})
+    groups = (
+        [[r for r in runs if r["variant"] in p] for p in panels] if panels else [runs]
+    )
+    variants = sorted({r["variant"] for group in groups for r in group})
     colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
-        points = [(u, b) for u, b in r["valid_bleu_curve"] if b is not None]
-        ax.plot(
-            [u for u, _ in points],
-            [b for _, b in points],
-            styles[(r["seed"] - 1) % len(styles)],
-            color=colours[r["variant"]],
-            marker=".",
-            label=f"{r['variant']} seed {r['seed']} ({r['data']})",
-        )
-    ax.axvline(0.8 * budget, color="grey", linewidth=0.8)
-    ax.set_xlabel("updates (grey line: start of the last fifth)")
-    ax.set_ylabel("validation BLEU")
-    ax.set_title(f"Multi30k, {budget} updates per run")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    columns = min(len(groups), 2)
+    lines = -(-len(groups) // columns)
+    fig, axes = plt.subplots(
+        lines,
+        columns,
+        figsize=(7 if columns == 1 else 11, 4.5 if lines == 1 else 3.6 * lines),
+        squeeze=False,
+    )
+    for ax, group in zip(axes.flat, groups):
+        for r in group:
+            points = [(u, b) for u, b in r["valid_bleu_curve"] if b is not None]
+            ax.plot(
+                [u for u, _ in points],
+                [b for _, b in points],
+                styles[(r["seed"] - 1) % len(styles)],
+                color=colours[r["variant"]],
+                marker=".",
+                label=f"{r['variant']} seed {r['seed']} ({r['data']})",
+            )
+        ax.axvline(0.8 * budget, color="grey", linewidth=0.8)
+        ax.set_xlabel("updates (grey line: start of the last fifth)")
+        ax.set_ylabel("validation BLEU")
+        if panels:
+            ax.set_title(" vs ".join(dict.fromkeys(r["variant"] for r in group)))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7 if panels else 8)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    fig.suptitle(title or f"Multi30k, {budget} updates per run")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)
-    return len(runs)
+    return len({id(r) for group in groups for r in group})
 
 
 def _clock(seconds: float) -> str:
@@ -413,6 +445,15 @@ def _scaling_run(text: str) -> tuple[float, Path]:
     return value, Path(path)
 
 
+def _variant_list(text: str) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give one variant name or more, comma-separated"
+        )
+    return names
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -448,6 +489,14 @@ def main(argv=None) -> int:
         "--budget", type=int, required=True, help="the rows' max_update"
     )
     curves.add_argument("--out", type=Path, required=True)
+    curves.add_argument(
+        "--variants",
+        type=_variant_list,
+        action="append",
+        help="comma-separated variants to draw in one panel (one claim); repeat for "
+        "panels side by side (default: every row of the budget in one)",
+    )
+    curves.add_argument("--title", help="the figure's title")
     where = sub.add_parser(
         "status", help="where each training stands, and its time left"
     )
@@ -489,7 +538,9 @@ def main(argv=None) -> int:
         _write_atomically(args.out / "scaling.md", table + "\n")
         print(table)
     elif args.command == "curves":
-        count = plot_curves(_rows(args.ablations), args.budget, args.out)
+        count = plot_curves(
+            _rows(args.ablations), args.budget, args.out, args.variants, args.title
+        )
         print(f"{count} runs of {args.budget} updates -> {args.out}")
     else:
         print(write_table(args.ablations))

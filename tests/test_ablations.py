@@ -138,6 +138,39 @@ def test_curves_draw_every_run_of_one_budget(tmp_path):
         ablations.plot_curves(rows, 9, out)
 
 
+def test_curves_of_one_claim_draw_only_its_variants(tmp_path):
+    curve = [[140, 1.0], [1000, 20.0]]
+    rows = [
+        _row(v, seed, 20.0) | {"valid_bleu_curve": curve}
+        for v in ("a", "b", "c")
+        for seed in (1, 2)
+    ]
+    out = tmp_path / "claim.png"
+    assert ablations.plot_curves(rows, 1000, out, [["a", "c"]], "a vs c") == 4
+    assert ablations.plot_curves(rows, 1000, out, [["a", "b"], ["a", "c"]]) == 6
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="for typo: check the names"):
+        ablations.plot_curves(rows, 1000, out, [["a"], ["typo"]])
+
+
+def test_curves_cli_takes_variants(tmp_path, capsys):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    curve = [[140, 1.0], [1000, 20.0]]
+    for v in ("a", "b"):
+        row = _row(v, 1, 20.0) | {"valid_bleu_curve": curve}
+        (rows / f"{v}__seed1__u1000.json").write_text(json.dumps(row))
+    out = tmp_path / "ab.png"
+    argv = ["curves", str(tmp_path), "--budget", "1000", "--out", str(out)]
+    assert ablations.main(argv + ["--variants", "b"]) == 0
+    assert "1 runs of 1000 updates" in capsys.readouterr().out
+    assert ablations.main(argv + ["--variants", "a,b", "--variants", "b"]) == 0
+    assert "2 runs of 1000 updates" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ablations.main(argv + ["--variants", ","])
+    assert "give one variant name or more" in capsys.readouterr().err
+
+
 def test_table_is_written_between_its_markers_only(tmp_path):
     (tmp_path / "rows").mkdir()
     (tmp_path / "rows" / "a__seed1__u1000.json").write_text(
