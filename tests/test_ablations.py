@@ -593,6 +593,24 @@ def test_converged_rows_in_parallel_prepare_the_data_once_then_log_each_row(tmp_
     assert all("--max-update 9" in log for log in logs.values())
 
 
+def test_converged_rows_in_parallel_start_from_shorter_runs_at_the_default_budget(
+    tmp_path,
+):
+    # FROM_BUDGET=1000 is not below ablate.sh's own default budget: the data pass, which
+    # trains nothing, must not check it (it once refused, and no row started)
+    result = _converged(
+        "train",
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        ROWS="fsg_raw:9",  # a seed with no committed row, which would be skipped
+        PARALLEL="2",
+        FROM_BUDGET="1000",
+    )
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "logs/converged_fsg_raw_seed9.log").read_text()
+    assert "no 1000-update run at" in log and "--max-update 4000" in log
+
+
 def test_converged_rows_of_another_budget_train_and_are_measured_with_it(tmp_path):
     env = dict(DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9", TEACHER="t.pt")
     result = _converged(ROWS="fsg_hard_em:2 hem_lp_cont:2:7", **env)

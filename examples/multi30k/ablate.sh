@@ -98,7 +98,7 @@ SEEDS=("$@"); [[ ${#SEEDS[@]} -gt 0 ]] || SEEDS=(1 2)
 for seed in "${SEEDS[@]}"; do [[ "$seed" =~ ^[0-9]+$ ]] || die "seed must be a non-negative integer, got '$seed'"; done
 [[ "$MAX_UPDATE" =~ ^[1-9][0-9]*$ ]] || die "MAX_UPDATE must be a positive integer, got '$MAX_UPDATE'"
 [[ "$KEEP_EPOCHS" =~ ^[0-9]+$ ]] || die "KEEP_EPOCHS must be a non-negative integer (0: no average), got '$KEEP_EPOCHS'"
-[[ -z "$FROM_BUDGET" || ( "$FROM_BUDGET" =~ ^[1-9][0-9]*$ && "$FROM_BUDGET" -lt "$MAX_UPDATE" ) ]] \
+[[ $PREPARE_ONLY == 1 || -z "$FROM_BUDGET" || ( "$FROM_BUDGET" =~ ^[1-9][0-9]*$ && "$FROM_BUDGET" -lt "$MAX_UPDATE" ) ]] \
   || die "FROM_BUDGET must be a positive integer below MAX_UPDATE ($MAX_UPDATE), got '$FROM_BUDGET'"
 [[ $PREPARE_ONLY == 1 ]] || bf16_autocast_flag AUTOCAST
 DATA_KIND=distill DESCRIPTION="" FLAGS=""  # --prepare: every kind of data, no variant
