@@ -26,6 +26,7 @@ VARIANTS = {
     "code_dim_projection": ("--code-dim", "8"),
     "ae_layers": ("--ae-layers", "1"),
     "bottleneck_warmup": ("--bottleneck-warmup-updates", "10"),
+    "compress_steps_1": ("--compress-steps", "1"),  # one downsampling step, the fewest
 }
 EM_BUFFERS = (
     "weight",
