@@ -231,7 +231,11 @@ def test_unknown_variant_and_bad_budget_get_one_line_errors():
         ),
         (
             "fast_schedule_glance",
-            ["--warmup-updates 200", "--glance-ratio 0.5"],
+            [
+                "--warmup-updates 200",
+                "--glance-ratio 0.5",
+                "--bottleneck soft_em --compress-steps 3 --codebook-init uniform",
+            ],
             ["--warmup-updates 500"],
         ),
     ],
@@ -383,11 +387,16 @@ def test_row_records_the_average_beside_the_best_checkpoint(tmp_path):
         ablations.main(common + ["--average-epochs", "5", "--out", str(out)])
 
 
-def _shorter_run(tmp_path, variant, seed, budget, extra=()):
-    """A finished run of BUDGET updates: the command ablate.sh ran, %q-quoted as it writes it."""
+def _shorter_run(tmp_path, variant, seed, budget, extra=(), without=()):
+    """A finished run of BUDGET updates: the command ablate.sh ran, %q-quoted as it writes it,
+    with the flags (and values) in ``without`` left out."""
     dry = _ablate(variant, seed, DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE=budget)
     train = next(line for line in dry.stderr.splitlines() if "fairseq-train" in line)
-    args = train.removeprefix("+ ").split() + list(extra)
+    command = train.removeprefix("+ ")
+    for flag in without:
+        assert f" {flag} " in command
+        command = command.replace(f" {flag} ", " ")
+    args = command.split() + list(extra)
     run = tmp_path / f"ablations/u{budget}/{variant}/seed{seed}"
     run.mkdir(parents=True)
     quoted = subprocess.run(
@@ -421,6 +430,51 @@ def test_from_budget_refuses_a_shorter_run_of_other_flags(tmp_path):
     _shorter_run(tmp_path, "fsg_raw", "2", "7", extra=["--dropout", "0.3"])
     result = _ablate(
         "fsg_raw", "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9", FROM_BUDGET="7"
+    )
+    assert result.returncode != 0 and "+ cp" not in result.stderr
+    assert "was not trained with this run's flags" in result.stderr.splitlines()[-1]
+
+
+PRESET_BOTTLENECK_OF_THE_OLD_ROWS = (
+    "--bottleneck soft_em",
+    "--compress-steps 3",
+    "--codebook-init uniform",
+)
+
+
+@pytest.mark.parametrize("variant", ["fast_schedule_glance", "fsg_nc4", "fsg_hard_em"])
+def test_from_budget_takes_a_shorter_run_that_left_the_old_preset_bottleneck_implicit(
+    tmp_path, variant
+):
+    """Rows trained before 2026-12-06 got soft EM, n_c = 3 and uniform codes from the preset
+    without naming them; ablate.sh names them now (the preset's default changed): same recipe."""
+    train = next(
+        line
+        for line in _ablate(
+            variant, "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9"
+        ).stderr.splitlines()
+        if "fairseq-train" in line
+    )
+    spelled_out = [flag for flag in PRESET_BOTTLENECK_OF_THE_OLD_ROWS if flag in train]
+    assert spelled_out  # each variant names what it does not set itself
+    shorter = _shorter_run(tmp_path, variant, "2", "7", without=spelled_out)
+    result = _ablate(
+        variant, "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9", FROM_BUDGET="7"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"+ cp {shorter}/checkpoint_last.pt" in result.stderr
+
+
+def test_from_budget_refuses_a_shorter_run_of_another_bottleneck(tmp_path):
+    """An old command without --bottleneck ran soft EM: not the VQ-VAE that fsg_vqvae names."""
+    _shorter_run(tmp_path, "fsg_vqvae", "2", "7", without=["--bottleneck vqvae"])
+    result = _ablate(
+        "fsg_vqvae",
+        "2",
+        DRY_RUN="1",
+        WORK=str(tmp_path),
+        MAX_UPDATE="9",
+        FROM_BUDGET="7",
     )
     assert result.returncode != 0 and "+ cp" not in result.stderr
     assert "was not trained with this run's flags" in result.stderr.splitlines()[-1]

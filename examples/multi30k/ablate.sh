@@ -176,9 +176,12 @@ COMMON=(
   --eval-bleu-detok moses --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
   --log-format simple --log-interval 50 --no-progress-bar "${BF16_AUTOCAST_FLAG[@]}" "${DEVICE_FLAGS[@]}"
 )
-# recipe_of COMMAND_LINE: the command without its budget, epoch-checkpoint and save-dir flags
+# recipe_of COMMAND_LINE: the command without its budget, epoch-checkpoint and save-dir flags,
+# and without the bottleneck flags that DEFAULTS spells out (below): a command written before they
+# were spelled out ran them implicitly, as vqvae_nat_small's preset defaults of the time
 recipe_of() {
-  sed -E 's/ --max-update [0-9]+//; s/ --no-epoch-checkpoints//; s/ --keep-last-epochs [0-9]+//; s/ --save-dir [^ ]+//' <<< "$1"
+  sed -E 's/ --max-update [0-9]+//; s/ --no-epoch-checkpoints//; s/ --keep-last-epochs [0-9]+//; s/ --save-dir [^ ]+//
+    s/ --bottleneck soft_em( |$)/\1/; s/ --compress-steps 3( |$)/\1/; s/ --codebook-init uniform( |$)/\1/' <<< "$1"
 }
 # start_from SHORTER_RUN SAVE CMD...: a run with no checkpoint of its own starts from the same
 # variant and seed's FROM_BUDGET-update run, when there is one and it ran the same recipe
@@ -197,8 +200,10 @@ start_from() {
     [[ ! -f "$from/$file" ]] || run cp "$from/$file" "$save/$file"
   done
 }
-# The flags a variant does not set: the pre-issue-13 study's recipe (examples/multi30k/run.sh).
-DEFAULTS=(--lr 1e-3 --warmup-updates 500)
+# The flags a variant does not set: the pre-issue-13 study's recipe (examples/multi30k/run.sh),
+# and the bottleneck that vqvae_nat_small's preset gave every variant until 2026-12-06 (soft EM,
+# n_c = 3, uniform codes), so that each variant keeps its meaning under the preset of today.
+DEFAULTS=(--lr 1e-3 --warmup-updates 500 --bottleneck soft_em --compress-steps 3 --codebook-init uniform)
 mkdir -p "$ABL/rows"
 for seed in "${SEEDS[@]}"; do
   save="$WORK/ablations/u$MAX_UPDATE/$ID/seed$seed"
