@@ -9,7 +9,8 @@ per optimizer, then a summary. Times on a shared machine drift: compare counts t
 
     python scripts/optimizer_step_speed.py --device cpu -- runs/multi30k/distill_shared/data-bin \\
         --user-dir fairseq_vqvae --task translation_vqvae --arch vqvae_nat_small \\
-        --criterion vqvae_em --share-all-embeddings --clip-norm 0
+        --criterion vqvae_em --bottleneck soft_em --compress-steps 3 --codebook-init uniform \\
+        --share-all-embeddings --clip-norm 0
 """
 
 import argparse

@@ -6,7 +6,8 @@ fairseq-train arguments after ``--`` (data, task, arch, criterion, model flags):
 
     python scripts/train_step_speed.py --threads 1 -- runs/multi30k/distill/data-bin \\
         --user-dir fairseq_vqvae --task translation_vqvae --arch vqvae_nat_small \\
-        --criterion vqvae_em --bottleneck soft_em --num-samples 10 --share-all-embeddings --cpu
+        --criterion vqvae_em --bottleneck soft_em --num-samples 10 --compress-steps 3 \\
+        --codebook-init uniform --share-all-embeddings --cpu
 
 ``--onednn-cache-capacities 1024,65536`` times --bf16-autocast instead once per value of
 oneDNN's primitive cache capacity (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, read once when a

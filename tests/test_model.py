@@ -642,11 +642,14 @@ def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, a
     built = build_fairseq(tiny_databin, "--share-all-embeddings", arch=arch)
     model = built.model
     assert {f: getattr(model.cfg, f) for f in expected} == expected
+    assert model.bottleneck.config.bottleneck == expected["bottleneck"]
     codebook = model.bottleneck.codebook
+    assert codebook.ema == (expected["bottleneck"] != "vqvae")
     assert codebook.decay == expected["codebook_decay"]
     assert codebook.epsilon == expected["codebook_epsilon"]
     assert codebook.dead_code_threshold == expected["dead_code_threshold"]
-    assert codebook.init == expected["codebook_init"] and not codebook.awaits_data
+    assert codebook.init == expected["codebook_init"]
+    assert codebook.awaits_data == (expected["codebook_init"] == "data")
     assert codebook.codebook_size == expected["codebook_size"]
     assert len(model.decoder_layers) == expected["decoder_layers"]
     assert model.ratio == 2 ** expected["compress_steps"]

@@ -49,7 +49,8 @@ if [[ $STAGE == train ]]; then
       --eval-bleu-detok moses --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
       --log-format simple --log-interval 50 --no-progress-bar --cpu --lr 1e-3 --dropout 0.1
       --warmup-updates 200 --glance-ratio 0.5 --glance-ratio-end 0.3 --glance-anneal-updates 1000
-      --bottleneck hard_em --latent-predictor-only --finetune-from-model "$fresh"
+      --bottleneck hard_em --compress-steps 3 --codebook-init uniform --latent-predictor-only
+      --finetune-from-model "$fresh"
       --latent-predictor-dropout 0.3 --latent-layers 2 --seed "$SEED" --save-dir "$save"
       # every 140 updates (an epoch of the full set), not at every shorter epoch
       --validate-interval 100000 --save-interval 100000 --validate-interval-updates 140

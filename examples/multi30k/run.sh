@@ -259,7 +259,8 @@ for job in "${STUDENT_JOBS[@]}"; do
       [[ $DRY_RUN == 1 || -d "$DATA/data-bin" ]] || die "row $id needs $DATA/data-bin: run the prepare stage first"
       databin="$DATA/data-bin"
     fi
-    flags=(--bottleneck "$bottleneck" --compress-steps "$nc")
+    # uniform codes: the study's (vqvae_nat_small's default became data-initialised codes)
+    flags=(--bottleneck "$bottleneck" --compress-steps "$nc" --codebook-init uniform)
     [[ "$bottleneck" == soft_em ]] && flags+=(--num-samples "$samples")
     if [[ "$init" == teacher ]]; then
       [[ $DRY_RUN == 1 || -f "$TEACHER_CKPT" ]] || die "row $id starts from the teacher: run the teacher stage first"
