@@ -1193,6 +1193,8 @@ def test_multi30k_study_plan(tmp_path):
         and "--num-samples 10" in err
     )
     assert err.count("--bf16-autocast") == 12
+    # the study's codes start uniform, whatever vqvae_nat_small's default
+    assert err.count("--codebook-init uniform") == 12
     assert (
         err.count("--post-norm --init-from-ar") == 1
         and "teacher/checkpoint_best.pt" in err
