@@ -34,10 +34,11 @@ PRESETS = {
         glance_anneal_updates=1000,
         # The converged study's best row (examples/multi30k, 2026-12-06): the gradient-trained
         # VQ-VAE with codes initialised from the first update's latents and 4 target tokens per
-        # code. Two seeds of 4,000 updates: validation BLEU 30.72 / SEED2 against 28.30 +- 0.73 at
-        # n_c = 3 and 28.55 / 29.08 for soft / hard EM at n_c = 3. Its codes stay predictable
-        # (34% teacher-forced) where more of them carry more (oracle 34.7 against 29.7). The EM
-        # rows of the study: --bottleneck soft_em --compress-steps 3 --codebook-init uniform.
+        # code. Two seeds of 4,000 updates: validation BLEU 30.48 +- 0.24 against 28.30 +- 0.73
+        # at n_c = 3 and 28.55 / 29.08 for soft / hard EM at n_c = 3 (one seed each). Its codes
+        # stay predictable (35% teacher-forced) where more of them carry more (oracle 34.5
+        # against 29.7). The study's EM rows: --bottleneck soft_em --compress-steps 3
+        # --codebook-init uniform.
         bottleneck="vqvae",
         codebook_init="data",
         compress_steps=2,
