@@ -176,12 +176,19 @@ COMMON=(
   --eval-bleu-detok moses --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
   --log-format simple --log-interval 50 --no-progress-bar "${BF16_AUTOCAST_FLAG[@]}" "${DEVICE_FLAGS[@]}"
 )
+# The bottleneck of vqvae_nat_small's preset until 2026-12-06, as flag/value pairs.
+OLD_PRESET=(--bottleneck soft_em --compress-steps 3 --codebook-init uniform)
 # recipe_of COMMAND_LINE: the command without its budget, epoch-checkpoint and save-dir flags,
-# and without the bottleneck flags that DEFAULTS spells out (below): a command written before they
+# and without the OLD_PRESET flags that DEFAULTS spells out (below): a command written before they
 # were spelled out ran them implicitly, as vqvae_nat_small's preset defaults of the time
 recipe_of() {
-  sed -E 's/ --max-update [0-9]+//; s/ --no-epoch-checkpoints//; s/ --keep-last-epochs [0-9]+//; s/ --save-dir [^ ]+//
-    s/ --bottleneck soft_em( |$)/\1/; s/ --compress-steps 3( |$)/\1/; s/ --codebook-init uniform( |$)/\1/' <<< "$1"
+  local recipe i
+  recipe="$(sed -E 's/ --max-update [0-9]+//; s/ --no-epoch-checkpoints//; s/ --keep-last-epochs [0-9]+//
+    s/ --save-dir [^ ]+//' <<< "$1")"
+  for ((i = 0; i < ${#OLD_PRESET[@]}; i += 2)); do
+    recipe="$(sed -E "s/ ${OLD_PRESET[i]} ${OLD_PRESET[i + 1]}( |\$)/\1/" <<< "$recipe")"
+  done
+  printf '%s\n' "$recipe"
 }
 # start_from SHORTER_RUN SAVE CMD...: a run with no checkpoint of its own starts from the same
 # variant and seed's FROM_BUDGET-update run, when there is one and it ran the same recipe
@@ -202,8 +209,9 @@ start_from() {
 }
 # The flags a variant does not set: the pre-issue-13 study's recipe (examples/multi30k/run.sh),
 # and the bottleneck that vqvae_nat_small's preset gave every variant until 2026-12-06 (soft EM,
-# n_c = 3, uniform codes), so that each variant keeps its meaning under the preset of today.
-DEFAULTS=(--lr 1e-3 --warmup-updates 500 --bottleneck soft_em --compress-steps 3 --codebook-init uniform)
+# n_c = 3, uniform codes: OLD_PRESET, above), so that each variant keeps its meaning under the
+# preset of today.
+DEFAULTS=(--lr 1e-3 --warmup-updates 500 "${OLD_PRESET[@]}")
 mkdir -p "$ABL/rows"
 for seed in "${SEEDS[@]}"; do
   save="$WORK/ablations/u$MAX_UPDATE/$ID/seed$seed"
