@@ -58,7 +58,7 @@ def same_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     matrix product over each position's three neighbours: the same function and parameters as
     ``conv(x.transpose(1, 2)).transpose(1, 2)``, faster on a CPU: at batch size 1, where the
     small convolution takes torch's slow unfolding path, decoding is 4-8% faster
-    (``scripts/conv_speed.py``; README, "Where batch-1 time goes")."""
+    (``scripts/fast_path_speed.py``; README, "Where batch-1 time goes")."""
     padded = F.pad(x, (0, 0, 1, 1))  # (B, T + 2, C)
     # (B, T, C, 3) flattened channel-major, as the weight (C', C, 3) is stored: no weight copy
     window = torch.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)
@@ -258,14 +258,16 @@ class LatentPredictor(nn.Module):
         # (B, 1): each sentence's first row
         rows = (torch.arange(batch, device=device) * width)[:, None]
         keep_samples = torch.arange(beams, width, device=device).expand(batch, samples)
-        incremental_state: dict = {}
+        steps = (
+            CachedSteps(self, encoder_out)
+            if CachedSteps.supports(self)
+            else FairseqSteps(self, encoder_out)
+        )
         finished = torch.full((slices, size), float("-inf"), device=device)
         finished[:, 0] = 0.0  # a finished sentence goes on with code 0 at no cost
         for step in range(int(num_latents.max())):
             previous = codes.new_zeros(batch * width, 1, slices) if step == 0 else codes
-            x = self.embed(previous, offset=step)
-            logits = self.forward(x, encoder_out, incremental_state=incremental_state)
-            logits = logits[:, -1]
+            logits = steps(self.embed(previous, offset=step))[:, -1]
             logp = logits.float().log_softmax(-1).view(batch, width, slices, size)
             active = (step < num_latents).view(batch, 1, 1, 1)
             logp = torch.where(active, logp, finished)
@@ -287,12 +289,136 @@ class LatentPredictor(nn.Module):
             if beams > 1:  # the beams' rows follow their parents; samples stay put
                 order = (rows + torch.cat([parents, keep_samples], dim=1)).view(-1)
                 codes = codes[order]
-                for layer in self.layers:
-                    layer.self_attn.reorder_incremental_state(incremental_state, order)
+                steps.reorder(order)
             codes = torch.cat(
                 [codes, torch.cat(step_codes, dim=1).view(-1, 1, slices)], dim=1
             )
         return codes.view(batch, width, -1, slices), scores
+
+
+class FairseqSteps:
+    """One latent step at a time through the predictor's fairseq layers and their incremental
+    state: every layer configuration fairseq has, and training mode (dropout)."""
+
+    def __init__(self, predictor: LatentPredictor, encoder_out):
+        self.predictor, self.encoder_out = predictor, encoder_out
+        self.incremental_state: dict = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The next step's embedded input (B, 1, C) -> its logits (B, 1, S, K)."""
+        return self.predictor(
+            x, self.encoder_out, incremental_state=self.incremental_state
+        )
+
+    def reorder(self, order: torch.Tensor):
+        for layer in self.predictor.layers:
+            layer.self_attn.reorder_incremental_state(self.incremental_state, order)
+
+
+class CachedSteps(FairseqSteps):
+    """The same steps in evaluation mode, with the keys and values of the steps so far and of
+    the source held as plain (B, H, T, C / H) tensors, and each layer's query/key/value
+    projections packed into one matrix product.
+
+    Written by hand because at batch size 1 fairseq's incremental state (a dictionary of
+    buffers per attention, re-read and re-written at every step) and its general attention
+    cost more than the arithmetic: the latent predictor is 1.7x faster this way (2.0 -> 1.2 ms
+    a sentence for the n_c = 2 student on Multi30k, 1 thread), with the same codes. The layers'
+    own parameters and layer norms are used, so nothing is converted or stored twice; any
+    configuration outside the one built here (see ``supports``) takes ``FairseqSteps``.
+    """
+
+    def __init__(self, predictor: LatentPredictor, encoder_out):
+        super().__init__(predictor, encoder_out)
+        enc = encoder_out["encoder_out"][0].transpose(0, 1)  # (B, S, C)
+        mask = source_padding_mask(encoder_out)
+        # Boolean SDPA mask, True where attending; None when no source position is padding.
+        self.source_mask = (
+            None if mask is None or not bool(mask.any()) else ~mask[:, None, None, :]
+        )
+        self.packed, self.source, self.past = [], [], []
+        for layer in predictor.layers:
+            attn, cross = layer.self_attn, layer.encoder_attn
+            self.packed.append(_packed(attn.q_proj, attn.k_proj, attn.v_proj))
+            weight, bias = _packed(cross.k_proj, cross.v_proj)
+            self.source.append(_heads(F.linear(enc, weight, bias), 2, cross.num_heads))
+            self.past.append(None)
+
+    @staticmethod
+    def supports(predictor: LatentPredictor) -> bool:
+        """Whether every layer is the plain pre- or post-norm decoder layer, in evaluation."""
+        return not predictor.training and all(
+            not layer.cross_self_attention
+            and layer.c_attn is None
+            and layer.attn_ln is None
+            and layer.ffn_layernorm is None
+            and layer.w_resid is None
+            and layer.encoder_attn is not None
+            and all(
+                attn.bias_k is None
+                and not attn.add_zero_attn
+                and attn.q_proj.bias is not None
+                and attn.k_proj.bias is not None
+                and attn.v_proj.bias is not None
+                for attn in (layer.self_attn, layer.encoder_attn)
+            )
+            for layer in predictor.layers
+        )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        predictor = self.predictor
+        for i, layer in enumerate(predictor.layers):
+            pre = layer.normalize_before
+            h = layer.self_attn_layer_norm(x) if pre else x
+            heads = layer.self_attn.num_heads
+            query, key, value = _heads(F.linear(h, *self.packed[i]), 3, heads)
+            if self.past[i] is not None:
+                key = torch.cat([self.past[i][0], key], dim=2)
+                value = torch.cat([self.past[i][1], value], dim=2)
+            self.past[i] = (key, value)
+            h = F.scaled_dot_product_attention(query, key, value)
+            x = x + layer.self_attn.out_proj(_merge_heads(h))
+            if not pre:
+                x = layer.self_attn_layer_norm(x)
+            h = layer.encoder_attn_layer_norm(x) if pre else x
+            query = _heads(layer.encoder_attn.q_proj(h), 1, heads)[0]
+            h = F.scaled_dot_product_attention(
+                query, *self.source[i], attn_mask=self.source_mask
+            )
+            x = x + layer.encoder_attn.out_proj(_merge_heads(h))
+            if not pre:
+                x = layer.encoder_attn_layer_norm(x)
+            h = layer.final_layer_norm(x) if pre else x
+            x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
+            if not pre:
+                x = layer.final_layer_norm(x)
+        if predictor.final_norm is not None:
+            x = predictor.final_norm(x)
+        logits = predictor.output(x)  # (B, 1, S*K)
+        return logits.view(*logits.shape[:2], predictor.num_slices, -1)
+
+    def reorder(self, order: torch.Tensor):
+        # The source rows need no reordering: beams only move within their sentence's rows.
+        self.past = [(key[order], value[order]) for key, value in self.past]
+
+
+def _packed(*projections):
+    """One (k C, C) weight and (k C,) bias from k linear projections."""
+    return (
+        torch.cat([p.weight for p in projections]),
+        torch.cat([p.bias for p in projections]),
+    )
+
+
+def _heads(x: torch.Tensor, parts: int, heads: int):
+    """(B, T, parts * C) -> ``parts`` tensors (B, H, T, C / H)."""
+    batch, length, _ = x.shape
+    return x.view(batch, length, parts, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, C / H) -> (B, T, C)."""
+    return x.transpose(1, 2).flatten(2)
 
 
 def source_padding_mask(encoder_out):

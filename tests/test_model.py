@@ -1209,3 +1209,47 @@ def test_token_decoder_only_reads_the_predictors_greedy_codes_at_the_ratio(
     real = ~extra["latent_padding"]
     target_vectors = plain.bottleneck.lookup(extra["codes"])
     assert torch.allclose(latents[real], target_vectors[real], atol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [(), ("--post-norm",), ("--num-slices", "2")])
+def test_cached_latent_steps_match_fairseqs_incremental_layers(
+    build_vqvae, make_sample, flags
+):
+    """The predictor's hand-written step (plain key/value tensors, packed projections) gives
+    fairseq's incremental layers' logits at every step, through a beam reordering and over
+    padded sources; search takes it in evaluation only (training keeps dropout)."""
+    from fairseq_vqvae.latent import CachedSteps, FairseqSteps
+
+    built = build_vqvae(*flags)
+    model = built.model.eval()
+    predictor = model.latent_predictor
+    sample = make_sample(built.task, "test", range(3))  # sources of several lengths
+    net_input = sample["net_input"]
+    assert bool(net_input["src_tokens"].eq(built.task.source_dictionary.pad()).any())
+    with torch.no_grad():
+        encoder_out = model.encoder(
+            net_input["src_tokens"], src_lengths=net_input["src_lengths"]
+        )
+        # Two rows a sentence, as the search's beams have.
+        encoder_out = model.encoder.reorder_encoder_out(
+            encoder_out, torch.tensor([0, 0, 1, 1, 2, 2])
+        )
+        assert CachedSteps.supports(predictor)
+        cached = CachedSteps(predictor, encoder_out)
+        plain = FairseqSteps(predictor, encoder_out)
+        codes = torch.zeros(6, 1, predictor.num_slices, dtype=torch.long)
+        for step in range(4):
+            x = predictor.embed(codes, offset=step)
+            expected, got = plain(x), cached(x)
+            assert got.shape == expected.shape == (6, 1, predictor.num_slices, 8)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+            # Rows of one sentence tell apart from the second step on.
+            apart = (expected.argmax(-1) + torch.arange(6)[:, None, None] % 2) % 8
+            codes = torch.cat([codes, apart], dim=1)
+            if step == 1:  # each sentence's rows swap, as beams do
+                order = torch.tensor([1, 0, 3, 2, 5, 4])
+                cached.reorder(order)
+                plain.reorder(order)
+                codes = codes[order]
+    model.train()
+    assert not CachedSteps.supports(predictor)

@@ -646,13 +646,16 @@ def test_generate_with_a_transformer_checkpoint_fails_clearly(runs):
     ), decode.log
 
 
-def test_conv_speed_finds_both_decompressor_forms_translate_alike(runs, trained):
+@pytest.mark.parametrize("path", ["conv", "latent-steps"])
+def test_fast_path_speed_finds_both_forms_translate_alike(runs, trained, path):
     done = subprocess.run(
         [
             sys.executable,
-            str(REPO / "scripts" / "conv_speed.py"),
+            str(REPO / "scripts" / "fast_path_speed.py"),
             str(runs.dirs.full / "checkpoint_last.pt"),
             str(runs.dirs.databin),
+            "--path",
+            path,
             "--sentences",
             "5",
             "--rounds",
@@ -665,6 +668,11 @@ def test_conv_speed_finds_both_decompressor_forms_translate_alike(runs, trained)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "same tokens in all 5 sentences: True" in done.stdout
+    old, new = {
+        "conv": ("nn.Conv1d", "matrix products"),
+        "latent-steps": ("fairseq incremental state", "cached steps"),
+    }[path]
+    assert f"{new} / {old}:" in done.stdout
 
 
 def _script(name, *args):

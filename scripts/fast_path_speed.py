@@ -1,12 +1,17 @@
-"""Batch-1 decoding with the decompressor's convolutions as nn.Conv1d against as matrix products.
+"""Batch-1 decoding through one of vqvae_nat's hand-written fast paths against the code it replaced.
 
-  python scripts/conv_speed.py CHECKPOINT DATA_BIN [--sentences 1000] [--rounds 3] [--threads 1]
+  python scripts/fast_path_speed.py CHECKPOINT DATA_BIN [--path conv|latent-steps]
+      [--sentences 1000] [--rounds 3] [--threads 1]
 
 Loads a vqvae_nat checkpoint with fairseq's API and translates the first N test sentences at
-batch size 1, alternating, in one process, the residual blocks' two forms of the same function
-(``nn.Conv1d`` called on (B, C, T), as before 2026-12-05, and ``latent.same_conv``, the current
-code); prints the median latency of each per round, their ratio and whether every sentence got
-the same tokens. One process and alternating rounds, so that the machine's drift hits both.
+batch size 1, alternating, in one process, two forms of the same function; prints the median
+latency of each per round, their ratio and whether every sentence got the same tokens. One
+process and alternating rounds, so that the machine's drift hits both. The paths:
+
+* ``conv``: the residual blocks' convolutions as ``nn.Conv1d`` called on (B, C, T), as before
+  2026-12-05, against ``latent.same_conv`` (one matrix product per window; the current code).
+* ``latent-steps``: the latent predictor's steps through fairseq's layers and incremental state
+  (``latent.FairseqSteps``, as before 2026-12-06) against ``latent.CachedSteps`` (the current code).
 """
 
 import argparse
@@ -22,10 +27,36 @@ def conv1d(conv, x):
     return conv(x.transpose(1, 2)).transpose(1, 2)
 
 
+def forms_of(path: str) -> dict:
+    """{name: function that switches the code to that form}, the old form first."""
+    from fairseq_vqvae import latent
+
+    if path == "conv":
+        # ResidualConv.forward looks same_conv up per call
+        same_conv = latent.same_conv
+        return {
+            "nn.Conv1d": lambda: setattr(latent, "same_conv", conv1d),
+            "matrix products": lambda: setattr(latent, "same_conv", same_conv),
+        }
+    supports = latent.CachedSteps.supports  # LatentPredictor.search asks it per search
+    return {
+        "fairseq incremental state": lambda: setattr(
+            latent.CachedSteps, "supports", staticmethod(lambda predictor: False)
+        ),
+        "cached steps": lambda: setattr(latent.CachedSteps, "supports", supports),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("data_bin")
+    parser.add_argument(
+        "--path",
+        choices=("conv", "latent-steps"),
+        default="conv",
+        help="which fast path to compare with the code it replaced (default: conv)",
+    )
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -35,7 +66,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from fairseq import checkpoint_utils
 
-    from fairseq_vqvae import latent
+    # Before loading: registers the plugin and lets fairseq checkpoints load (compat)
+    import fairseq_vqvae  # noqa: F401
 
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [args.checkpoint], arg_overrides={"data": args.data_bin}
@@ -48,13 +80,10 @@ def main(argv=None) -> int:
     samples = [
         s for _, s in zip(range(args.sentences), batches.next_epoch_itr(shuffle=False))
     ]
-    forms = {
-        "nn.Conv1d": conv1d,
-        "matrix products": latent.same_conv,
-    }
+    forms = forms_of(args.path)
 
     def translate(form):
-        latent.same_conv = forms[form]  # ResidualConv.forward looks it up per call
+        forms[form]()
         times, tokens = [], []
         for sample in samples:
             start = time.perf_counter()
@@ -78,9 +107,10 @@ def main(argv=None) -> int:
             + " / ".join(f"{ms:.2f}" for ms in medians[form])
             + " ms (median per round)"
         )
-    same = outputs["nn.Conv1d"] == outputs["matrix products"]
+    before, after = forms
+    same = outputs[before] == outputs[after]
     print(
-        f"matrix products / nn.Conv1d: {new / old:.3f} ({new:.2f} against {old:.2f} ms); "
+        f"{after} / {before}: {new / old:.3f} ({new:.2f} against {old:.2f} ms); "
         f"same tokens in all {len(samples)} sentences: {same}"
     )
     return 0 if same else 1
