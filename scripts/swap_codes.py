@@ -161,7 +161,7 @@ def main(argv: list[str]) -> None:
 
     from fairseq_vqvae import criterion, model, task  # noqa: F401
     from fairseq_vqvae.generator import VQVAENATGenerator
-    from fairseq_vqvae.latent import LatentPredictor
+    from fairseq_vqvae.latent import CachedSteps, FairseqSteps, LatentPredictor
 
     changed = {"codes": 0, "of": 0}
     report = None
@@ -183,24 +183,26 @@ def main(argv: list[str]) -> None:
             args.append("--gen-oracle-latents")
         report = "of the references' codes moved to their neighbour"
     elif temperature is not None:
-        candidates, forward = VQVAENATGenerator.candidates, LatentPredictor.forward
-        codebook = {}
+        candidates, codebook = VQVAENATGenerator.candidates, {}
 
         def candidates_keeping_the_codebook(self, model, sample, encoder_out):
             codebook["weight"] = model.bottleneck.codebook.weight
             return candidates(self, model, sample, encoder_out)
 
-        def expected_forward(
-            self, x, encoder_out, padding_mask=None, incremental_state=None
-        ):
-            logits = forward(self, x, encoder_out, padding_mask, incremental_state)
-            out = expected_code_logits(logits, codebook["weight"], temperature)
-            changed["codes"] += int((out.argmax(-1) != logits.argmax(-1)).sum())
-            changed["of"] += out[..., 0].numel()
-            return out
+        def expected(step):
+            def expected_step(self, x):
+                logits = step(self, x)
+                out = expected_code_logits(logits, codebook["weight"], temperature)
+                changed["codes"] += int((out.argmax(-1) != logits.argmax(-1)).sum())
+                changed["of"] += out[..., 0].numel()
+                return out
+
+            return expected_step
 
         VQVAENATGenerator.candidates = candidates_keeping_the_codebook
-        LatentPredictor.forward = expected_forward  # search's only caller here
+        # The search's steps, either way it runs them (CachedSteps does not call FairseqSteps')
+        for steps in (FairseqSteps, CachedSteps):
+            steps.__call__ = expected(steps.__call__)
         report = (
             "search steps chose another code than the argmax (steps of finished "
             "sentences included)"

@@ -694,19 +694,20 @@ def test_converged_rows_of_another_budget_train_and_are_measured_with_it(tmp_pat
 
 
 def test_converged_parallel_names_the_rows_that_failed(tmp_path):
-    # A row whose variant is unknown fails inside its own run; the others still run.
+    # A row whose variant is unknown fails inside its own run; the others still run. (Seed 9:
+    # no committed result row, which would make the other row skip its training.)
     result = _converged(
         "train",
         DRY_RUN="1",
         WORK=str(tmp_path),
-        ROWS="fsg_nc4:1 no_such_variant:1",
+        ROWS="fsg_nc4:9 no_such_variant:1",
         PARALLEL="2",
     )
     assert result.returncode != 0
     assert "rows no_such_variant:1 failed" in result.stderr.strip().splitlines()[-1]
     assert (
         "fairseq-train"
-        in (tmp_path / "logs" / "converged_fsg_nc4_seed1.log").read_text()
+        in (tmp_path / "logs" / "converged_fsg_nc4_seed9.log").read_text()
     )
 
 
