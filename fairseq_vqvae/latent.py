@@ -347,8 +347,13 @@ class CachedSteps(FairseqSteps):
 
     @staticmethod
     def supports(predictor: LatentPredictor) -> bool:
-        """Whether every layer is the plain pre- or post-norm decoder layer, in evaluation."""
-        return not predictor.training and all(
+        """Whether every layer is the plain pre- or post-norm decoder layer, in evaluation and
+        without dropout kept for inference (fairseq-generate's ``--retain-dropout``)."""
+        retained = any(
+            getattr(module, "apply_during_inference", False)
+            for module in predictor.layers.modules()
+        )
+        return not (predictor.training or retained) and all(
             not layer.cross_self_attention
             and layer.c_attn is None
             and layer.attn_ln is None
@@ -382,7 +387,9 @@ class CachedSteps(FairseqSteps):
             if not pre:
                 x = layer.self_attn_layer_norm(x)
             h = layer.encoder_attn_layer_norm(x) if pre else x
-            query = _heads(layer.encoder_attn.q_proj(h), 1, heads)[0]
+            query = _heads(
+                layer.encoder_attn.q_proj(h), 1, layer.encoder_attn.num_heads
+            )[0]
             h = F.scaled_dot_product_attention(
                 query, *self.source[i], attn_mask=self.source_mask
             )

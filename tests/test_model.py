@@ -1217,7 +1217,9 @@ def test_cached_latent_steps_match_fairseqs_incremental_layers(
 ):
     """The predictor's hand-written step (plain key/value tensors, packed projections) gives
     fairseq's incremental layers' logits at every step, through a beam reordering and over
-    padded sources; search takes it in evaluation only (training keeps dropout)."""
+    padded sources; search takes it in evaluation only (training, and fairseq-generate's
+    --retain-dropout, keep dropout through fairseq's layers). The token-decoder stage searches
+    with the predictor frozen in evaluation, so it takes the cached steps too."""
     from fairseq_vqvae.latent import CachedSteps, FairseqSteps
 
     built = build_vqvae(*flags)
@@ -1251,5 +1253,9 @@ def test_cached_latent_steps_match_fairseqs_incremental_layers(
                 cached.reorder(order)
                 plain.reorder(order)
                 codes = codes[order]
+    predictor.layers[0].self_attn.dropout_module.apply_during_inference = True
+    assert not CachedSteps.supports(predictor)  # --retain-dropout
+    predictor.layers[0].self_attn.dropout_module.apply_during_inference = False
+    assert CachedSteps.supports(predictor)
     model.train()
     assert not CachedSteps.supports(predictor)
