@@ -315,8 +315,8 @@ class FairseqSteps:
             layer.self_attn.reorder_incremental_state(self.incremental_state, order)
 
 
-class CachedSteps(FairseqSteps):
-    """The same steps in evaluation mode, with the keys and values of the steps so far and of
+class CachedSteps:
+    """``FairseqSteps``' steps in evaluation mode, with the keys and values of the steps so far and of
     the source held as plain (B, H, T, C / H) tensors, and each layer's query/key/value
     projections packed into one matrix product.
 
@@ -330,7 +330,7 @@ class CachedSteps(FairseqSteps):
     """
 
     def __init__(self, predictor: LatentPredictor, encoder_out):
-        super().__init__(predictor, encoder_out)
+        self.predictor = predictor
         enc = encoder_out["encoder_out"][0].transpose(0, 1)  # (B, S, C)
         mask = source_padding_mask(encoder_out)
         # Boolean SDPA mask, True where attending; None when no source position is padding.
