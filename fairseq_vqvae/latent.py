@@ -316,9 +316,9 @@ class FairseqSteps:
 
 
 class CachedSteps:
-    """``FairseqSteps``' steps in evaluation mode, with the keys and values of the steps so far and of
-    the source held as plain (B, H, T, C / H) tensors, and each layer's query/key/value
-    projections packed into one matrix product.
+    """``FairseqSteps``' steps in evaluation mode, with the keys and values of the steps so
+    far and of the source held as plain (B, H, T, C / H) tensors, and each layer's
+    query/key/value projections packed into one matrix product.
 
     Written by hand because at batch size 1 fairseq's incremental state (a dictionary of
     buffers per attention, re-read and re-written at every step) and its general attention
