@@ -4,6 +4,7 @@ Defaults are the paper's base model (Roy et al. 2018, https://arxiv.org/abs/1805
 section 5.1 and tensor2tensor's ``transformer_nat_base``) unless a comment says otherwise.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -290,11 +291,14 @@ def _flag(name: str) -> str:
 
 
 def validate(cfg) -> None:
-    """Raise ValueError naming the first option outside its range, and what it must be."""
+    """Raise OptionError naming the first option outside its range (nan and inf included),
+    and what it must be."""
     for name, (low, high, high_inclusive) in RANGES.items():
         value = getattr(cfg, name)
         if value is None and name in UNSET_ALLOWED:
             continue
+        if not math.isfinite(value):
+            raise OptionError(f"{_flag(name)} must be a finite number, got {value}")
         if high is None:
             if value < low:
                 raise OptionError(f"{_flag(name)} must be >= {low}, got {value}")
@@ -304,8 +308,10 @@ def validate(cfg) -> None:
                 f"{_flag(name)} must be in [{low}, {high}{bracket}, got {value}"
             )
     for name in POSITIVE:
-        if not getattr(cfg, name) > 0:
-            raise OptionError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")
+        if not 0 < getattr(cfg, name) < math.inf:
+            raise OptionError(
+                f"{_flag(name)} must be a finite number > 0, got {getattr(cfg, name)}"
+            )
     if cfg.encoder_embed_dim % cfg.encoder_attention_heads:
         raise OptionError(
             f"--encoder-embed-dim ({cfg.encoder_embed_dim}) must be divisible by "

@@ -29,6 +29,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_l
 from fairseq.dataclass import FairseqDataclass
 
 from .bottleneck import em
+from .errors import OptionError
 
 # Scalar logging keys other than the loss terms, each a per-batch mean summed over batches.
 MEAN_KEYS = ("ema_perplexity",)
@@ -49,7 +50,7 @@ class VQVAEEMLoss(FairseqCriterion):
     def __init__(self, task, label_smoothing=0.0):
         super().__init__(task)
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
+            raise OptionError(
                 f"--label-smoothing must be in [0, 1), got {label_smoothing}"
             )
         self.label_smoothing = label_smoothing

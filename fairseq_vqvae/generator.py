@@ -107,13 +107,13 @@ class VQVAENATGenerator:
             ("--gen-length-beam", length_beam, 1),
         ):
             if value < low:
-                raise ValueError(f"{flag} must be >= {low}, got {value}")
+                raise OptionError(f"{flag} must be >= {low}, got {value}")
         if eos not in EOS_POLICIES:
-            raise ValueError(
+            raise OptionError(
                 f"--gen-eos must be one of {', '.join(EOS_POLICIES)}, got {eos!r}"
             )
         if rescore not in RESCORERS:
-            raise ValueError(
+            raise OptionError(
                 f"--gen-rescore must be one of {', '.join(RESCORERS)}, got {rescore!r}"
             )
         self.eos_policy = eos
@@ -145,7 +145,7 @@ class VQVAENATGenerator:
     def _generate(self, models, sample, prefix_tokens, constraints):
         model, teacher = self._models(models)
         if prefix_tokens is not None or constraints is not None:
-            raise ValueError(
+            raise OptionError(
                 "vqvae_nat decodes all tokens at once: --prefix-size and constraints are not supported"
             )
         src_lengths = sample["net_input"]["src_lengths"]
@@ -183,17 +183,40 @@ class VQVAENATGenerator:
                 hyps.sort(key=lambda h: -h["rank_score"])
         return results
 
+    def check_models(self, models):
+        """Refuse the options this checkpoint cannot decode with, where fairseq-generate and
+        fairseq-interactive build the generator (before reading input); decoding checks them
+        again for a generator built directly."""
+        model, _ = self._models(models)
+        if model.length_head is None:
+            if self.length_beam > 1:
+                raise OptionError(
+                    "--gen-length-beam needs a model trained with --latent-length predict (this "
+                    "one decodes the paper's fixed ratio x source length)"
+                )
+            if self.eos_policy == "length":
+                raise OptionError(
+                    "--gen-eos length needs a model trained with --latent-length predict; use "
+                    "--gen-eos last-latent or first"
+                )
+        elif self.length_beam > model.length_head.out_features:
+            raise OptionError(
+                f"--gen-length-beam {self.length_beam} is more than the "
+                f"{model.length_head.out_features} length classes of the model"
+            )
+        model.latent_predictor.check_search(self.latent_beam)
+
     def _models(self, models):
         """(the vqvae_nat model, the AR teacher or None)."""
         if self.rescore == "teacher":
             if len(models) != 2:
-                raise ValueError(
+                raise OptionError(
                     "--gen-rescore teacher needs the autoregressive teacher as a second checkpoint: "
                     "--path student.pt:teacher.pt"
                 )
             return models[0], models[1]
         if len(models) != 1:
-            raise ValueError(
+            raise OptionError(
                 "vqvae_nat does not support ensembles: pass one --path (a second checkpoint is "
                 "read only as the --gen-rescore teacher)"
             )
@@ -317,7 +340,7 @@ class VQVAENATGenerator:
         no_prior = torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
         if model.length_head is None:
             if self.length_beam > 1:
-                raise ValueError(
+                raise OptionError(
                     "--gen-length-beam needs a model trained with --latent-length predict (this "
                     "one decodes the paper's fixed ratio x source length)"
                 )
@@ -366,7 +389,7 @@ class VQVAENATGenerator:
             )
         if self.eos_policy == "length":
             if target_lengths is None:
-                raise ValueError(
+                raise OptionError(
                     "--gen-eos length needs a model trained with --latent-length predict; use "
                     "--gen-eos last-latent or first"
                 )

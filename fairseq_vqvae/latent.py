@@ -16,6 +16,8 @@ from fairseq.modules.sinusoidal_positional_embedding import (
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import nn
 
+from .errors import OptionError
+
 __all__ = ["Compressor", "Decompressor", "LatentPredictor", "sinusoidal_table"]
 
 
@@ -212,6 +214,18 @@ class LatentPredictor(nn.Module):
         logits = self.output(h.transpose(0, 1))  # (B, N, S*K)
         return logits.reshape(*logits.shape[:2], self.num_slices, self.codebook_size)
 
+    def check_search(self, beam_size: int):
+        """Refuse a latent beam this predictor cannot search."""
+        if beam_size > 1 and self.num_slices != 1:
+            raise OptionError(
+                "latent beam search needs --num-slices 1; use --gen-latent-beam 1"
+            )
+        if beam_size > self.codebook_size:
+            raise OptionError(
+                f"--gen-latent-beam {beam_size} is more than the {self.codebook_size} codes "
+                f"per slice"
+            )
+
     @torch.no_grad()
     def search(
         self,
@@ -242,14 +256,7 @@ class LatentPredictor(nn.Module):
             self.codebook_size,
         )
         width = beams + samples
-        if beams > 1 and slices != 1:
-            raise ValueError(
-                "latent beam search needs --num-slices 1; use --gen-latent-beam 1"
-            )
-        if beams > size:
-            raise ValueError(
-                f"--gen-latent-beam {beams} is more than the {size} codes per slice"
-            )
+        self.check_search(beams)
         device = num_latents.device
         codes = torch.zeros(batch * width, 0, slices, dtype=torch.long, device=device)
         scores = torch.zeros(batch, width, device=device)

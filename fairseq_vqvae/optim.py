@@ -30,6 +30,8 @@ from fairseq.optim import FairseqOptimizer, register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import OmegaConf
 
+from .errors import OptionError
+
 OPTIMIZER_NAME = "torch_adamw"
 
 
@@ -47,17 +49,17 @@ class TorchAdamW(FairseqOptimizer):
     def __init__(self, cfg: FairseqAdamConfig, params):
         super().__init__(cfg)
         if getattr(cfg, "fp16_adam_stats", False):
-            raise ValueError(
+            raise OptionError(
                 f"--optimizer {OPTIMIZER_NAME} keeps Adam's statistics in fp32: drop "
                 "--fp16-adam-stats (it needs --optimizer adam with apex's FusedAdam)"
             )
         if getattr(cfg, "use_old_adam", False):
-            raise ValueError(
+            raise OptionError(
                 f"--use-old-adam asks for fairseq's Python Adam: use --optimizer adam, "
                 f"or drop --use-old-adam to keep --optimizer {OPTIMIZER_NAME}"
             )
         if getattr(cfg, "tpu", False):
-            raise ValueError(
+            raise OptionError(
                 f"--optimizer {OPTIMIZER_NAME} does not run on TPUs: use --optimizer adam"
             )
         params = list(params)

@@ -209,7 +209,7 @@ class TranslationVQVAENATTask(TranslationTask):
                     f"does not use; drop it (vqvae_nat searches with --gen-latent-beam, "
                     f"--gen-length-beam and --gen-latent-samples)"
                 )
-        return VQVAENATGenerator(
+        generator = VQVAENATGenerator(
             self.target_dictionary,
             latent_beam=options["gen_latent_beam"],
             oracle_latents=options["gen_oracle_latents"],
@@ -221,6 +221,8 @@ class TranslationVQVAENATTask(TranslationTask):
             max_len_a=getattr(args, "max_len_a", 0),
             max_len_b=getattr(args, "max_len_b", None),
         )
+        generator.check_models(models)
+        return generator
 
     def train_step(
         self, sample, model, criterion, optimizer, update_num, ignore_grad=False
@@ -323,7 +325,7 @@ def _check_autocast_optimizer(optimizer):
 
     mixed = (AMPOptimizer, _FP16OptimizerMixin, _MemoryEfficientFP16OptimizerMixin)
     if isinstance(optimizer, mixed):
-        raise ValueError(
+        raise OptionError(
             "--bf16-autocast is its own mixed precision: drop --fp16/--bf16/--amp (or drop "
             "--bf16-autocast and use fairseq's, on a GPU)"
         )

@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from .errors import OptionError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["init_from_autoregressive"]
@@ -28,11 +30,11 @@ __all__ = ["init_from_autoregressive"]
 def init_from_autoregressive(model, path: str) -> int:
     """Copy the matching weights of the fairseq transformer checkpoint ``path`` into ``model``.
 
-    Returns the number of tensors copied. Raises ``ValueError`` with what to change when the
+    Returns the number of tensors copied. Raises ``OptionError`` (a ``ValueError``) with what to change when the
     checkpoint is not a compatible fairseq transformer.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"--init-from-ar: no checkpoint file {path}")
+        raise OptionError(f"--init-from-ar: no checkpoint file {path}")
     from . import compat  # noqa: F401  (fairseq checkpoints under torch >= 2.6)
 
     state = torch.load(path, map_location="cpu")
@@ -42,7 +44,7 @@ def init_from_autoregressive(model, path: str) -> int:
         or "bottleneck.codebook.weight" in theirs
         or not _has(theirs, "decoder.layers.")
     ):
-        raise ValueError(
+        raise OptionError(
             f"--init-from-ar needs a fairseq autoregressive transformer checkpoint (encoder.* and "
             f"decoder.layers.* weights, e.g. the teacher of scripts/train_teacher.sh); {path} is not one"
         )
@@ -89,7 +91,7 @@ def _pairs(model, ours, theirs):
             pairs.append((key, "decoder.layer_norm." + key[len("decoder_norm.") :]))
     missing = [their for _, their in pairs if their not in theirs]
     if "encoder.embed_tokens.weight" not in theirs or missing:
-        raise ValueError(
+        raise OptionError(
             f"--init-from-ar: the checkpoint lacks {missing or ['encoder.embed_tokens.weight']}; "
             f"is it a fairseq transformer with --share-all-embeddings as this model?"
         )
@@ -103,7 +105,7 @@ def _check_encoder_extras(ours, theirs):
         if k.startswith("encoder.") and k not in ours and not _ignorable(k)
     )
     if unmatched:
-        raise ValueError(
+        raise OptionError(
             f"--init-from-ar: the checkpoint's encoder has weights vqvae_nat's encoder does not "
             f"({', '.join(unmatched[:4])}{', ...' if len(unmatched) > 4 else ''}); vqvae_nat uses "
             f"sinusoidal positions and no embedding layer norm, so train the teacher without "
@@ -119,7 +121,7 @@ def _check_shapes(ours, theirs, pairs, path):
                 if "embed_tokens" in their_key
                 else "give the student the teacher's --encoder-embed-dim and FFN dimensions"
             )
-            raise ValueError(
+            raise OptionError(
                 f"--init-from-ar: {their_key} has shape {tuple(theirs[their_key].shape)} in {path} "
                 f"but {ours_key} has {tuple(ours[ours_key].shape)} here; {hint}"
             )
@@ -135,7 +137,7 @@ def _check_norm_placement(ours, theirs, path):
             if not theirs_pre
             else "drop --post-norm (the checkpoint was trained with --encoder-normalize-before)"
         )
-        raise ValueError(
+        raise OptionError(
             f"--init-from-ar: {path} has {'pre' if theirs_pre else 'post'}-norm layers, this model "
             f"{'pre' if ours_pre else 'post'}-norm ones; {fix}"
         )

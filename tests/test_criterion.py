@@ -283,3 +283,11 @@ def test_readme_names_exactly_the_logged_keys(build_vqvae, make_sample):
         logged |= set(values)
     logged -= {"ppl"}  # fairseq's, derived from nll_loss
     assert documented == logged, (documented - logged, logged - documented)
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1", "nan"])
+def test_label_smoothing_out_of_range_is_refused_with_the_flag(build_vqvae, value):
+    from fairseq_vqvae.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"--label-smoothing must be in \[0, 1\)"):
+        build_vqvae("--label-smoothing", value)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from fairseq import utils
 
+from fairseq_vqvae.errors import OptionError
 from fairseq_vqvae.generator import VQVAENATGenerator
 
 from conftest import ids_by_target_length
@@ -263,11 +264,11 @@ def _collate_one(task, index):
 
 def test_eos_policy_length_needs_a_length_head(build_vqvae, make_sample):
     built = build_vqvae("--latent-length", "source", "--gen-eos", "length")
-    generator = built.task.build_generator([built.model], built.args)
-    with pytest.raises(
-        ValueError,
-        match="--gen-eos length needs a model trained with --latent-length predict",
-    ):
+    message = "--gen-eos length needs a model trained with --latent-length predict"
+    with pytest.raises(OptionError, match=message):  # when fairseq-generate builds it
+        built.task.build_generator([built.model], built.args)
+    generator = VQVAENATGenerator(built.task.target_dictionary, eos="length")
+    with pytest.raises(OptionError, match=message):
         generator.generate(
             [built.model.eval()], make_sample(built.task, "test", [0, 1])
         )
@@ -556,11 +557,11 @@ def test_teacher_rescoring_needs_an_autoregressive_second_checkpoint(
     built = build_vqvae("--gen-rescore", "teacher")
     model = built.model.eval()
     sample = make_sample(built.task, "test", [0])
-    generator = built.task.build_generator([model], built.args)
-    assert generator.rescore == "teacher"
-    with pytest.raises(
-        ValueError, match="needs the autoregressive teacher as a second checkpoint"
-    ):
+    missing = "needs the autoregressive teacher as a second checkpoint"
+    with pytest.raises(OptionError, match=missing):  # when fairseq-generate builds it
+        built.task.build_generator([model], built.args)
+    generator = VQVAENATGenerator(built.task.target_dictionary, rescore="teacher")
+    with pytest.raises(OptionError, match=missing):
         generator.generate([model], sample)
     with pytest.raises(
         ValueError, match="the second checkpoint must be an autoregressive model"
@@ -590,6 +591,15 @@ def test_search_options_are_validated(flags, message):
 def test_search_refusals_say_what_to_change(build_vqvae, make_sample):
     sample = make_sample(build_vqvae().task, "test", [0])
     built = build_vqvae("--latent-length", "source")
+    for flags, message in (  # refused where fairseq-generate builds the generator
+        (("--latent-length", "source", "--gen-length-beam", "2"), "needs a model"),
+        (("--num-slices", "2", "--gen-latent-beam", "2"), "needs --num-slices 1"),
+        (("--codebook-size", "4", "--gen-latent-beam", "5"), "more than the 4 codes"),
+        (("--gen-length-beam", "257"), "more than the 256 length classes"),
+    ):
+        refused = build_vqvae(*flags)
+        with pytest.raises(OptionError, match=message):
+            refused.task.build_generator([refused.model], refused.args)
     with pytest.raises(
         ValueError,
         match="--gen-length-beam needs a model trained with --latent-length predict",
@@ -626,18 +636,27 @@ def test_score_reference_is_refused(build_vqvae):
 @pytest.mark.parametrize(
     "flags, expected",
     [
-        ((), (1, 0, 1, "model")),  # the defaults
+        ((), (1, 0, 1, "model", "first", False, False)),  # the defaults
         (
             ("--gen-latent-beam", "3", "--gen-latent-samples", "2")
-            + ("--gen-length-beam", "2", "--gen-rescore", "latent"),
-            (3, 2, 2, "latent"),
+            + ("--gen-length-beam", "2", "--gen-rescore", "latent")
+            + ("--gen-eos", "length", "--gen-dedup", "--gen-oracle-latents"),
+            (3, 2, 2, "latent", "length", True, True),
         ),
     ],
 )
 def test_search_options_reach_the_generator(build_vqvae, flags, expected):
     built = build_vqvae(*flags)
     g = built.task.build_generator([built.model], built.args)
-    assert (g.latent_beam, g.latent_samples, g.length_beam, g.rescore) == expected
+    assert (
+        g.latent_beam,
+        g.latent_samples,
+        g.length_beam,
+        g.rescore,
+        g.eos_policy,
+        g.dedup,
+        g.oracle_latents,
+    ) == expected
 
 
 def test_generation_options_win_over_the_tasks_as_the_hubs_keywords(build_vqvae):

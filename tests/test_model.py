@@ -470,6 +470,24 @@ def test_bf16_autocast_step_matches_fp32_em_bookkeeping(
     assert abs(bf16_loss - fp32_loss) < 0.05 * abs(fp32_loss)
 
 
+@pytest.mark.parametrize("flags, autocast", [((), False), (("--bf16-autocast",), True)])
+def test_bf16_autocast_is_off_by_default_and_on_with_its_flag(
+    flags, autocast, build_vqvae, make_sample
+):
+    built = build_vqvae(*flags)
+    seen = []
+    built.model.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.is_autocast_enabled("cpu"))
+    )
+
+    class Optimizer:
+        backward = staticmethod(lambda loss: loss.backward())
+
+    sample = make_sample(built.task, "train", range(4))
+    built.task.train_step(sample, built.model, built.criterion, Optimizer(), 0)
+    assert built.task.cfg.bf16_autocast == autocast and seen == [autocast]
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_autocast_on_a_cpu_that_emulates_bf16_says_to_drop_it(
     native, build_vqvae, make_sample, monkeypatch, caplog
@@ -653,6 +671,36 @@ def test_every_preset_reaches_the_model_it_builds(build_fairseq, tiny_databin, a
     assert codebook.codebook_size == expected["codebook_size"]
     assert len(model.decoder_layers) == expected["decoder_layers"]
     assert model.ratio == 2 ** expected["compress_steps"]
+    config = model.bottleneck.config
+    assert (
+        config.code_dim,
+        config.num_slices,
+        config.commitment_weight,
+        config.num_samples,
+        config.temperature,
+    ) == (
+        expected["code_dim"] or expected["encoder_embed_dim"],
+        expected["num_slices"],
+        expected["commitment_weight"],
+        expected["num_samples"],
+        expected["soft_em_temperature"],
+    )
+    assert len(model.encoder.layers) == expected["encoder_layers"]
+    assert len(model.ae_layers) == expected["ae_layers"]
+    assert len(model.latent_predictor.layers) == expected["latent_layers"]
+    layer = model.decoder_layers[0]
+    assert layer.embed_dim == expected["encoder_embed_dim"]
+    assert layer.fc1.out_features == expected["decoder_ffn_embed_dim"]
+    assert model.encoder.layers[0].fc1.out_features == expected["encoder_ffn_embed_dim"]
+    assert model.dropout.p == expected["dropout"]
+    assert layer.self_attn.dropout_module.p == expected["attention_dropout"]
+    assert layer.activation_dropout_module.p == expected["activation_dropout"]
+    predictor_dropout = expected["latent_predictor_dropout"]
+    assert model.latent_predictor.dropout.p == (
+        expected["dropout"] if predictor_dropout is None else predictor_dropout
+    )
+    assert (model.decoder_norm is None) == expected["post_norm"]
+    assert (model.length_head is None) == (expected["latent_length"] == "source")
 
 
 def test_glancing_is_off_by_default_and_in_evaluation(build_vqvae, make_sample):
@@ -916,9 +964,18 @@ def test_glancing_ratio_anneals_linearly(build_vqvae):
         (("--codebook-decay", "1"), "--codebook-decay must be in [0.0, 1.0), got 1"),
         (
             ("--latent-length", "source", "--length-ratio", "0"),
-            "--length-ratio must be > 0, got 0",
+            "--length-ratio must be a finite number > 0, got 0",
         ),
-        (("--soft-em-temperature", "0"), "--soft-em-temperature must be > 0"),
+        (("--soft-em-temperature", "0"), "--soft-em-temperature must be a finite"),
+        (("--soft-em-temperature", "inf"), "--soft-em-temperature must be a finite"),
+        (
+            ("--commitment-weight", "nan"),
+            "--commitment-weight must be a finite number, got nan",
+        ),
+        (
+            ("--dead-code-threshold", "inf"),
+            "--dead-code-threshold must be a finite number, got inf",
+        ),
         (("--num-samples", "0"), "--num-samples must be >= 1"),
         (
             ("--encoder-attention-heads", "3"),

@@ -359,6 +359,9 @@ def start(root):
                 "length",
                 "--gen-dedup",
             )
+            jobs["generate_refused"] = pool.submit(
+                generate, checkpoint, "--gen-latent-beam", "100000"
+            )
             jobs["interactive"] = pool.submit(
                 fairseq,
                 "interactive",
@@ -511,6 +514,15 @@ def test_generate_takes_the_eos_rule_and_dedup_flags(runs, trained):
     for text in hypos.values():
         words = text.split()
         assert all(a != b for a, b in zip(words, words[1:])), text  # --gen-dedup
+
+
+def test_generate_refuses_a_search_the_checkpoint_cannot_do_in_one_line(runs, trained):
+    result = runs.jobs["generate_refused"].result()
+    assert result.returncode == 2, result.log
+    assert "error: --gen-latent-beam 100000 is more than the" in result.stderr, (
+        result.log
+    )
+    assert "Traceback" not in result.output and not _hypotheses(result.stdout)
 
 
 def test_generate_output_does_not_depend_on_batch_size(runs, trained):
