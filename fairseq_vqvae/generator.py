@@ -185,8 +185,8 @@ class VQVAENATGenerator:
 
     def check_models(self, models):
         """Refuse the options this checkpoint cannot decode with, where fairseq-generate and
-        fairseq-interactive build the generator (before reading input); decoding checks them
-        again for a generator built directly."""
+        fairseq-interactive build the generator (before the first sentence); decoding checks
+        them again for a generator built directly."""
         model, _ = self._models(models)
         if model.length_head is None:
             if self.length_beam > 1:
