@@ -82,6 +82,41 @@ def test_no_plugin_option_has_the_name_of_a_fairseq_option():
     assert not ours & fairseq_names, sorted(ours & fairseq_names)
 
 
+def test_no_plugin_option_has_the_name_of_an_option_in_the_same_parser():
+    """The per-arch groups left out above still share one parser with the plugin's options:
+    the task it extends (translation), and the optimizer and schedule of its recipes. fairseq
+    skips a second add_argument of a taken name silently, so a clash there would be lost."""
+    import dataclasses
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from fairseq.optim.adam import FairseqAdamConfig
+    from fairseq.optim.lr_scheduler.inverse_square_root_schedule import (
+        InverseSquareRootLRScheduleConfig,
+    )
+    from fairseq.tasks.translation import TranslationConfig
+    from plugin_options import option_groups
+
+    alongside = {
+        f.name
+        for config in (
+            TranslationConfig,
+            FairseqAdamConfig,
+            InverseSquareRootLRScheduleConfig,
+        )
+        for f in dataclasses.fields(config)
+    }
+    assert {"eval_bleu", "adam_betas", "warmup_updates"} <= alongside
+    ours = {
+        f.name
+        for _, fields in option_groups().values()
+        for f in fields
+        # ${task.max_source_positions}: fairseq's own value, interpolated, not a new option
+        if not f.name.startswith("_") and not str(f.default).startswith("${")
+    }
+    assert "gen_latent_beam" in ours and "glance_ratio" in ours
+    assert not ours & alongside, sorted(ours & alongside)
+
+
 def test_readme_preset_table_matches_the_presets(tmp_path):
     """README's arch table (d, layers, FFN, heads, K) is what fairseq's parser builds."""
     import re
