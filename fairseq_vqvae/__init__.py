@@ -13,5 +13,13 @@ import sys
 
 from . import compat  # noqa: F401  (fairseq checkpoints must load under torch >= 2.6)
 
-if "fairseq" in sys.modules:
+
+def register() -> None:
+    """Register the fairseq components (imports fairseq). For a process that imported this
+    package before fairseq: fairseq's ``import_user_module`` skips a package already imported,
+    so nothing else would register them."""
     from . import criterion, model, optim, task  # noqa: F401
+
+
+if "fairseq" in sys.modules:
+    register()

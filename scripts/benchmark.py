@@ -289,6 +289,9 @@ def _run(args, specs, meta, parser) -> int:
 
     torch.set_num_threads(args.threads)
     utils.import_user_module(argparse.Namespace(user_dir=str(args.user_dir.resolve())))
+    plugin = sys.modules.get(args.user_dir.resolve().name)
+    if hasattr(plugin, "register"):  # imported before fairseq: nothing registered yet
+        plugin.register()
     for spec in specs:
         if spec["task"] not in tasks.TASK_REGISTRY:
             parser.error(

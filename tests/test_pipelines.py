@@ -1456,3 +1456,23 @@ def test_prepare_multi30k_names_a_non_utf8_line_and_redoes_stages_when_sources_c
     changed = ok(sh(*args, "--bpe-merges", "20"))
     assert "changed since" in changed.stderr and "skipping" not in changed.stderr
     assert (out / "raw" / "test.de").read_text().splitlines() == lines["de"][::-1]
+
+
+def test_benchmark_registers_a_plugin_imported_before_fairseq(tmp_path):
+    """fairseq's import_user_module skips a package already imported; one imported before
+    fairseq (``import fairseq_vqvae.generator``) had registered no task, and benchmark.py
+    called translation_vqvae unknown."""
+    script = (
+        "import sys\n"
+        "import fairseq_vqvae.generator\n"
+        f"sys.path.insert(0, {str(SCRIPTS)!r})\n"
+        "import benchmark\n"
+        f"sys.exit(benchmark.main(['--data', {str(tmp_path)!r}, '--model',"
+        f" 'a=translation_vqvae:nothing.pt', '--json', {str(tmp_path / 'r.json')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "r.json").read_text())["models"][0]
+    assert record["status"] == "missing"
