@@ -44,6 +44,15 @@ def stage(name: str):
 # Where the sentence ends (--gen-eos). In training a target of T tokens (EOS included) is
 # compressed into N = ceil(T / 2^n_c) latents, so its EOS always lies in the last latent's
 # 2^n_c positions and the positions after it are padding (no loss).
+# Refusals shared by check_models (when the generator is built) and the decoding steps.
+LENGTH_BEAM_NEEDS_A_LENGTH_HEAD = (
+    "--gen-length-beam needs a model trained with --latent-length predict (this one decodes "
+    "the paper's fixed ratio x source length)"
+)
+EOS_LENGTH_NEEDS_A_LENGTH_HEAD = (
+    "--gen-eos length needs a model trained with --latent-length predict; use --gen-eos "
+    "last-latent or first"
+)
 EOS_POLICIES = {
     "first": "cut at the first position whose best token is EOS, anywhere (the paper's rule)",
     "last-latent": "EOS only inside the last latent's 2^n_c positions, at its most likely one there",
@@ -190,15 +199,9 @@ class VQVAENATGenerator:
         model, _ = self._models(models)
         if model.length_head is None:
             if self.length_beam > 1:
-                raise OptionError(
-                    "--gen-length-beam needs a model trained with --latent-length predict (this "
-                    "one decodes the paper's fixed ratio x source length)"
-                )
+                raise OptionError(LENGTH_BEAM_NEEDS_A_LENGTH_HEAD)
             if self.eos_policy == "length":
-                raise OptionError(
-                    "--gen-eos length needs a model trained with --latent-length predict; use "
-                    "--gen-eos last-latent or first"
-                )
+                raise OptionError(EOS_LENGTH_NEEDS_A_LENGTH_HEAD)
         elif self.length_beam > model.length_head.out_features:
             raise OptionError(
                 f"--gen-length-beam {self.length_beam} is more than the "
@@ -340,10 +343,7 @@ class VQVAENATGenerator:
         no_prior = torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
         if model.length_head is None:
             if self.length_beam > 1:
-                raise OptionError(
-                    "--gen-length-beam needs a model trained with --latent-length predict (this "
-                    "one decodes the paper's fixed ratio x source length)"
-                )
+                raise OptionError(LENGTH_BEAM_NEEDS_A_LENGTH_HEAD)
             return None, no_prior
         if self.length_beam == 1:
             return model.inference_lengths(encoder_out, src_lengths)[:, None], no_prior
@@ -389,10 +389,7 @@ class VQVAENATGenerator:
             )
         if self.eos_policy == "length":
             if target_lengths is None:
-                raise OptionError(
-                    "--gen-eos length needs a model trained with --latent-length predict; use "
-                    "--gen-eos last-latent or first"
-                )
+                raise OptionError(EOS_LENGTH_NEEDS_A_LENGTH_HEAD)
             return torch.minimum(target_lengths, lengths).clamp_min(1) - 1
         window = inside & (
             positions >= lengths[:, None] - ratio

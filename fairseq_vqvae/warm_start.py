@@ -30,8 +30,8 @@ __all__ = ["init_from_autoregressive"]
 def init_from_autoregressive(model, path: str) -> int:
     """Copy the matching weights of the fairseq transformer checkpoint ``path`` into ``model``.
 
-    Returns the number of tensors copied. Raises ``OptionError`` (a ``ValueError``) with what to change when the
-    checkpoint is not a compatible fairseq transformer.
+    Returns the number of tensors copied. Raises ``OptionError`` (a ``ValueError``) with what
+    to change when the checkpoint is not a compatible fairseq transformer.
     """
     if not os.path.isfile(path):
         raise OptionError(f"--init-from-ar: no checkpoint file {path}")
