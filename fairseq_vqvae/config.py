@@ -201,6 +201,31 @@ class VQVAENATConfig(FairseqDataclass):
         default=1.0,
         metadata={"help": "weight of the latent predictor's cross-entropy; paper: 1"},
     )
+    # The latent predictor's training (beyond the paper).
+    latent_clean_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "teach the latent predictor the codes evaluation gives: its inputs and targets come from a gradient-free pass of the compressor and bottleneck in evaluation mode (no dropout, nearest codes, no soft-EM sampling), while the decoder keeps the training-mode latents; default: the training-mode codes (the paper)"
+        },
+    )
+    latent_length_condition: bool = field(
+        default=False,
+        metadata={
+            "help": "tell the latent predictor the target length (the reference's in training, the length classifier's at inference): at every step its input adds embeddings of the latents still to come and of how many tokens the last latent holds; needs --latent-length predict"
+        },
+    )
+    latent_encoder_grad: float = field(
+        default=1.0,
+        metadata={
+            "help": "scale in [0, 1] of the latent predictor's gradient into the shared source encoder: 1 = full (the paper), 0 = none (the encoder learns from the word and length losses only)"
+        },
+    )
+    latent_label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "label smoothing in [0, 1) on the latent predictor's targets (hard and soft); 0 = none (the paper)"
+        },
+    )
     # Decoder curriculum (beyond the paper).
     glance_ratio: float = field(
         default=0.0,
@@ -281,6 +306,8 @@ RANGES = {
     "predicted_latent_ratio": (0.0, 1.0, True),
     "prior_commitment_weight": (0.0, None, False),
     "latent_predictor_dropout": (0.0, 1.0, False),
+    "latent_encoder_grad": (0.0, 1.0, True),
+    "latent_label_smoothing": (0.0, 1.0, False),
 }
 UNSET_ALLOWED = ("latent_predictor_dropout",)  # None: falls back to another option
 POSITIVE = ("length_ratio", "codebook_epsilon", "soft_em_temperature")  # > 0
@@ -328,6 +355,12 @@ def validate(cfg) -> None:
     if code_dim % cfg.num_slices:
         raise OptionError(
             f"--code-dim ({code_dim}) must be divisible by --num-slices ({cfg.num_slices})"
+        )
+    if cfg.latent_length_condition and cfg.latent_length != "predict":
+        raise OptionError(
+            "--latent-length-condition tells the latent predictor the length the length "
+            "classifier predicts: it needs --latent-length predict, not "
+            f"--latent-length {cfg.latent_length}"
         )
     if cfg.latent_predictor_only and cfg.token_decoder_only:
         raise OptionError(

@@ -11,7 +11,8 @@ is their weighted sum, as in fairseq's ``nat_loss``, so a new term needs no chan
 
 A term holds either ``loss`` (a scalar) or ``out`` and ``tgt`` (integer class targets, or
 per-class soft targets in the last dimension) with an optional ``mask`` of the positions that
-count; ``label_smoothing: True`` applies --label-smoothing to it. Logged: ``loss`` and every
+count; ``label_smoothing: True`` applies --label-smoothing to it, a number is its own epsilon
+(hard and soft targets). Logged: ``loss`` and every
 ``<name>_loss`` are factor-weighted and in bits, so the parts add up to ``loss``; ``nll_loss``
 is the token NLL in bits, as in fairseq. Roy et al. 2018 (https://arxiv.org/abs/1805.11063),
 section 5.1. Each term is a mean over its own positions, so ``sample_size`` is 1 per batch, as
@@ -72,6 +73,9 @@ class VQVAEEMLoss(FairseqCriterion):
             if name == "word_ins":
                 nll = term_nll
         correct, count = self.latent_accuracy(terms["latent"])
+        agree = self.target_agreement(terms["latent"])
+        if agree is not None:  # --latent-clean-targets in training
+            logging_output["latent_agree"] = agree
         if nll is not None:  # no word term while the predictor trains alone
             logging_output["nll_loss"] = nll.detach()
         logging_output.update(
@@ -102,12 +106,14 @@ class VQVAEEMLoss(FairseqCriterion):
         if target.numel() == 0:
             zero = term["out"].float().sum() * 0
             return zero, zero
+        smoothing = term.get("label_smoothing", False)
+        epsilon = self.label_smoothing if smoothing is True else float(smoothing or 0)
         if target.is_floating_point():  # soft targets (..., K)
-            return -(target.reshape(-1, target.shape[-1]).float() * lprobs).sum(
-                -1
-            ).mean(), None
+            target = target.reshape(-1, target.shape[-1]).float()
+            if epsilon > 0:
+                target = (1 - epsilon) * target + epsilon / target.shape[-1]
+            return -(target * lprobs).sum(-1).mean(), None
         target = target.reshape(-1)
-        epsilon = self.label_smoothing if term.get("label_smoothing") else 0.0
         loss, nll = label_smoothed_nll_loss(lprobs, target, epsilon, reduce=True)
         return loss / target.numel(), nll / target.numel()
 
@@ -120,6 +126,16 @@ class VQVAEEMLoss(FairseqCriterion):
         # under soft EM the two differ.
         codes = term["codes"][mask] if "codes" in term else term["tgt"][mask].argmax(-1)
         return int((predicted == codes).sum()), predicted.numel()
+
+    @staticmethod
+    def target_agreement(term):
+        """Real latents x slices whose training-mode code (the decoder's) is the predictor's
+        target, or None when the two are the same codes (no --latent-clean-targets)."""
+        training = term.get("training_codes")
+        if training is None or training is term["codes"]:
+            return None
+        mask = term["mask"]
+        return int((training[mask] == term["codes"][mask]).sum())
 
     @staticmethod
     def reduce_metrics(logging_outputs) -> None:
@@ -157,6 +173,14 @@ class VQVAEEMLoss(FairseqCriterion):
             metrics.log_scalar(
                 "latent_acc",
                 _item(total("latent_correct")) / latent_total,
+                latent_total,
+                round=4,
+            )
+        if latent_total > 0 and any("latent_agree" in log for log in logging_outputs):
+            # the share of training-mode codes equal to the evaluation-mode targets
+            metrics.log_scalar(
+                "latent_agree",
+                _item(total("latent_agree")) / latent_total,
                 latent_total,
                 round=4,
             )

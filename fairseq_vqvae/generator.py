@@ -321,7 +321,14 @@ class VQVAENATGenerator:
                 ).repeat_interleave(width)
                 encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
             codes, code_prior = model.latent_predictor.search(
-                encoder_out, num_latents, self.latent_beam, self.latent_samples
+                encoder_out,
+                num_latents,
+                self.latent_beam,
+                self.latent_samples,
+                # what a length-conditioned predictor reads (--latent-length-condition)
+                lengths=flat_lengths.repeat_interleave(width)
+                if flat_lengths is not None
+                else None,
             )  # (B * Lb, W, N, S), (B * Lb, W)
         num_latents = num_latents.repeat_interleave(width)
         positions = torch.arange(codes.shape[2], device=device)[None]

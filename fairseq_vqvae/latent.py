@@ -137,6 +137,9 @@ class LatentPredictor(nn.Module):
         num_slices: S codes per latent position.
         codebook_size: K codes per slice.
         max_latents: longest latent sequence (for the position table).
+        length_ratio: 2^n_c tokens per latent, to condition every step on the target length
+            T (``--latent-length-condition``): the latents still to come after this one and
+            the number of tokens (EOS included) in the last latent's window; 0 = off.
     """
 
     def __init__(
@@ -146,13 +149,20 @@ class LatentPredictor(nn.Module):
         num_slices: int,
         codebook_size: int,
         max_latents: int,
+        length_ratio: int = 0,
     ):
         super().__init__()
         dim = cfg.decoder.embed_dim
         self.num_slices, self.codebook_size = num_slices, codebook_size
+        self.max_latents, self.length_ratio = max_latents, length_ratio
         # Row S*K is the start symbol; slice s uses rows [s*K, (s+1)*K).
         self.embed_codes = nn.Embedding(num_slices * codebook_size + 1, dim)
         nn.init.normal_(self.embed_codes.weight, std=dim**-0.5)
+        if length_ratio:
+            self.embed_to_go = nn.Embedding(max_latents, dim)
+            self.embed_fill = nn.Embedding(length_ratio, dim)
+            for table in (self.embed_to_go, self.embed_fill):
+                nn.init.normal_(table.weight, std=dim**-0.5)
         self.register_buffer(
             "positions", sinusoidal_table(max_latents + 1, dim), persistent=False
         )
@@ -164,12 +174,13 @@ class LatentPredictor(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.scale = dim**0.5
 
-    def embed(self, codes: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def embed(self, codes: torch.Tensor, offset: int = 0, lengths=None) -> torch.Tensor:
         """Decoder inputs for ``codes`` (B, N, S) -> (B, N, C).
 
         With ``offset == 0``: teacher forcing, inputs [start, codes[:, :-1]]. With
         ``offset > 0``: one incremental step, the input at position ``offset`` is the
-        embedding of the last code so far, ``codes[:, -1]``.
+        embedding of the last code so far, ``codes[:, -1]``. ``lengths`` (B,): the target
+        lengths T (EOS included) a length-conditioned predictor reads (``length_ratio``).
         """
         slice_offsets = (
             torch.arange(self.num_slices, device=codes.device) * self.codebook_size
@@ -185,7 +196,26 @@ class LatentPredictor(nn.Module):
                 [self.embed_codes(start), self.embed_codes(ids[:, :-1]).sum(2)], dim=1
             )
         x = x * self.scale + self.positions[offset : offset + x.shape[1]].to(x.dtype)
+        if self.length_ratio:
+            x = x + self.length_embedding(lengths, offset, x.shape[1]).to(x.dtype)
         return self.dropout(x)
+
+    def length_embedding(self, lengths, offset: int, steps: int) -> torch.Tensor:
+        """(B, steps, C): what a length-conditioned predictor adds at latent positions
+        ``offset ..``: embeddings of the latents still to come after each position, of
+        ceil(T / 2^n_c), and of the last latent's fill, T - 2^n_c (ceil(T / 2^n_c) - 1)."""
+        if lengths is None:
+            raise ValueError(
+                "this latent predictor is conditioned on the target length "
+                "(--latent-length-condition): pass lengths"
+            )
+        ratio = self.length_ratio
+        count = torch.div(lengths + ratio - 1, ratio, rounding_mode="floor")
+        count = count.clamp(1, self.max_latents)  # (B,)
+        fill = (lengths - (count - 1) * ratio).clamp(1, ratio) - 1  # (B,) in [0, ratio)
+        position = torch.arange(offset, offset + steps, device=lengths.device)
+        to_go = (count[:, None] - 1 - position[None]).clamp(0, self.max_latents - 1)
+        return (self.embed_to_go(to_go) + self.embed_fill(fill)[:, None]) * self.scale
 
     def forward(
         self, x, encoder_out, padding_mask=None, incremental_state=None
@@ -233,6 +263,7 @@ class LatentPredictor(nn.Module):
         num_latents: torch.Tensor,
         beam_size: int = 1,
         samples: int = 0,
+        lengths=None,
     ):
         """Candidate code sequences per sentence, with cached self-attention.
 
@@ -244,6 +275,8 @@ class LatentPredictor(nn.Module):
             beam_size: the best code sequences by beam search (1 = greedy, the paper's
                 choice); beam search over several slices is not supported.
             samples: further sequences drawn ancestrally from the predictor.
+            lengths: (B,) target lengths T of the rows of ``encoder_out``, which a
+                length-conditioned predictor reads (``embed``); None otherwise.
 
         Returns:
             codes (B, C, N, S) and their log-probabilities (B, C), C = beam_size + samples;
@@ -274,7 +307,7 @@ class LatentPredictor(nn.Module):
         finished[:, 0] = 0.0  # a finished sentence goes on with code 0 at no cost
         for step in range(int(num_latents.max())):
             previous = codes.new_zeros(batch * width, 1, slices) if step == 0 else codes
-            logits = steps(self.embed(previous, offset=step))[:, -1]
+            logits = steps(self.embed(previous, offset=step, lengths=lengths))[:, -1]
             logp = logits.float().log_softmax(-1).view(batch, width, slices, size)
             active = (step < num_latents).view(batch, 1, 1, 1)
             logp = torch.where(active, logp, finished)

@@ -176,10 +176,15 @@ class VQVAENATModel(BaseFairseqModel):
             target, latent_padding, z, vq = self.autoencode(
                 tgt_tokens, src_lengths, encoder_out
             )
+        codes, code_targets = self.predictor_targets(
+            vq, target, latent_padding, encoder_out
+        )
         lp = self.latent_predictor
         with torch.no_grad() if self.cfg.token_decoder_only else nullcontext():
             latent_logits = lp(
-                lp.embed(vq.codes), encoder_out, latent_padding
+                lp.embed(codes, lengths=token_lengths(tgt_tokens, self.pad)),
+                scaled_gradient(encoder_out, self.cfg.latent_encoder_grad),
+                latent_padding,
             )  # (B, N, S, K)
         self._em_stats = vq.em_stats
         terms = {}
@@ -194,9 +199,11 @@ class VQVAENATModel(BaseFairseqModel):
             {
                 "latent": {
                     "out": latent_logits,
-                    "tgt": vq.soft_targets,
-                    "codes": vq.codes,  # nearest codes, for latent_acc
+                    "tgt": code_targets,
+                    "codes": codes,  # nearest codes, for latent_acc
+                    "training_codes": vq.codes,  # the decoder's (training-mode) codes
                     "mask": ~latent_padding,
+                    "label_smoothing": self.cfg.latent_label_smoothing,
                     "factor": self.cfg.latent_loss_factor
                     * em.step_on(self.num_updates, self.cfg.latent_loss_start_update),
                 },
@@ -224,11 +231,40 @@ class VQVAENATModel(BaseFairseqModel):
         }
         return terms, extra
 
+    def predictor_targets(self, vq, target, latent_padding, encoder_out):
+        """The latent predictor's input codes (B, N, S) and targets (B, N, S, K): the
+        bottleneck's training-mode codes and responsibilities, or with
+        --latent-clean-targets (in joint training) the nearest codes of a gradient-free pass
+        of the compressor and bottleneck in evaluation mode, what evaluation and
+        --gen-oracle-latents give the same target."""
+        if not (self.cfg.latent_clean_targets and self.trains_autoencoder):
+            return vq.codes, vq.soft_targets
+        parts = [self.compressor, self.bottleneck, self.ae_layers, self.dropout]
+        modes = [part.training for part in parts]
+        try:
+            for part in parts:
+                part.train(False)
+            with torch.no_grad():
+                z = self.compressor(
+                    self.embed_for_compression(target, encoder_out),
+                    target.eq(self.pad),
+                )
+                codes = self.bottleneck(z, latent_padding).codes
+        finally:
+            for part, mode in zip(parts, modes):
+                part.train(mode)
+        return codes, F.one_hot(codes, self.cfg.codebook_size).to(vq.soft_targets)
+
     def _word_term(self, vq, z, latent_logits, latent_padding, target, encoder_out):
         """The decoder's token loss term: one pass over the training latents (glancing at
         gold tokens where the curriculum says so)."""
         latents = self._training_latents(
-            vq.quantized, z, latent_logits, latent_padding, encoder_out
+            vq.quantized,
+            z,
+            latent_logits,
+            latent_padding,
+            encoder_out,
+            token_lengths(target, self.pad),
         )
         h, token_padding = self.decoder_inputs(latents, latent_padding)
         glanced = self._glance(h, token_padding, target, encoder_out)  # or None
@@ -246,7 +282,7 @@ class VQVAENATModel(BaseFairseqModel):
         }
 
     def _training_latents(
-        self, quantized, continuous, latent_logits, latent_padding, encoder_out
+        self, quantized, continuous, latent_logits, latent_padding, encoder_out, lengths
     ):
         """What the decoder reads in training: the quantized latents, mixed with continuous
         ones during the bottleneck warm-up and with predicted codes' vectors under scheduled
@@ -258,7 +294,9 @@ class VQVAENATModel(BaseFairseqModel):
                 return quantized
             with torch.no_grad():
                 codes, _ = self.latent_predictor.search(
-                    encoder_out, (~latent_padding).sum(1)
+                    encoder_out,
+                    (~latent_padding).sum(1),
+                    lengths=lengths,
                 )  # (B, 1, N, S)
                 predicted = self.bottleneck.lookup(codes[:, 0])
             return curriculum.mix_predicted(
@@ -400,6 +438,16 @@ class VQVAENATModel(BaseFairseqModel):
         )
 
 
+def scaled_gradient(encoder_out, scale: float):
+    """``encoder_out`` whose encoding passes the gradient back times ``scale`` (1: as is;
+    0: none, the value unchanged)."""
+    if scale >= 1:
+        return encoder_out
+    x = encoder_out["encoder_out"][0]
+    scaled = x.detach() if scale <= 0 else x.detach() + scale * (x - x.detach())
+    return {**encoder_out, "encoder_out": [scaled]}
+
+
 def build_latent_predictor(cfg: VQVAENATConfig) -> LatentPredictor:
     """A freshly initialised latent predictor for a model of configuration ``cfg`` (also what
     scripts/fresh_latent_predictor.py puts into a trained model)."""
@@ -409,6 +457,7 @@ def build_latent_predictor(cfg: VQVAENATConfig) -> LatentPredictor:
         cfg.num_slices,
         cfg.codebook_size,
         max_latents(cfg),
+        length_ratio=2**cfg.compress_steps if cfg.latent_length_condition else 0,
     )
 
 

@@ -112,7 +112,10 @@ def main(argv=None) -> int:
                 sample["target"], net["src_lengths"], encoder_out
             )
             predictor = model.latent_predictor
-            logits = predictor(predictor.embed(vq.codes), encoder_out, padding)
+            lengths = sample["target"].ne(model.pad).sum(1)
+            logits = predictor(
+                predictor.embed(vq.codes, lengths=lengths), encoder_out, padding
+            )
             for key, value in tally(logits, vq.codes, ~padding, ranks).items():
                 parts[key].append(value)
     result = summary(torch.cat(parts["neighbour"]), torch.cat(parts["above"]))

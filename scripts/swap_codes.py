@@ -210,8 +210,12 @@ def main(argv: list[str]) -> None:
     else:
         search = LatentPredictor.search
 
-        def swapped_search(self, encoder_out, num_latents, beam_size=1, samples=0):
-            codes, scores = search(self, encoder_out, num_latents, beam_size, samples)
+        def swapped_search(
+            self, encoder_out, num_latents, beam_size=1, samples=0, lengths=None
+        ):
+            codes, scores = search(
+                self, encoder_out, num_latents, beam_size, samples, lengths
+            )
             return swap(codes, mode, self.codebook_size), scores
 
         LatentPredictor.search = swapped_search

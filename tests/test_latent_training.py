@@ -1,0 +1,248 @@
+"""The latent predictor's training options: clean targets, length conditioning, the gradient
+into the encoder and label smoothing of the latent loss (each off by default)."""
+
+import re
+
+import pytest
+import torch
+
+from conftest import ids_by_target_length
+
+
+def _forward(model, sample):
+    net_input = sample["net_input"]
+    return model(
+        net_input["src_tokens"], net_input["src_lengths"], tgt_tokens=sample["target"]
+    )
+
+
+def _eval_codes(model, sample):
+    """The nearest codes of the references in evaluation mode (what --gen-oracle-latents and
+    validation's latent_acc use)."""
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        net_input = sample["net_input"]
+        encoder_out = model.encoder(
+            net_input["src_tokens"], src_lengths=net_input["src_lengths"]
+        )
+        _, padding, _, vq = model.autoencode(
+            sample["target"], net_input["src_lengths"], encoder_out
+        )
+    model.train(training)
+    return vq.codes, padding
+
+
+def test_the_latent_options_are_off_by_default(build_vqvae, make_sample):
+    built = build_vqvae()
+    args, model = built.args, built.model
+    assert args.latent_clean_targets is False
+    assert args.latent_length_condition is False
+    assert args.latent_encoder_grad == 1.0
+    assert args.latent_label_smoothing == 0.0
+    assert model.latent_predictor.length_ratio == 0
+    assert not hasattr(model.latent_predictor, "embed_to_go")
+    sample = make_sample(built.task, "train", range(8))
+    terms, _ = _forward(model.train(), sample)
+    latent = terms["latent"]
+    # The training-mode codes are the predictor's targets and latent_acc's reference.
+    assert latent["codes"] is latent["training_codes"]
+    assert latent["label_smoothing"] == 0.0
+    assert built.criterion.target_agreement(latent) is None
+
+
+def test_clean_targets_are_the_evaluation_codes_while_the_decoder_keeps_its_own(
+    build_vqvae, make_sample
+):
+    built = build_vqvae(
+        "--latent-clean-targets", "--bottleneck", "hard_em", "--dropout", "0.5"
+    )
+    model = built.model.train()
+    sample = make_sample(built.task, "train", range(16))
+    torch.manual_seed(0)
+    terms, extra = _forward(model, sample)
+    latent = terms["latent"]
+    expected, padding = _eval_codes(model, sample)
+    real = ~padding
+    assert torch.equal(latent["codes"][real], expected[real])
+    assert torch.equal(latent["tgt"][real].argmax(-1), expected[real])
+    assert torch.equal(latent["tgt"].sum(-1)[real], torch.ones_like(expected[real]))
+    # The decoder (and the EM statistics, and the code histogram) read the training-mode
+    # codes, which dropout 0.5 changes somewhere.
+    assert extra["codes"] is latent["training_codes"]
+    assert not torch.equal(latent["training_codes"][real], expected[real])
+    assert model.training and model.compressor.training and model.bottleneck.training
+    agree = built.criterion.target_agreement(latent)
+    assert 0 < agree < int(real.sum()) * latent["codes"].shape[-1]
+    _, _, log = built.criterion(model, sample)
+    assert "latent_agree" in log
+
+
+def test_clean_targets_replace_soft_em_responsibilities_by_one_hot_codes(
+    build_vqvae, make_sample
+):
+    built = build_vqvae(
+        "--latent-clean-targets", "--bottleneck", "soft_em", "--num-samples", "3"
+    )
+    model = built.model.train()
+    sample = make_sample(built.task, "train", range(8))
+    terms, _ = _forward(model, sample)
+    target = terms["latent"]["tgt"]
+    assert bool(((target == 0) | (target == 1)).all())
+    # In evaluation nothing changes: the codes are the evaluation codes already.
+    model.eval()
+    terms, _ = _forward(model, sample)
+    assert terms["latent"]["codes"] is terms["latent"]["training_codes"]
+
+
+def _logits(model, sample, lengths):
+    lp = model.latent_predictor
+    net_input = sample["net_input"]
+    with torch.no_grad():
+        encoder_out = model.encoder(
+            net_input["src_tokens"], src_lengths=net_input["src_lengths"]
+        )
+        codes = torch.zeros(lengths.shape[0], 3, lp.num_slices, dtype=torch.long)
+        return lp(lp.embed(codes, lengths=lengths), encoder_out)
+
+
+def test_a_length_conditioned_predictor_reads_the_length(build_vqvae, make_sample):
+    built = build_vqvae("--latent-length-condition")
+    model = built.model.eval()
+    lp = model.latent_predictor
+    assert lp.length_ratio == 4  # --compress-steps 2
+    sample = make_sample(built.task, "train", range(4))
+    lengths = torch.tensor([9, 9, 9, 9])
+    same = _logits(model, sample, lengths)
+    assert torch.equal(same, _logits(model, sample, lengths.clone()))
+    # Only the length changes: another fill of the last latent (9 -> 10 tokens, 3 latents
+    # both), and another count of latents still to come (9 -> 13 tokens).
+    assert not torch.allclose(same, _logits(model, sample, lengths + 1))
+    assert not torch.allclose(same, _logits(model, sample, lengths + 4))
+    with pytest.raises(ValueError, match="pass lengths"):
+        lp.embed(torch.zeros(1, 2, 1, dtype=torch.long))
+    # What it adds: the latents after each position and the last window's fill.
+    lengths = torch.tensor([9, 4])  # 3 latents, fill 1; 1 latent, fill 4
+    added = lp.length_embedding(lengths, 0, 3)
+    to_go = torch.tensor([[2, 1, 0], [0, 0, 0]])
+    fill = torch.tensor([0, 3])
+    expected = (lp.embed_to_go(to_go) + lp.embed_fill(fill)[:, None]) * lp.scale
+    torch.testing.assert_close(added, expected)
+    # One incremental step at offset 2 adds what teacher forcing adds at position 2.
+    torch.testing.assert_close(lp.length_embedding(lengths, 2, 1), added[:, 2:])
+
+
+def test_a_length_conditioned_predictor_decodes_with_the_predicted_length(
+    build_vqvae, make_sample
+):
+    from fairseq_vqvae.generator import VQVAENATGenerator
+
+    built = build_vqvae("--latent-length-condition")
+    model = built.model.eval()
+    ids = ids_by_target_length(built.task, "test")[:6]
+    sample = make_sample(built.task, "test", ids)
+    seen = []
+    original = model.latent_predictor.search
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("lengths"))
+        return original(*args, **kwargs)
+
+    model.latent_predictor.search = spy
+    generator = VQVAENATGenerator(built.task.target_dictionary, latent_beam=2)
+    hypos = generator.generate([model], sample)
+    assert len(hypos) == len(ids)
+    with torch.no_grad():
+        encoder_out = model.encoder(
+            sample["net_input"]["src_tokens"],
+            src_lengths=sample["net_input"]["src_lengths"],
+        )
+        predicted = model.inference_lengths(
+            encoder_out, sample["net_input"]["src_lengths"]
+        )
+    assert torch.equal(seen[0], predicted.repeat_interleave(2))
+
+
+def test_length_condition_needs_a_predicted_length(build_vqvae):
+    with pytest.raises(ValueError, match=re.escape("needs --latent-length predict")):
+        build_vqvae("--latent-length-condition", "--latent-length", "source")
+
+
+def _encoder_grads(model, sample, name):
+    model.zero_grad()
+    terms, _ = _forward(model, sample)
+    out, tgt, mask = (terms[name][k] for k in ("out", "tgt", "mask"))
+    loss = -(tgt[mask].float() * out[mask].float().log_softmax(-1)).sum()
+    loss.backward()
+    return [
+        p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+        for p in model.encoder.layers.parameters()
+    ]
+
+
+@pytest.mark.parametrize("scale", ["0", "0.5"])
+def test_the_latent_gradient_into_the_encoder_is_scaled(
+    build_vqvae, make_sample, scale
+):
+    built = build_vqvae("--bottleneck", "hard_em", "--dropout", "0")
+    sample = make_sample(built.task, "train", range(8))
+    full = _encoder_grads(built.model.train(), sample, "latent")
+    assert any(bool(g.abs().gt(0).any()) for g in full)
+    scaled_model = build_vqvae(
+        "--bottleneck", "hard_em", "--dropout", "0", "--latent-encoder-grad", scale
+    ).model
+    scaled_model.load_state_dict(built.model.state_dict())
+    scaled = _encoder_grads(scaled_model.train(), sample, "latent")
+    for g_full, g_scaled in zip(full, scaled):
+        torch.testing.assert_close(
+            g_scaled, float(scale) * g_full, atol=1e-6, rtol=1e-4
+        )
+    # The predictor itself still learns.
+    assert any(
+        p.grad is not None and bool(p.grad.abs().gt(0).any())
+        for p in scaled_model.latent_predictor.parameters()
+    )
+
+
+@pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
+def test_latent_label_smoothing_reaches_the_latent_loss(
+    build_vqvae, make_sample, bottleneck
+):
+    built = build_vqvae(
+        "--bottleneck", bottleneck, "--latent-label-smoothing", "0.2", "--dropout", "0"
+    )
+    model = built.model.train()
+    sample = make_sample(built.task, "train", range(8))
+    torch.manual_seed(0)
+    terms, _ = _forward(model, sample)
+    latent = terms["latent"]
+    assert latent["label_smoothing"] == 0.2
+    smoothed, _ = built.criterion.term_loss(latent)
+    mask = latent["mask"]
+    lprobs = latent["out"][mask].float().log_softmax(-1)
+    target = latent["tgt"][mask].float()
+    # The targets (one-hot codes, or soft EM's responsibilities) mixed with the uniform.
+    mixed = 0.8 * target + 0.2 / target.shape[-1]
+    expected = -(mixed * lprobs).sum(-1).mean()
+    torch.testing.assert_close(smoothed, expected, atol=1e-5, rtol=1e-5)
+    plain, _ = built.criterion.term_loss({**latent, "label_smoothing": 0.0})
+    assert not torch.allclose(smoothed, plain)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ("--latent-encoder-grad", "1.5"),
+            "--latent-encoder-grad must be in [0.0, 1.0]",
+        ),
+        (("--latent-encoder-grad", "nan"), "--latent-encoder-grad must be a finite"),
+        (
+            ("--latent-label-smoothing", "1"),
+            "--latent-label-smoothing must be in [0.0, 1.0)",
+        ),
+    ],
+)
+def test_the_latent_options_are_range_checked(build_vqvae, flags, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_vqvae(*flags)
