@@ -102,6 +102,10 @@ def make_row(args) -> dict:
         "latency_ms_median": (model.get("latency_ms") or {}).get("median"),
         **_average(args, models),
         "latent_acc": last.get("latent_acc"),
+        # scripts/latent_diagnostics.py on the best checkpoint (rows since issue 41)
+        "latent_diagnostics": json.loads(Path(args.diagnostics).read_text())
+        if args.diagnostics
+        else None,
         "codes_in_use": last.get("codes_in_use", last.get("code_usage")),  # older logs
         "code_perplexity": last.get("code_perplexity"),
         "train_wall_s": train_wall(log_text),
@@ -170,13 +174,35 @@ def _average_gain(group: list[dict]) -> str:
     )
 
 
+def _diagnostic(group: list[dict], *keys: str) -> str:
+    """Mean ± half-range over seeds of ``row["latent_diagnostics"][keys...]``; '-' without."""
+    values = []
+    for row in group:
+        value = row.get("latent_diagnostics")
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        values.append(value)
+    return _mean_spread(values)
+
+
+def _positions(group: list[dict], kind: str) -> str:
+    """'all (first / middle / last)' accuracy of the predictor, mean over seeds."""
+    if not any(r.get("latent_diagnostics") for r in group):
+        return "-"
+    parts = [
+        _diagnostic(group, kind, p).split(" ")[0]
+        for p in ("all", "first", "middle", "last")
+    ]
+    return f"{parts[0]} ({' / '.join(parts[1:])})"
+
+
 def render_table(rows: list[dict]) -> str:
     groups = defaultdict(list)
     for row in rows:
         groups[(row["max_update"], row["variant"])].append(row)
     lines = [
-        "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | codes in use | train wall (min) | last-fifth gain | checkpoint average: valid / test gain | flags |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| budget | variant | data | seeds | valid BLEU (best) | test BLEU | length ratio | oracle BLEU | latent acc | teacher-forced acc: all (first / middle / last) | free-running acc: all (first / middle / last) | training targets = eval codes | codes in use | train wall (min) | last-fifth gain | checkpoint average: valid / test gain | flags |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for (budget, variant), group in sorted(
         groups.items(),
@@ -194,6 +220,9 @@ def render_table(rows: list[dict]) -> str:
             f"| {_mean_spread([r['test_length_ratio'] for r in group])} "
             f"| {_mean_spread([r['oracle_test_bleu'] for r in group])} "
             f"| {_mean_spread([r['latent_acc'] for r in group])} "
+            f"| {_positions(group, 'teacher_forced')} "
+            f"| {_positions(group, 'free_running')} "
+            f"| {_diagnostic(group, 'training_targets', 'inputs_equal_eval')} "
             f"| {_mean_spread([r['codes_in_use'] for r in group])} "
             f"| {_mean_spread(walls)} "
             f"| {_mean_spread([last_fifth_gain(r.get('valid_bleu_curve')) for r in group])} "
@@ -481,6 +510,10 @@ def main(argv=None) -> int:
         "--benchmark-valid", help="validation benchmark of the best and the average"
     )
     row.add_argument("--max-update", type=int, required=True)
+    row.add_argument(
+        "--diagnostics",
+        help="scripts/latent_diagnostics.py's JSON of the best checkpoint",
+    )
     table = sub.add_parser("table", help="rows/*.json -> the table in README.md")
     table.add_argument("ablations", type=Path)
     curves = sub.add_parser("curves", help="validation BLEU against updates -> PNG")

@@ -387,6 +387,56 @@ def test_row_records_the_average_beside_the_best_checkpoint(tmp_path):
         ablations.main(common + ["--average-epochs", "5", "--out", str(out)])
 
 
+def test_row_and_table_carry_the_latent_diagnostics(tmp_path):
+    log = _log(
+        [
+            (START, {"stamp": "2026-12-02 10:00:00"}),
+            (
+                VALID,
+                dict(
+                    stamp="2026-12-02 10:10:00",
+                    epoch=1,
+                    acc=0.1,
+                    codes=9,
+                    bleu=2.0,
+                    updates=140,
+                ),
+            ),
+        ]
+    )
+    (tmp_path / "train.log").write_text(log)
+    (tmp_path / "test.json").write_text(
+        json.dumps(
+            {"benchmark": {"hardware": "cpu"}, "models": [{"name": "v", "bleu": 20.0}]}
+        )
+    )
+    diagnostics = {
+        "teacher_forced": {"all": 0.5, "first": 0.6, "middle": 0.5, "last": 0.4},
+        "free_running": {"all": 0.3, "first": 0.6, "middle": 0.2, "last": 0.1},
+        "training_targets": {"inputs_equal_eval": 0.85},
+    }
+    (tmp_path / "diag.json").write_text(json.dumps(diagnostics))
+    out = tmp_path / "row.json"
+    common = ["row", "--variant", "v", "--data", "distill", "--seed", "1"]
+    common += ["--max-update", "140", "--train-dir", str(tmp_path)]
+    common += ["--benchmark", str(tmp_path / "test.json"), "--out", str(out)]
+    ablations.main(common + ["--diagnostics", str(tmp_path / "diag.json")])
+    row = json.loads(out.read_text())
+    assert row["latent_diagnostics"] == diagnostics
+    header, _, cells = ablations.render_table([row]).splitlines()
+    cells = dict(zip(header.split(" | "), cells.split(" | ")))
+    forced = "teacher-forced acc: all (first / middle / last)"
+    assert cells[forced] == "0.50 (0.60 / 0.50 / 0.40)"
+    assert cells["free-running acc: all (first / middle / last)"] == (
+        "0.30 (0.60 / 0.20 / 0.10)"
+    )
+    assert cells["training targets = eval codes"] == "0.85"
+    ablations.main(common)  # a row without diagnostics (older rows) shows none
+    row = json.loads(out.read_text())
+    header, _, cells = ablations.render_table([row]).splitlines()
+    assert dict(zip(header.split(" | "), cells.split(" | ")))[forced] == "-"
+
+
 def _shorter_run(tmp_path, variant, seed, budget, extra=(), without=()):
     """A finished run of BUDGET updates: the command ablate.sh ran, %q-quoted as it writes it,
     with the flags (and values) in ``without`` left out."""
@@ -985,3 +1035,17 @@ def test_scaling_of_a_folder_without_a_log_or_latent_fields(tmp_path):
         ablations.scaling_table([point]).splitlines()[2]
         == "| 50% | 140 | 3.00 (140) |  /  |  |  |"
     )
+
+
+def test_every_row_measures_the_latent_diagnostics_of_its_best_checkpoint(tmp_path):
+    result = _ablate("lp_combo", "3", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="7")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    save = f"{tmp_path}/ablations/u7/lp_combo/seed3"
+    diagnostics = next(line for line in lines if "latent_diagnostics.py" in line)
+    assert f"{save}/checkpoint_best.pt" in diagnostics
+    assert f"--json {save}/latent_diagnostics.json" in diagnostics
+    row = next(line for line in lines if "ablations.py row" in line)
+    assert f"--diagnostics {save}/latent_diagnostics.json" in row
+    train = next(line for line in lines if "fairseq-train" in line)
+    assert "--latent-clean-targets --latent-length-condition" in train

@@ -272,8 +272,11 @@ for seed in "${SEEDS[@]}"; do
     --model "$ID=translation_vqvae:$save/checkpoint_best.pt" \
     --model "$ID, oracle latents=translation_vqvae:$save/checkpoint_best.pt:gen_oracle_latents=True" \
     "${average[@]}" --json "$save/benchmark.json"
+  # the latent predictor's diagnostic columns: accuracy by position, free-running, its targets
+  run "$PY" "$ROOT/scripts/latent_diagnostics.py" "$save/checkpoint_best.pt" "$databin" \
+    --threads "$BENCH_THREADS" --json "$save/latent_diagnostics.json" > /dev/null
   run "$PY" "$ROOT/scripts/ablations.py" row --variant "$ID" --data "$DATA_KIND" --description "$DESCRIPTION" \
     --flags "$FLAGS" --seed "$seed" --max-update "$MAX_UPDATE" --train-dir "$save" \
-    --benchmark "$save/benchmark.json" "${average_row[@]}" --out "$row"
+    --benchmark "$save/benchmark.json" "${average_row[@]}" --diagnostics "$save/latent_diagnostics.json" --out "$row"
 done
 [[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$ABL"
