@@ -234,8 +234,9 @@ def main(argv=None) -> int:
     if not Path(args.checkpoint).is_file():
         parser.error(f"no checkpoint at {args.checkpoint}")
     torch.set_num_threads(args.threads)
-    import fairseq_vqvae
     from fairseq import checkpoint_utils
+
+    import fairseq_vqvae
 
     fairseq_vqvae.register()
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(

@@ -116,10 +116,9 @@ def test_free_running_accuracy_is_the_generators_greedy_search(
 def test_the_command_line_reads_a_fairseq_checkpoint(build_vqvae, tmp_path, capsys):
     import json
 
+    import latent_diagnostics
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from omegaconf import OmegaConf
-
-    import latent_diagnostics
 
     built = build_vqvae("--latent-clean-targets")
     path = tmp_path / "checkpoint_best.pt"
