@@ -22,7 +22,10 @@ Models (repeat ``--model``; a row name may be repeated for several seeds)::
 
 TASK is the fairseq task the checkpoint was trained with: ``translation`` (autoregressive;
 default ``beam=4``), ``translation_lev`` (fairseq NAT; default ``iter_decode_max_iter=0``: one
-parallel pass) or ``translation_vqvae`` (this plugin). KEY=VALUE pairs are generation options
+parallel pass) or ``translation_vqvae`` (this plugin); or ``ctranslate2``: a ``translation``
+checkpoint converted once to CTranslate2 (``CHECKPOINT.ct2/`` beside it) and decoded by its C++
+engine, with ``compute_type=int8|float32|...`` and ``beam=N`` (default int8, beam 4; see
+``bench/ct2.py``). KEY=VALUE pairs are generation options
 (``beam=1``, ``lenpen=0.6``, ``iter_decode_with_beam=3``, ...), task/model overrides
 (``gen_latent_beam=4``), ``data=DIR`` (this model's data-bin; default ``--data``), or
 ``teacher=CHECKPOINT`` (an autoregressive model loaded beside it, for ``gen_rescore=teacher``).
@@ -53,6 +56,7 @@ import time
 import warnings
 from pathlib import Path
 
+from bench.ct2 import CT2_TASK, evaluate_ctranslate2
 from bench.measure import evaluate, git_commit, hardware, log
 from bench.report import aggregate, markdown, merge_earlier, plot
 from bench.specs import (
@@ -293,9 +297,9 @@ def _run(args, specs, meta, parser) -> int:
     if hasattr(plugin, "register"):  # imported before fairseq: nothing registered yet
         plugin.register()
     for spec in specs:
-        if spec["task"] not in tasks.TASK_REGISTRY:
+        if spec["task"] not in tasks.TASK_REGISTRY and spec["task"] != CT2_TASK:
             parser.error(
-                f"--model {spec['name']!r}: unknown task {spec['task']!r} (e.g. translation, translation_lev, translation_vqvae)"
+                f"--model {spec['name']!r}: unknown task {spec['task']!r} (e.g. translation, translation_lev, translation_vqvae, or {CT2_TASK} for a translation checkpoint decoded by CTranslate2)"
             )
     device = (
         "cuda"
@@ -317,7 +321,8 @@ def _run(args, specs, meta, parser) -> int:
     records = []
     for spec in specs:
         try:
-            records.append(evaluate(spec, args, context))
+            measure = evaluate_ctranslate2 if spec["task"] == CT2_TASK else evaluate
+            records.append(measure(spec, args, context))
             if meta:
                 records[-1]["meta"] = meta
         except Exception as err:  # noqa: BLE001  (one broken model must not lose the others' results)

@@ -255,6 +255,21 @@ def translate(
     return texts, seconds, sizes
 
 
+def save_hypotheses(args, spec: dict, record: dict, hyps_detok: list) -> None:
+    """With --save-hyps: the detokenized hypotheses in NAME__CHECKPOINT-FOLDER.detok.txt."""
+    if not args.save_hyps:
+        return
+    args.save_hyps.mkdir(parents=True, exist_ok=True)
+    stem = "".join(
+        c if c.isalnum() or c in "-_." else "_"
+        for c in f"{spec['name']}__{Path(spec['checkpoint']).parent.name}"
+    )
+    (args.save_hyps / f"{stem}.detok.txt").write_text(
+        "\n".join(hyps_detok) + "\n", encoding="utf-8"
+    )
+    record["hypotheses"] = str(args.save_hyps / f"{stem}.detok.txt")
+
+
 class _Labelled:
     """Runs a module's ``forward`` under a torch.profiler label until ``remove()``. Wraps the
     method, not hooks: fairseq's search calls ``decoder.forward`` directly, past the hooks."""
@@ -491,16 +506,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     ]
     record.update(bleu_scores(hyps_detok, hyps_tok, refs))
     record["sentences_translated"] = len(texts)
-    if args.save_hyps:
-        args.save_hyps.mkdir(parents=True, exist_ok=True)
-        stem = "".join(
-            c if c.isalnum() or c in "-_." else "_"
-            for c in f"{spec['name']}__{checkpoint.parent.name}"
-        )
-        (args.save_hyps / f"{stem}.detok.txt").write_text(
-            "\n".join(hyps_detok) + "\n", encoding="utf-8"
-        )
-        record["hypotheses"] = str(args.save_hyps / f"{stem}.detok.txt")
+    save_hypotheses(args, spec, record, hyps_detok)
 
     if args.profile_sentences > 0:
         batch = (
