@@ -214,6 +214,12 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "tell the latent predictor the target length (the reference's in training, the length classifier's at inference): at every step its input adds embeddings of the latents still to come and of how many tokens the last latent holds; needs --latent-length predict"
         },
     )
+    latent_tied_codes: bool = field(
+        default=False,
+        metadata={
+            "help": "give the latent predictor the codebook's geometry: its inputs are the code vectors (projected), its logits minus the squared distances of a predicted vector to every code (times a learned scale, plus a per-code bias), so that a near miss is a near code; no gradient into the codes; default: free input and output tables (the paper)"
+        },
+    )
     latent_encoder_grad: float = field(
         default=1.0,
         metadata={

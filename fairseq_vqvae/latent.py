@@ -140,6 +140,8 @@ class LatentPredictor(nn.Module):
         length_ratio: 2^n_c tokens per latent, to condition every step on the target length
             T (``--latent-length-condition``): the latents still to come after this one and
             the number of tokens (EOS included) in the last latent's window; 0 = off.
+        code_dim: with ``tie`` (``--latent-tied-codes``), the dimension of one slice's code
+            vectors, which then give the inputs and the logits; 0 = free tables.
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class LatentPredictor(nn.Module):
         codebook_size: int,
         max_latents: int,
         length_ratio: int = 0,
+        code_dim: int = 0,
     ):
         super().__init__()
         dim = cfg.decoder.embed_dim
@@ -170,9 +173,43 @@ class LatentPredictor(nn.Module):
             TransformerDecoderLayerBase(cfg) for _ in range(num_layers)
         )
         self.final_norm = LayerNorm(dim) if cfg.decoder.normalize_before else None
-        self.output = nn.Linear(dim, num_slices * codebook_size)
+        self.code_dim, self._codebook = code_dim, None
+        if code_dim:  # the codebook's geometry: code vectors in, distances out
+            self.embed_vectors = nn.Linear(code_dim, dim, bias=False)
+            self.output = nn.Linear(dim, num_slices * code_dim)
+            self.code_bias = nn.Parameter(torch.zeros(num_slices, codebook_size))
+            self.log_scale = nn.Parameter(torch.zeros(()))
+        else:
+            self.output = nn.Linear(dim, num_slices * codebook_size)
         self.dropout = nn.Dropout(cfg.dropout)
         self.scale = dim**0.5
+
+    def tie(self, codebook) -> None:
+        """Read the code vectors of ``codebook`` (a ``Codebook``; not a submodule, so not
+        saved twice) as inputs and for the logits, without gradient into them."""
+        if not self.code_dim:
+            raise ValueError("a predictor with free tables (code_dim 0) cannot be tied")
+        object.__setattr__(self, "_codebook", codebook)
+
+    def _vectors(self) -> torch.Tensor:
+        if self._codebook is None:
+            raise ValueError(
+                "this latent predictor reads the codebook (--latent-tied-codes): tie() it"
+            )
+        return self._codebook.weight.detach()  # (S, K, D)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., C) -> code logits (..., S, K): a free output table, or (tied)
+        minus the squared distance per dimension of a predicted vector to every code, times
+        a learned scale, plus a learned per-code bias. A near miss is then a near code."""
+        out = self.output(h)
+        if not self.code_dim:
+            return out.reshape(*out.shape[:-1], self.num_slices, self.codebook_size)
+        query = out.reshape(*out.shape[:-1], self.num_slices, self.code_dim).float()
+        codes = self._vectors().float()
+        closeness = 2 * torch.einsum("...sd,skd->...sk", query, codes)
+        closeness = (closeness - codes.pow(2).sum(-1)) / self.code_dim
+        return (closeness * self.log_scale.exp() + self.code_bias).to(out.dtype)
 
     def embed(self, codes: torch.Tensor, offset: int = 0, lengths=None) -> torch.Tensor:
         """Decoder inputs for ``codes`` (B, N, S) -> (B, N, C).
@@ -187,18 +224,33 @@ class LatentPredictor(nn.Module):
         )
         ids = (codes + slice_offsets).clamp_min(0)  # (B, N, S) rows of embed_codes
         if offset > 0:
-            x = self.embed_codes(ids[:, -1:]).sum(2)  # (B, 1, C)
+            x = self._code_inputs(codes[:, -1:], ids[:, -1:])  # (B, 1, C)
         else:
             start = codes.new_full(
                 (codes.shape[0], 1), self.num_slices * self.codebook_size
             )
             x = torch.cat(
-                [self.embed_codes(start), self.embed_codes(ids[:, :-1]).sum(2)], dim=1
+                [
+                    self.embed_codes(start),
+                    self._code_inputs(codes[:, :-1], ids[:, :-1]),
+                ],
+                dim=1,
             )
         x = x * self.scale + self.positions[offset : offset + x.shape[1]].to(x.dtype)
         if self.length_ratio:
             x = x + self.length_embedding(lengths, offset, x.shape[1]).to(x.dtype)
         return self.dropout(x)
+
+    def _code_inputs(self, codes, ids) -> torch.Tensor:
+        """(B, N, S) codes -> (B, N, C) inputs, summed over slices: rows of the free table,
+        or (tied) the projected code vectors, on the table's scale."""
+        if not self.code_dim:
+            return self.embed_codes(ids).sum(2)
+        vectors = self._vectors()  # (S, K, D)
+        slices = torch.arange(self.num_slices, device=codes.device)
+        picked = vectors[slices, codes.clamp_min(0)]  # (B, N, S, D)
+        weight = self.embed_vectors.weight
+        return self.embed_vectors(picked.to(weight.dtype)).sum(2) / self.scale
 
     def length_embedding(self, lengths, offset: int, steps: int) -> torch.Tensor:
         """(B, steps, C): what a length-conditioned predictor adds at latent positions
@@ -241,8 +293,7 @@ class LatentPredictor(nn.Module):
             )
         if self.final_norm is not None:
             h = self.final_norm(h)
-        logits = self.output(h.transpose(0, 1))  # (B, N, S*K)
-        return logits.reshape(*logits.shape[:2], self.num_slices, self.codebook_size)
+        return self.logits(h.transpose(0, 1))  # (B, N, S, K)
 
     def check_search(self, beam_size: int):
         """Refuse a latent beam this predictor cannot search."""
@@ -442,8 +493,7 @@ class CachedSteps:
                 x = layer.final_layer_norm(x)
         if predictor.final_norm is not None:
             x = predictor.final_norm(x)
-        logits = predictor.output(x)  # (B, 1, S*K)
-        return logits.view(*logits.shape[:2], predictor.num_slices, -1)
+        return predictor.logits(x)  # (B, 1, S, K)
 
     def reorder(self, order: torch.Tensor):
         # The source rows need no reordering: beams only move within their sentence's rows.

@@ -75,6 +75,8 @@ class VQVAENATModel(BaseFairseqModel):
         )
         self.decoder_norm = None if cfg.post_norm else LayerNorm(dim)
         self.latent_predictor = build_latent_predictor(cfg)
+        if cfg.latent_tied_codes:
+            self.latent_predictor.tie(self.bottleneck.codebook)
         self.length_head = (
             LengthClassifier(dim) if cfg.latent_length == "predict" else None
         )
@@ -458,6 +460,9 @@ def build_latent_predictor(cfg: VQVAENATConfig) -> LatentPredictor:
         cfg.codebook_size,
         max_latents(cfg),
         length_ratio=2**cfg.compress_steps if cfg.latent_length_condition else 0,
+        code_dim=(cfg.code_dim or cfg.encoder_embed_dim) // cfg.num_slices
+        if cfg.latent_tied_codes
+        else 0,
     )
 
 

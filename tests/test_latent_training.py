@@ -246,3 +246,81 @@ def test_latent_label_smoothing_reaches_the_latent_loss(
 def test_the_latent_options_are_range_checked(build_vqvae, flags, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build_vqvae(*flags)
+
+
+def test_tied_codes_are_off_by_default_and_rank_near_codes_above_far_ones(build_vqvae):
+    plain = build_vqvae().model.latent_predictor
+    assert plain.code_dim == 0 and plain.output.out_features == plain.codebook_size
+    assert not hasattr(plain, "embed_vectors")
+    model = build_vqvae("--latent-tied-codes", "--bottleneck", "vqvae").model.eval()
+    lp = model.latent_predictor
+    assert lp.code_dim == 16 and lp._codebook is model.bottleneck.codebook
+    codes = model.bottleneck.codebook.weight.detach()[0]  # (K, D)
+    with torch.no_grad():  # a predictor whose predicted vector is its input
+        lp.output.weight.copy_(torch.eye(16))
+        lp.output.bias.zero_()
+    for j in range(codes.shape[0]):
+        logits = lp.logits(codes[j][None])[0, 0]  # (K,)
+        distance = (codes - codes[j]).pow(2).sum(-1)
+        assert int(logits.argmax()) == j
+        # every code's logit falls as its distance to the predicted vector grows
+        order = distance.argsort()
+        assert bool((logits[order][1:] <= logits[order][:-1] + 1e-5).all())
+
+
+def test_tied_codes_give_the_predictor_no_gradient_into_the_codebook(
+    build_vqvae, make_sample
+):
+    built = build_vqvae("--latent-tied-codes", "--bottleneck", "vqvae")
+    model = built.model.train()
+    sample = make_sample(built.task, "train", range(8))
+    terms, _ = _forward(model, sample)
+    latent = terms["latent"]
+    loss, _ = built.criterion.term_loss(latent)
+    model.zero_grad()
+    loss.backward()
+    assert model.bottleneck.codebook.weight.grad is None or not bool(
+        model.bottleneck.codebook.weight.grad.abs().gt(0).any()
+    )
+    lp = model.latent_predictor
+    for param in (lp.embed_vectors.weight, lp.output.weight, lp.code_bias):
+        assert param.grad is not None and bool(param.grad.abs().gt(0).any())
+    # The inputs follow the codebook: moving the codes moves the teacher-forced logits.
+    before = lp(lp.embed(latent["codes"]), _encoder(model, sample)).detach()
+    with torch.no_grad():
+        model.bottleneck.codebook.weight.mul_(2)
+    after = lp(lp.embed(latent["codes"]), _encoder(model, sample)).detach()
+    assert not torch.allclose(before, after)
+
+
+def _encoder(model, sample):
+    net = sample["net_input"]
+    return model.encoder(net["src_tokens"], src_lengths=net["src_lengths"])
+
+
+@pytest.mark.parametrize(
+    "flags", [("--latent-tied-codes",), ("--latent-length-condition",)]
+)
+def test_cached_steps_match_fairseqs_steps_with_the_new_predictor_inputs(
+    build_vqvae, make_sample, flags
+):
+    from fairseq_vqvae.latent import CachedSteps, FairseqSteps
+
+    built = build_vqvae(*flags)
+    model = built.model.eval()
+    lp = model.latent_predictor
+    sample = make_sample(built.task, "test", range(3))
+    lengths = torch.tensor([5, 9, 13])
+    with torch.no_grad():
+        encoder_out = _encoder(model, sample)
+        cached, plain = CachedSteps(lp, encoder_out), FairseqSteps(lp, encoder_out)
+        codes = torch.zeros(3, 1, lp.num_slices, dtype=torch.long)
+        for step in range(4):
+            x = lp.embed(codes, offset=step, lengths=lengths)
+            expected = plain(x)
+            torch.testing.assert_close(cached(x), expected, atol=1e-5, rtol=1e-5)
+            codes = torch.cat([codes, expected.argmax(-1)], dim=1)
+        # The whole search, greedy, equals the teacher-forced argmax of its own codes.
+        greedy, _ = lp.search(encoder_out, torch.tensor([4, 4, 4]), lengths=lengths)
+        forced = lp(lp.embed(greedy[:, 0], lengths=lengths), encoder_out).argmax(-1)
+        assert torch.equal(forced, greedy[:, 0])
