@@ -27,7 +27,9 @@ setup(
         "fairseq": ["hydra-core==1.3.2", "omegaconf==2.3.0"],
         "data": ["sacremoses", "subword-nmt"],
         "plots": ["matplotlib"],
-        "benchmark": ["ctranslate2==4.8.5"],  # the CTranslate2 rows of scripts/benchmark.py
+        "benchmark": [
+            "ctranslate2==4.8.5"
+        ],  # the CTranslate2 rows of scripts/benchmark.py
         "test": ["pytest>=7"],
     },
     license="MIT",
