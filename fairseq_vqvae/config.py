@@ -178,6 +178,12 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "EM variants: restart codes used less than this many times per update (bias-corrected EMA) from current latents; 0 = off (paper)"
         },
     )
+    restart_grace_updates: int = field(
+        default=0,
+        metadata={
+            "help": "EM variants with --dead-code-threshold: updates after its restart in which a code is not restarted again (beyond the paper): a restarted code starts at the threshold and, unless used at once, falls below it at the next M-step; 0 = no grace period (every code below the threshold is drawn again at every update)"
+        },
+    )
     codebook_init: CodebookInitChoice = field(
         default="uniform",
         metadata={
@@ -303,6 +309,7 @@ RANGES = {
     "commitment_weight": (0.0, None, False),
     "num_samples": (1, None, False),
     "dead_code_threshold": (0.0, None, False),
+    "restart_grace_updates": (0, None, False),
     "bottleneck_warmup_updates": (0, None, False),
     "latent_loss_start_update": (0, None, False),
     "latent_loss_factor": (0.0, None, False),

@@ -510,6 +510,7 @@ def _bottleneck_config(cfg: VQVAENATConfig) -> BottleneckConfig:
         num_samples=cfg.num_samples,
         temperature=cfg.soft_em_temperature,
         dead_code_threshold=cfg.dead_code_threshold,
+        restart_grace=cfg.restart_grace_updates,
         codebook_init=str(cfg.codebook_init),
     )
 

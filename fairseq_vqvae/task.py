@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
+from fairseq import metrics
 from fairseq.criterions import CRITERION_REGISTRY
 from fairseq.dataclass import ChoiceEnum
 from fairseq.models import MODEL_REGISTRY
@@ -259,6 +260,10 @@ class TranslationVQVAENATTask(TranslationTask):
             bottleneck.update_(
                 process_group=group
             )  # a collective: every worker calls it
+            codebook = bottleneck.codebook
+            if codebook.ema and codebook.dead_code_threshold > 0:
+                # codes the M-step restarted (churn the latent predictor must follow)
+                metrics.log_scalar("code_restarts", codebook.restarts, 1, round=1)
         # After the 100th, 200th, ... M-step (update_num counts the updates before this one).
         # NB: not after the first: with the uniform start (tensor2tensor's EMA state, sums =
         # codes, counts = 0) the first M-step sends codes that soft EM gave a sliver of mass to

@@ -372,6 +372,42 @@ def test_dead_codes_are_restarted_from_batch_vectors():
     assert len(set(restarted(x).codes.flatten().tolist())) > 2
 
 
+@pytest.mark.parametrize(
+    "grace, expected", [(0, [4, 4, 4, 4, 4]), (3, [4, 0, 0, 4, 0])]
+)
+def test_a_restarted_code_is_not_restarted_again_within_its_grace_period(
+    grace, expected
+):
+    """Restart candidates far from the batch: restarted codes stay unused and fall below the
+    threshold at the next M-step."""
+    vq, centres = _dead_code_setup(threshold=0.5)
+    vq.codebook.restart_grace = grace
+    x = centres[torch.arange(20) % 2] + 0.1 * torch.randn(20, CODE_DIM)
+    far = 50.0 + torch.randn(20, 1, CODE_DIM)
+    restarts = []
+    for _ in expected:
+        out = vq(x)
+        assert set(out.codes.flatten().tolist()) <= {0, 1}  # restarted codes unused
+        stats = out.em_stats
+        vq.codebook.accumulate_(stats.counts, stats.sums, far)
+        vq.update_()
+        restarts.append(vq.codebook.restarts)
+    assert restarts == expected
+    last = max(i for i, n in enumerate(expected) if n)
+    assert vq.codebook.restarted_at[0, 2:].tolist() == [last] * 4
+    assert vq.codebook.restarted_at[0, :2].tolist() == [-1, -1]  # never restarted
+
+
+def test_a_checkpoint_from_before_grace_periods_loads_with_no_code_restarted():
+    vq, _ = _dead_code_setup(threshold=0.5)
+    state = vq.state_dict()
+    del state["codebook.restarted_at"]
+    fresh, _ = _dead_code_setup(threshold=0.5)
+    fresh.codebook.restarted_at.fill_(5)
+    fresh.load_state_dict(state)
+    assert bool((fresh.codebook.restarted_at == -1).all())
+
+
 def test_restart_leaves_codebook_alone_when_no_code_is_dead():
     restarted = make_vq("hard_em", decay=0.9, dead_code_threshold=0.5)
     plain = copy.deepcopy(restarted)

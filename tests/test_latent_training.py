@@ -324,3 +324,38 @@ def test_cached_steps_match_fairseqs_steps_with_the_new_predictor_inputs(
         greedy, _ = lp.search(encoder_out, torch.tensor([4, 4, 4]), lengths=lengths)
         forced = lp(lp.embed(greedy[:, 0], lengths=lengths), encoder_out).argmax(-1)
         assert torch.equal(forced, greedy[:, 0])
+
+
+def test_the_restart_grace_option_reaches_the_codebook_and_restarts_are_logged(
+    build_vqvae, make_sample
+):
+    from fairseq import optim
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.logging import metrics
+
+    assert (
+        build_vqvae("--bottleneck", "hard_em").model.bottleneck.codebook.restart_grace
+        == 0
+    )
+    built = build_vqvae(
+        "--bottleneck",
+        "hard_em",
+        "--dead-code-threshold",
+        "1",
+        "--restart-grace-updates",
+        "7",
+    )
+    model = built.model.train()
+    assert model.bottleneck.codebook.restart_grace == 7
+    cfg = convert_namespace_to_omegaconf(built.args)
+    optimizer = optim.build_optimizer(
+        cfg.optimizer, [p for p in model.parameters() if p.requires_grad]
+    )
+    sample = make_sample(built.task, "train", range(8))
+    with metrics.aggregate(new_root=True) as agg:
+        built.task.train_step(sample, model, built.criterion, optimizer, 0)
+        built.task.optimizer_step(optimizer, model, 0)
+    restarted = model.bottleneck.codebook.restarts
+    assert restarted > 0 and agg.get_smoothed_values()["code_restarts"] == restarted
+    with pytest.raises(ValueError, match="--restart-grace-updates must be >= 0"):
+        build_vqvae("--restart-grace-updates", "-1")

@@ -54,6 +54,9 @@ class Codebook(nn.Module):
         epsilon: Laplace smoothing epsilon > 0.
         dead_code_threshold: restart codes whose bias-corrected EMA count (about: uses per
             update) falls below this, from vectors of the current update (0 = never).
+        restart_grace: M-steps after its restart in which a code is not restarted again
+            (0 = none: a restarted code starts at the threshold and, unless used at once,
+            falls below it and is drawn again at the next M-step).
         init: one of ``INITS``. With ``"data"`` the first :meth:`update_` replaces the codes
             (and their EMA state, as if every code had been used equally) by vectors of that
             update instead of applying an M-step; the ``initialized`` buffer, saved in
@@ -70,6 +73,7 @@ class Codebook(nn.Module):
         epsilon: float = 1e-5,
         dead_code_threshold: float = 0.0,
         init: str = "uniform",
+        restart_grace: int = 0,
     ):
         super().__init__()
         if init not in INITS:
@@ -86,7 +90,11 @@ class Codebook(nn.Module):
             code_dim,
         )
         self.ema, self.decay, self.epsilon = ema, decay, epsilon
-        self.dead_code_threshold = dead_code_threshold
+        self.dead_code_threshold, self.restart_grace = (
+            dead_code_threshold,
+            restart_grace,
+        )
+        self.restarts = 0  # codes restarted by the last M-step (logged by the task)
         # tensor2tensor's uniform_unit_scaling init: U(+-sqrt(3 / K)).
         bound = (3.0 / codebook_size) ** 0.5
         init_codes = torch.empty(num_slices, codebook_size, code_dim).uniform_(
@@ -123,6 +131,12 @@ class Codebook(nn.Module):
         )
         # M-steps applied so far; saved, so restarts and usage debiasing survive a resume.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # The M-step at which each code was last restarted (-1: never); saved, so a resumed
+        # run keeps the grace periods.
+        self.register_buffer(
+            "restarted_at",
+            torch.full((num_slices, codebook_size), -1, dtype=torch.long),
+        )
 
     def _apply(self, fn, recurse=True):
         # Keep EM state in fp32 through .half()/.to(bfloat16); still follow device moves.
@@ -140,6 +154,10 @@ class Codebook(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints from before --codebook-init hold trained codes: initialized.
         state_dict.setdefault(prefix + "initialized", torch.tensor(True))
+        if self.ema:  # from before --restart-grace-updates: no code restarted yet
+            state_dict.setdefault(
+                prefix + "restarted_at", torch.full_like(self.restarted_at, -1)
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -307,13 +325,17 @@ class Codebook(nn.Module):
         # Compare bias-corrected counts: the EMA starts at 0, so for the first ~1/(1-decay)
         # updates raw counts are tiny and every code would look dead.
         correction = 1.0 - self.decay ** (int(self.num_updates) + 1)
+        self.restarts = 0
         for s in range(self.num_slices):
-            dead = (
-                self.ema_counts[s] < self.dead_code_threshold * correction
-            ).nonzero()
-            dead = dead.squeeze(-1)
+            dead = self.ema_counts[s] < self.dead_code_threshold * correction
+            if self.restart_grace > 0:
+                since = self.num_updates - self.restarted_at[s]
+                dead &= (self.restarted_at[s] < 0) | (since >= self.restart_grace)
+            dead = dead.nonzero().squeeze(-1)
             if dead.numel() == 0:
                 continue
+            self.restarts += dead.numel()
+            self.restarted_at[s, dead] = self.num_updates
             pick = torch.randint(
                 candidates.shape[0], (dead.numel(),), generator=generator
             )

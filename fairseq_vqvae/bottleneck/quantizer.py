@@ -48,6 +48,9 @@ class BottleneckConfig:
     )
     temperature: float = 1.0  # soft_em sampling temperature; paper: 1 (no temperature)
     dead_code_threshold: float = 0.0  # restart codes with EMA count below this; 0 = off
+    restart_grace: int = (
+        0  # M-steps after a restart before a code may be restarted again
+    )
     codebook_init: str = "uniform"  # one of codebook.INITS; uniform = the paper's code
 
     def __post_init__(self):
@@ -69,6 +72,8 @@ class BottleneckConfig:
             )
         if self.dead_code_threshold < 0:
             raise ValueError("dead_code_threshold must be >= 0 (0 disables restarts)")
+        if self.restart_grace < 0:
+            raise ValueError("restart_grace must be >= 0 (0: no grace period)")
         if self.codebook_init not in INITS:
             raise ValueError(
                 f"codebook_init must be one of {', '.join(INITS)}, got {self.codebook_init!r}"
@@ -144,6 +149,7 @@ class VQBottleneck(nn.Module):
             epsilon=config.epsilon,
             dead_code_threshold=config.dead_code_threshold,
             init=config.codebook_init,
+            restart_grace=config.restart_grace,
         )
 
     def forward(
