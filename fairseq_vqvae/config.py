@@ -226,6 +226,12 @@ class VQVAENATConfig(FairseqDataclass):
             "help": "give the latent predictor the codebook's geometry: its inputs are the code vectors (projected), its logits minus the squared distances of a predicted vector to every code (times a learned scale, plus a per-code bias), so that a near miss is a near code; no gradient into the codes; default: free input and output tables (the paper)"
         },
     )
+    latent_self_inputs: float = field(
+        default=0.0,
+        metadata={
+            "help": "scheduled sampling for the latent predictor in [0, 1] (beyond the paper): in training each latent's input code is, with this probability, the predictor's own best code from a first teacher-forced pass without gradient, as at inference it reads its own mistakes; 0 = teacher forcing (the paper)"
+        },
+    )
     latent_encoder_grad: float = field(
         default=1.0,
         metadata={
@@ -320,6 +326,7 @@ RANGES = {
     "prior_commitment_weight": (0.0, None, False),
     "latent_predictor_dropout": (0.0, 1.0, False),
     "latent_encoder_grad": (0.0, 1.0, True),
+    "latent_self_inputs": (0.0, 1.0, True),
     "latent_label_smoothing": (0.0, 1.0, False),
 }
 UNSET_ALLOWED = ("latent_predictor_dropout",)  # None: falls back to another option

@@ -182,11 +182,14 @@ class VQVAENATModel(BaseFairseqModel):
             vq, target, latent_padding, encoder_out
         )
         lp = self.latent_predictor
+        lengths = token_lengths(tgt_tokens, self.pad)
+        predictor_source = scaled_gradient(encoder_out, self.cfg.latent_encoder_grad)
         with torch.no_grad() if self.cfg.token_decoder_only else nullcontext():
+            inputs = self._predictor_inputs(
+                codes, lengths, predictor_source, latent_padding
+            )
             latent_logits = lp(
-                lp.embed(codes, lengths=token_lengths(tgt_tokens, self.pad)),
-                scaled_gradient(encoder_out, self.cfg.latent_encoder_grad),
-                latent_padding,
+                lp.embed(inputs, lengths=lengths), predictor_source, latent_padding
             )  # (B, N, S, K)
         self._em_stats = vq.em_stats
         terms = {}
@@ -232,6 +235,22 @@ class VQVAENATModel(BaseFairseqModel):
             "latent_padding": latent_padding,
         }
         return terms, extra
+
+    def _predictor_inputs(self, codes, lengths, encoder_out, latent_padding):
+        """The codes the predictor reads in training (B, N, S): the targets' own (teacher
+        forcing), or with --latent-self-inputs P each latent, with probability P, its own
+        best code from a first teacher-forced pass without gradient (two-pass scheduled
+        sampling), so that it learns to go on from a prefix with its own mistakes."""
+        ratio = self.cfg.latent_self_inputs
+        lp = self.latent_predictor
+        if not (ratio > 0 and self.training and lp.training):
+            return codes
+        with torch.no_grad():
+            first = lp(lp.embed(codes, lengths=lengths), encoder_out, latent_padding)
+            own = first.argmax(-1)  # (B, N, S)
+        replace = torch.rand(codes.shape[:2], device=codes.device) < ratio
+        replace &= ~latent_padding
+        return torch.where(replace.unsqueeze(-1), own, codes)
 
     def predictor_targets(self, vq, target, latent_padding, encoder_out):
         """The latent predictor's input codes (B, N, S) and targets (B, N, S, K): the

@@ -359,3 +359,46 @@ def test_the_restart_grace_option_reaches_the_codebook_and_restarts_are_logged(
     assert restarted > 0 and agg.get_smoothed_values()["code_restarts"] == restarted
     with pytest.raises(ValueError, match="--restart-grace-updates must be >= 0"):
         build_vqvae("--restart-grace-updates", "-1")
+
+
+def _predictor_inputs(model, sample):
+    """The codes the latent predictor embedded in its trained pass (the last embed call)."""
+    seen = []
+    lp = model.latent_predictor
+    original = lp.embed
+
+    def spy(codes, offset=0, lengths=None):
+        seen.append(codes.clone())
+        return original(codes, offset, lengths)
+
+    lp.embed = spy
+    terms, _ = _forward(model, sample)
+    del lp.embed
+    return seen, terms
+
+
+def test_self_inputs_feed_the_predictor_its_own_first_pass_codes(
+    build_vqvae, make_sample
+):
+    built = build_vqvae("--bottleneck", "hard_em", "--dropout", "0")
+    assert built.args.latent_self_inputs == 0.0
+    sample = make_sample(built.task, "train", range(8))
+    seen, terms = _predictor_inputs(built.model.train(), sample)
+    assert len(seen) == 1 and torch.equal(seen[0], terms["latent"]["codes"])
+    model = build_vqvae(
+        "--bottleneck", "hard_em", "--dropout", "0", "--latent-self-inputs", "1"
+    ).model.train()
+    seen, terms = _predictor_inputs(model, sample)
+    first, second = seen  # the first pass reads the targets, the trained pass its own
+    real = terms["latent"]["mask"]
+    assert torch.equal(first, terms["latent"]["codes"])
+    with torch.no_grad():
+        lp = model.latent_predictor
+        lengths = sample["target"].ne(model.pad).sum(1)
+        own = lp(lp.embed(first, lengths=lengths), _encoder(model, sample))
+    own = own.argmax(-1)
+    assert torch.equal(second[real], own[real])
+    assert not torch.equal(second[real], first[real])  # an untrained predictor is wrong
+    # In evaluation: teacher forcing, one pass.
+    seen, _ = _predictor_inputs(model.eval(), sample)
+    assert len(seen) == 1
