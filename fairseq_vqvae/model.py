@@ -22,7 +22,7 @@ from torch import nn
 # The task and criterion its checkpoints name are registered with the model, also when it is
 # imported alone (``from fairseq_vqvae.model import VQVAENATModel``, then ``from_pretrained``).
 from . import criterion as _criterion  # noqa: F401
-from . import curriculum
+from . import curriculum, quantize
 from . import task as _task  # noqa: F401
 from .bottleneck import BottleneckConfig, VQBottleneck, em
 from .checks import (
@@ -135,6 +135,11 @@ class VQVAENATModel(BaseFairseqModel):
         """In a single-part stage (--latent-predictor-only, --token-decoder-only) every other
         part stays in evaluation mode: no dropout in the E-step, no EM statistics, nearest
         codes, a deterministic predictor."""
+        if mode and quantize.is_int8(self):
+            raise OptionError(
+                "this model was quantized for inference (--gen-int8): train the checkpoint, "
+                "not its int8 form"
+            )
         super().train(mode)
         trained = self.trained_parts()
         if mode and trained is not None:
@@ -422,7 +427,7 @@ class VQVAENATModel(BaseFairseqModel):
             h, _, _ = layer(h, enc, enc_mask, self_attn_padding_mask=token_padding)
         if self.decoder_norm is not None:
             h = self.decoder_norm(h)
-        return F.linear(h.transpose(0, 1), self.embed_target.weight)
+        return quantize.project(self, h.transpose(0, 1))
 
     def inference_lengths(self, encoder_out, src_lengths):
         """(B,) predicted target lengths T (EOS included), or None without a length head."""

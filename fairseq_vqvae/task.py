@@ -3,7 +3,9 @@
 Adds to ``translation``: the latent-predictor generator (``build_generator``), EM statistics
 accumulated per micro-batch and applied once per optimizer update on every worker
 (``train_step`` / ``optimizer_step``), and batching that never drops sentences at small
-``--batch-size``. ``--eval-bleu`` works as in ``translation``.
+``--batch-size``; fairseq-train refuses to start from scratch in a ``--save-dir`` that holds
+checkpoints but no ``checkpoint_last.pt`` (``checkpoints.refuse_fresh_start``). ``--eval-bleu``
+works as in ``translation``.
 """
 
 import contextlib
@@ -23,11 +25,12 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .bottleneck import VQBottleneck
-from .checkpoints import install_atomic_checkpoint_copies
+from .checkpoints import install_atomic_checkpoint_copies, refuse_fresh_start
 from .config import frozen_codebook
 from .errors import OptionError
 from .generator import EOS_POLICIES, RESCORERS, VQVAENATGenerator
 from .precision import cpu_has_native_bf16
+from .quantize import quantize_int8
 from .warm_start import init_from_autoregressive
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,12 @@ class TranslationVQVAENATConfig(TranslationConfig):
             "help": "drop every output token equal to the one before it (repeated words are the typical error of a one-pass decoder)"
         },
     )
+    gen_int8: bool = field(
+        default=False,
+        metadata={
+            "help": "decode on the CPU with int8 weights in the feed-forward layers, the up-sampling maps, the latent predictor's output and the vocabulary projection (dynamic quantization, fairseq_vqvae/quantize.py); attention, length classifier and codebook stay fp32"
+        },
+    )
     bf16_autocast: bool = field(
         default=False,
         metadata={
@@ -116,6 +125,8 @@ class TranslationVQVAENATTask(TranslationTask):
     cfg: TranslationVQVAENATConfig
 
     def build_model(self, cfg, from_checkpoint=False):
+        if not from_checkpoint:  # fairseq-train: never retrain over a run's checkpoints
+            refuse_fresh_start(_checkpoint_options(cfg))
         model = super().build_model(cfg, from_checkpoint)
         path = getattr(getattr(model, "cfg", None), "init_from_ar", "")
         if (
@@ -210,6 +221,8 @@ class TranslationVQVAENATTask(TranslationTask):
                     f"does not use; drop it (vqvae_nat searches with --gen-latent-beam, "
                     f"--gen-length-beam and --gen-latent-samples)"
                 )
+        if options["gen_int8"]:
+            quantize_int8(models[0])
         generator = VQVAENATGenerator(
             self.target_dictionary,
             latent_beam=options["gen_latent_beam"],
@@ -339,6 +352,15 @@ def _check_autocast_optimizer(optimizer):
 def _on_cuda(sample) -> bool:
     tokens = sample.get("net_input", {}).get("src_tokens")
     return tokens is not None and tokens.is_cuda
+
+
+def _checkpoint_options(cfg):
+    """fairseq-train's checkpoint options, seen from the model's: its argparse namespace
+    holds every option, a hydra config has them in its root's ``checkpoint`` group."""
+    if hasattr(cfg, "save_dir"):
+        return cfg
+    parent = cfg._get_parent() if hasattr(cfg, "_get_parent") else None
+    return getattr(parent, "checkpoint", None)
 
 
 def _unwrap(model):
