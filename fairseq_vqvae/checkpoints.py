@@ -119,7 +119,7 @@ def output_refusal(
         return (
             f"--output {output}: {output.name} is a name fairseq-train writes (it resumes "
             f"from checkpoint_last.pt, replaces checkpoint_best.pt, averages and deletes "
-            f"checkpointN.pt): give the output another name, e.g. checkpoint_avg.pt"
+            f"checkpointN.pt): give the output a name of its own (e.g. checkpoint_avg5.pt)"
         )
     if output.exists() and not force and not _holds_key(output, own_key):
         return (

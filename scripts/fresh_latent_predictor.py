@@ -15,6 +15,11 @@ validation). A fresh one trained alone sees codes that no longer move, and can h
 dropout (--latent-predictor-dropout), depth and early stopping; with fewer layers it is also
 cheaper (it is about a quarter of batch-1 decoding time). The optimizer state is left out:
 fairseq's --finetune-from-model starts a new one anyway.
+
+--output is never the checkpoint itself nor a name fairseq-train writes (checkpoint_last.pt,
+checkpoint_best.pt, checkpointN.pt, ...: the second stage's fairseq-train would resume from
+it or replace it); an existing file only when it is an earlier output of this script, or with
+--force. It is written atomically.
 """
 
 import argparse
@@ -23,6 +28,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from fairseq_vqvae.checkpoints import output_refusal, save_atomically
 
 PREFIX = "latent_predictor."
 
@@ -88,19 +95,28 @@ def main(argv=None) -> int:
         help="layers of the new predictor (default: as many as the checkpoint's)",
     )
     parser.add_argument("--seed", type=int, default=1, help="initialisation seed (1)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --output that this script did not write (never the "
+        "checkpoint itself, nor checkpoint_last.pt or another fairseq-train name)",
+    )
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():
         parser.error(f"no checkpoint at {args.checkpoint}")
     if args.output.resolve() == args.checkpoint.resolve():
         parser.error("--output must not be the checkpoint itself: write a new file")
+    refusal = output_refusal(
+        args.output, [args.checkpoint], args.force, "fresh_latent_predictor"
+    )
+    if refusal:
+        parser.error(refusal)
     import fairseq  # noqa: F401  (the plugin registers its fairseq parts after fairseq)
 
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     result = fresh_predictor_state(state, args.latent_layers, args.seed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    torch.save(result, tmp)
-    tmp.replace(args.output)  # a killed run leaves no half-written checkpoint
+    save_atomically(result, args.output)
     layers = result["fresh_latent_predictor"]["latent_layers"]
     print(
         f"{args.checkpoint} with a fresh {layers}-layer latent predictor -> {args.output}"

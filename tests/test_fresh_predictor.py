@@ -103,3 +103,40 @@ def test_a_predictor_of_another_depth_gets_a_one_line_error(build_vqvae):
         OptionError, match="latent predictor has 2 layers, the command line builds 1"
     ):
         one_layer.load_state_dict(two_layers)
+
+
+def test_the_output_is_never_a_training_file_and_replaces_only_its_own(
+    build_vqvae, tmp_path, capsys
+):
+    """Issue 42: --output ck/checkpoint_last.pt replaced the resume point."""
+    source = tmp_path / "stage1" / "checkpoint_best.pt"
+    source.parent.mkdir()
+    torch.save(_checkpoint(build_vqvae()), source)
+    stage2 = tmp_path / "stage2"
+    stage2.mkdir()
+    (stage2 / "checkpoint_last.pt").write_bytes(b"the resume point")
+    notes = stage2 / "notes.pt"
+    notes.write_bytes(b"not a checkpoint")
+    for output, flags, message in (
+        (stage2 / "checkpoint_last.pt", [], "is a name fairseq-train writes"),
+        (stage2 / "checkpoint_last.pt", ["--force"], "is a name fairseq-train writes"),
+        (stage2 / "checkpoint_best.pt", [], "is a name fairseq-train writes"),
+        (stage2 / "checkpoint3.pt", [], "is a name fairseq-train writes"),
+        (notes, [], "exists and is not this script's output: pass --force"),
+    ):
+        with pytest.raises(SystemExit):
+            fresh_latent_predictor.main([str(source), "--output", str(output), *flags])
+        assert message in capsys.readouterr().err, output
+    assert (stage2 / "checkpoint_last.pt").read_bytes() == b"the resume point"
+    assert notes.read_bytes() == b"not a checkpoint"
+    assert sorted(p.name for p in stage2.iterdir()) == [
+        "checkpoint_last.pt",
+        "notes.pt",
+    ]
+    forced = [str(source), "--output", str(notes), "--force"]
+    assert fresh_latent_predictor.main(forced) == 0
+    fresh = stage2 / "fresh_predictor.pt"
+    assert fresh_latent_predictor.main([str(source), "--output", str(fresh)]) == 0
+    again = [str(source), "--output", str(fresh), "--seed", "2"]
+    assert fresh_latent_predictor.main(again) == 0  # its own output: remade
+    assert torch.load(fresh, weights_only=False)["fresh_latent_predictor"]["seed"] == 2
