@@ -1,5 +1,6 @@
 """scripts/average_checkpoints.py: the mean of the newest N epoch checkpoints, for decoding."""
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -92,3 +93,99 @@ def test_errors_say_what_to_fix(tmp_path, build_vqvae):
         _average(tmp_path, 2)
     with pytest.raises(SystemExit):
         _average(tmp_path, 0)
+
+
+def _run(save_dir, output, *flags):
+    return average_checkpoints.main(
+        [str(save_dir), "--num-epoch-checkpoints", "2", "--output", str(output), *flags]
+    )
+
+
+def test_the_output_is_never_an_input_nor_a_name_fairseq_train_writes(
+    tmp_path, build_vqvae, capsys
+):
+    """Issue 42: --output ck/checkpoint_last.pt replaced the resume point."""
+    model = build_vqvae().model
+    for epoch in (1, 2):
+        _save(tmp_path / f"checkpoint{epoch}.pt", model, epoch)
+    _save(tmp_path / "checkpoint_last.pt", model, 2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for name, force, message in (
+        ("checkpoint_last.pt", "", "is a name fairseq-train writes"),
+        ("checkpoint2.pt", "", "is one of the checkpoints it reads"),
+        ("checkpoint2.pt", "--force", "is one of the checkpoints it reads"),
+        ("checkpoint_last.pt", "--force", "is a name fairseq-train writes"),
+        ("checkpoint_best.pt", "", "is a name fairseq-train writes"),
+        ("checkpoint7.pt", "", "is a name fairseq-train writes"),  # a later average's
+        ("checkpoint_1_400.pt", "", "is a name fairseq-train writes"),
+    ):
+        with pytest.raises(SystemExit):
+            _run(tmp_path, tmp_path / name, *filter(None, [force]))
+        assert message in capsys.readouterr().err, name
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_existing_output_is_replaced_only_with_force_or_when_it_is_an_average(
+    tmp_path, build_vqvae, capsys
+):
+    model = build_vqvae().model
+    for epoch in (1, 2):
+        _save(tmp_path / f"checkpoint{epoch}.pt", model, epoch)
+    notes = tmp_path / "out" / "notes.pt"
+    notes.parent.mkdir()
+    notes.write_bytes(b"not an average")
+    with pytest.raises(SystemExit):
+        _run(tmp_path, notes)
+    assert "exists and is not this script's output: pass --force" in (
+        capsys.readouterr().err
+    )
+    assert notes.read_bytes() == b"not an average"
+    assert _run(tmp_path, notes, "--force") == 0
+    assert _run(tmp_path, notes) == 0  # an earlier average: a rerun remakes it
+    assert torch.load(notes, weights_only=False)["averaged_from"] == [
+        "checkpoint1.pt",
+        "checkpoint2.pt",
+    ]
+    assert sorted(p.name for p in notes.parent.iterdir()) == ["notes.pt"]  # no .tmp
+
+
+def test_checkpoints_of_different_trainings_are_refused(tmp_path, build_vqvae):
+    """Issue 42: a soft EM and a hard EM checkpoint (same tensor names) were averaged."""
+    soft = build_vqvae("--bottleneck", "soft_em")
+    hard = build_vqvae("--bottleneck", "hard_em")
+    for epoch, built in ((1, soft), (2, hard)):
+        torch.save(
+            {"model": built.model.state_dict(), "cfg": {"model": built.args}},
+            tmp_path / f"checkpoint{epoch}.pt",
+        )
+    with pytest.raises(
+        SystemExit,
+        match=r"checkpoint1.pt and .*checkpoint2.pt were trained with different "
+        r"--bottleneck \('soft_em' and 'hard_em'\): average checkpoints of one training "
+        r"run only",
+    ):
+        _run(tmp_path, tmp_path / "avg.pt")
+    resumed = argparse.Namespace(
+        **vars(soft.args)
+    )  # one run, resumed with a new schedule
+    for option, value in {
+        "lr": [5e-4],
+        "max_update": 99,
+        "seed": 7,
+        "save_dir": "elsewhere",
+        "warmup_updates": 10,
+        "data": "moved",
+        "num_workers": 3,
+        "eval_bleu": True,
+        "added_later": 1,  # only in the newer checkpoint: not compared
+    }.items():
+        setattr(resumed, option, value)
+    torch.save(
+        {"model": soft.model.state_dict(), "cfg": {"model": resumed}},
+        tmp_path / "checkpoint2.pt",
+    )
+    assert _run(tmp_path, tmp_path / "avg.pt") == 0
+    hard_dict = {"model": hard.model.state_dict(), "cfg": {"model": vars(hard.args)}}
+    torch.save(hard_dict, tmp_path / "checkpoint2.pt")  # a hydra run: cfg.model a dict
+    with pytest.raises(SystemExit, match="different --bottleneck"):
+        _run(tmp_path, tmp_path / "avg.pt")
