@@ -127,6 +127,30 @@ class VQVAENATModel(BaseFairseqModel):
         )
         return cls(cfg, encoder, embed_target, tgt_dict)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path,
+        checkpoint_file="model.pt",
+        data_name_or_path=".",
+        **kwargs,
+    ):
+        """fairseq's hub interface, batching by the model's positions rather than the
+        training run's --max-tokens (which refused a sentence of 1,001 tokens at 1,000),
+        unless ``max_tokens`` or ``batch_size`` is given here."""
+        from omegaconf import open_dict
+
+        hub = super().from_pretrained(
+            model_name_or_path, checkpoint_file, data_name_or_path, **kwargs
+        )
+        dataset = hub.cfg.dataset
+        if "max_tokens" not in kwargs and "batch_size" not in kwargs:
+            longest = max(hub.max_positions) if hub.max_positions else None
+            if longest and (dataset.max_tokens or 0) < longest:
+                with open_dict(hub.cfg):
+                    dataset.max_tokens = longest
+        return hub
+
     def trained_parts(self) -> tuple[str, ...] | None:
         """Parameter-name prefixes of what this stage trains; None: everything (joint)."""
         return trained_parts(self.cfg)

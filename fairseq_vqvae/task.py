@@ -111,7 +111,12 @@ BEAM_SEARCH_OPTIONS = {
     "lenpen": 1,
     "unkpen": 0,
     "prefix_size": 0,
+    "min_len": 1,
+    "temperature": 1.0,
 }
+# fairseq-generate's length cap (GenerationConfig's defaults), also where the generator is
+# built from --eval-bleu-args or the hub, which may not carry them.
+LENGTH_CAP_DEFAULTS = {"max_len_a": 0, "max_len_b": 200}
 HEALTH_INTERVAL = 100  # updates between checks of the codebook's health
 GENERATION_OPTIONS = tuple(
     name
@@ -213,6 +218,7 @@ class TranslationVQVAENATTask(TranslationTask):
                 "--score-reference is not supported by vqvae_nat (its score of a given "
                 "translation needs the latents of that translation); drop it"
             )
+        _refuse_unknown_generation_options(args)
         for name, default in BEAM_SEARCH_OPTIONS.items():
             if getattr(args, name, default) not in (default, None):
                 flag = "--" + name.replace("_", "-")
@@ -232,10 +238,13 @@ class TranslationVQVAENATTask(TranslationTask):
             latent_samples=options["gen_latent_samples"],
             length_beam=options["gen_length_beam"],
             rescore=options["gen_rescore"],
-            max_len_a=getattr(args, "max_len_a", 0),
-            max_len_b=getattr(args, "max_len_b", None),
+            **{
+                name: default if getattr(args, name, None) is None else getattr(args, name)
+                for name, default in LENGTH_CAP_DEFAULTS.items()
+            },
         )
         generator.check_models(models)
+        _refuse_more_hypotheses_than_candidates(args, options)
         return generator
 
     def train_step(
@@ -397,3 +406,47 @@ def _largest_token_id(tokens) -> int | None:
     if buffer is None or index is None or len(buffer) == 0:
         return None
     return int(np.frombuffer(buffer, dtype=index.dtype).max())
+
+
+def _option_keys(args) -> list[str]:
+    """The keys a generation configuration holds: a fairseq GenerationConfig (or DictConfig),
+    the hub's copy with its keyword arguments, or --eval-bleu-args' Namespace."""
+    if hasattr(args, "keys"):
+        return list(args.keys())
+    return list(vars(args)) if hasattr(args, "__dict__") else []
+
+
+def _refuse_unknown_generation_options(args) -> None:
+    """A misspelt key (hub: translate(..., gen_latnet_beam=4); --eval-bleu-args) would be
+    ignored: name it and the nearest known option."""
+    import difflib
+
+    from fairseq.dataclass.configs import GenerationConfig
+
+    keys = _option_keys(args)
+    if "seed" in keys:  # a whole command line's namespace: every fairseq option is in it
+        return
+    known = set(GenerationConfig.__dataclass_fields__) | set(GENERATION_OPTIONS)
+    for key in keys:
+        if key in known or key.startswith("_"):
+            continue
+        near = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise OptionError(
+            f"unknown generation option {key!r}{hint} (vqvae_nat's own: "
+            f"{', '.join(GENERATION_OPTIONS)})"
+        )
+
+
+def _refuse_more_hypotheses_than_candidates(args, options) -> None:
+    """--nbest N needs N candidates per sentence; the one-pass decoder gives one by default."""
+    nbest = getattr(args, "nbest", 1) or 1
+    candidates = options["gen_length_beam"] * (
+        options["gen_latent_beam"] + options["gen_latent_samples"]
+    )
+    if nbest > candidates and not options["gen_oracle_latents"]:
+        raise OptionError(
+            f"--nbest {nbest} asks for more hypotheses than the {candidates} candidate(s) per "
+            f"sentence: add --gen-latent-beam {nbest} (or --gen-latent-samples / "
+            f"--gen-length-beam), or drop --nbest"
+        )

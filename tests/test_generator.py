@@ -661,7 +661,8 @@ def test_search_options_reach_the_generator(build_vqvae, flags, expected):
 
 def test_generation_options_win_over_the_tasks_as_the_hubs_keywords(build_vqvae):
     """hub.translate(..., gen_latent_beam=3) reaches the generator through ``args``, as
-    fairseq's iter_decode_* options; options absent from ``args`` come from the task."""
+    fairseq's iter_decode_* options; options absent from ``args`` come from the task, and
+    the length cap, when ``args`` has none (--eval-bleu-args), is fairseq-generate's."""
     import argparse
 
     built = build_vqvae("--gen-latent-samples", "2")
@@ -671,13 +672,19 @@ def test_generation_options_win_over_the_tasks_as_the_hubs_keywords(build_vqvae)
         3,
         2,
         "latent",
-        None,
+        (0, 200),
     )
 
 
 @pytest.mark.parametrize(
     "name, value",
-    [("no_repeat_ngram_size", 2), ("sampling", True), ("lenpen", 0.6)],
+    [
+        ("no_repeat_ngram_size", 2),
+        ("sampling", True),
+        ("lenpen", 0.6),
+        ("min_len", 5),
+        ("temperature", 0.7),  # --gen-latent-samples draws from the predictor as it is
+    ],
 )
 def test_autoregressive_search_options_are_refused(build_vqvae, name, value):
     built = build_vqvae()
@@ -713,3 +720,35 @@ def test_max_len_caps_every_translation_per_sentence(build_vqvae, make_sample):
         len(full[0]["tokens"]) - 1 > int(0.25 * n + 1)
         for full, n in zip(plain, src_lengths)
     )
+
+
+def test_a_misspelt_generation_option_is_refused_with_the_nearest_name(build_vqvae):
+    """hub.translate(..., gen_latnet_beam=4) and --eval-bleu-args '{"gen_latnet_beam": 4}'
+    reach build_generator as unknown keys; fairseq would drop them."""
+    import argparse
+
+    from fairseq.dataclass.configs import GenerationConfig
+    from omegaconf import OmegaConf, open_dict
+
+    built = build_vqvae()
+    hub_args = OmegaConf.structured(GenerationConfig())
+    with open_dict(hub_args):  # what GeneratorHubInterface.generate does with **kwargs
+        hub_args.gen_latnet_beam = 4
+    for args in (hub_args, argparse.Namespace(gen_latnet_beam=4, beam=1)):
+        with pytest.raises(
+            OptionError, match="'gen_latnet_beam'; did you mean gen_latent_beam"
+        ):
+            built.task.build_generator([built.model], args)
+    ok = argparse.Namespace(gen_latent_beam=2, beam=1, max_len_b=50)
+    assert built.task.build_generator([built.model], ok).latent_beam == 2
+
+
+def test_more_hypotheses_than_candidates_are_refused(build_vqvae):
+    built = build_vqvae()
+    built.args.nbest = 3
+    with pytest.raises(
+        OptionError, match="--nbest 3 asks for more hypotheses than the 1"
+    ):
+        built.task.build_generator([built.model], built.args)
+    built.args.gen_latent_beam = 3
+    assert built.task.build_generator([built.model], built.args).latent_beam == 3
