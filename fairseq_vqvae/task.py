@@ -239,7 +239,9 @@ class TranslationVQVAENATTask(TranslationTask):
             length_beam=options["gen_length_beam"],
             rescore=options["gen_rescore"],
             **{
-                name: default if getattr(args, name, None) is None else getattr(args, name)
+                name: default
+                if getattr(args, name, None) is None
+                else getattr(args, name)
                 for name, default in LENGTH_CAP_DEFAULTS.items()
             },
         )
@@ -274,7 +276,14 @@ class TranslationVQVAENATTask(TranslationTask):
         return result
 
     def optimizer_step(self, optimizer, model, update_num):
+        scale = _loss_scale(optimizer)
         super().optimizer_step(optimizer, model, update_num)
+        if scale is not None and _loss_scale(optimizer) < scale:
+            # --amp: the grad scaler skipped the step on an overflow (and lowered its scale),
+            # and fairseq replays the batch: its EM statistics must not count, once or thrice.
+            for bottleneck in _bottlenecks(model):
+                bottleneck.codebook.clear_pending_()
+            return
         if frozen_codebook(getattr(_unwrap(model), "cfg", None)):
             return  # a frozen codebook: an M-step without statistics would still decay it
         group = _data_parallel_group()
@@ -424,7 +433,9 @@ def _refuse_unknown_generation_options(args) -> None:
     from fairseq.dataclass.configs import GenerationConfig
 
     keys = _option_keys(args)
-    if "seed" in keys:  # a whole command line's namespace: every fairseq option is in it
+    if (
+        "seed" in keys
+    ):  # a whole command line's namespace: every fairseq option is in it
         return
     known = set(GenerationConfig.__dataclass_fields__) | set(GENERATION_OPTIONS)
     for key in keys:
@@ -450,3 +461,15 @@ def _refuse_more_hypotheses_than_candidates(args, options) -> None:
             f"sentence: add --gen-latent-beam {nbest} (or --gen-latent-samples / "
             f"--gen-length-beam), or drop --nbest"
         )
+
+
+def _loss_scale(optimizer) -> float | None:
+    """The loss scale of fairseq's AMPOptimizer (--amp; a torch GradScaler, which lowers it
+    when it skips a step on an overflow), or None for other optimizers: under --fp16 an
+    overflow is raised before the task's optimizer step."""
+    scaler = getattr(optimizer, "scaler", None)
+    if scaler is None or not hasattr(scaler, "get_scale"):
+        return None
+    if hasattr(scaler, "is_enabled") and not scaler.is_enabled():
+        return None
+    return float(scaler.get_scale())

@@ -402,3 +402,54 @@ def test_self_inputs_feed_the_predictor_its_own_first_pass_codes(
     # In evaluation: teacher forcing, one pass.
     seen, _ = _predictor_inputs(model.eval(), sample)
     assert len(seen) == 1
+
+
+class _SkippingScaler:
+    """A GradScaler that finds an overflow: it skips the step and halves its scale."""
+
+    def __init__(self):
+        self.scale = 128.0
+
+    def get_scale(self):
+        return self.scale
+
+    def is_enabled(self):
+        return True
+
+
+class _AMPOptimizer:
+    """What fairseq's AMPOptimizer shows the task: ``scaler``, ``backward``, ``step``."""
+
+    def __init__(self, overflow):
+        self.scaler, self.overflow, self.steps = _SkippingScaler(), overflow, 0
+
+    def step(self):
+        if self.overflow:
+            self.scaler.scale /= 2
+        else:
+            self.steps += 1
+
+    def zero_grad(self):
+        pass
+
+    def backward(self, loss):
+        loss.backward()
+
+
+@pytest.mark.parametrize("overflow", [True, False])
+def test_an_amp_overflow_skips_the_m_step_of_the_replayed_batch(
+    build_vqvae, make_sample, overflow
+):
+    built = build_vqvae("--bottleneck", "hard_em", "--dead-code-threshold", "0")
+    model, task = built.model.train(), built.task
+    codebook = model.bottleneck.codebook
+    sample = make_sample(task, "train", range(8))
+    before = {k: v.clone() for k, v in codebook.state_dict().items()}
+    optimizer = _AMPOptimizer(overflow)
+    task.train_step(sample, model, built.criterion, optimizer, 0)
+    assert codebook.pending_counts.sum() > 0
+    task.optimizer_step(optimizer, model, 0)
+    assert codebook.pending_counts.sum() == 0
+    assert int(codebook.num_updates) == (0 if overflow else 1)
+    changed = not torch.equal(codebook.weight, before["weight"])
+    assert changed is not overflow
