@@ -43,7 +43,11 @@ Example::
 
 Writes OUT_DIR/benchmark.{md,json,png} (or --md/--json/--png). ``--merge-json`` adds per-model
 results of earlier runs (their JSON files, or folders of them) for checkpoints not measured
-now; their latency comes from another run and is marked as such.
+now; their latency comes from another run and is marked as such. A run into an existing
+results file adds to it: the file's models (NAME and CHECKPOINT) that this run did not
+measure stay, marked the same way (``--replace-results``: this run's models only). An
+existing output that is not the benchmark's own (a checkpoint given as --json, the
+--models-json file) is refused before anything is measured.
 """
 
 import argparse
@@ -58,7 +62,8 @@ from pathlib import Path
 
 from bench.ct2 import CT2_TASK, evaluate_ctranslate2
 from bench.measure import evaluate, git_commit, hardware, log
-from bench.report import aggregate, markdown, merge_earlier, plot
+from bench.outputs import foreign, read_results
+from bench.report import aggregate, keep_earlier, markdown, merge_earlier, plot
 from bench.specs import (
     AR_BEAM_ROW,
     AR_GREEDY_ROW,
@@ -189,7 +194,7 @@ def build_parser():
     parser.add_argument(
         "--replace-results",
         action="store_true",
-        help="overwrite --json/--out-dir results even when they hold more measured models than this run",
+        help="write this run's results only (and --merge-json's): drop the models of the existing --json/--out-dir results that this run did not measure, and write over them even when they hold more measured models than this run",
     )
     parser.add_argument(
         "--save-hyps", type=Path, help="folder for each model's detokenized hypotheses"
@@ -242,6 +247,7 @@ def main(argv=None) -> int:
         args.png = args.png or args.out_dir / "benchmark.png"
     if not (args.md or args.json or args.png):
         parser.error("nowhere to write: pass --out-dir DIR (or --md/--json/--png)")
+    _check_outputs(args, parser)
     if args.throughput_passes < 1:
         parser.error("--throughput-passes must be >= 1")
     if (
@@ -331,6 +337,10 @@ def _run(args, specs, meta, parser) -> int:
                 {**spec, "status": "failed", "error": f"{type(err).__name__}: {err}"}
             )
     records, merged_test_set = merge_earlier(records, args.merge_json)
+    earlier = _results_to_add_to(args)
+    if earlier:
+        records = keep_earlier(records, earlier, str(args.json))
+        merged_test_set = merged_test_set or earlier["benchmark"].get("test_set", {})
     signatures = next(
         (
             (r["bleu_signature"], r["bleu_tok_signature"])
@@ -389,23 +399,74 @@ def _measured(report: dict) -> int:
     )
 
 
+def _check_outputs(args, parser) -> None:
+    """Before anything is measured: every output is a file of its own, none is an input, and
+    one that exists (or its *.new.* sibling, see ``_keep_richer_results``) is the
+    benchmark's own, which it writes over or adds to; it never replaces anything else."""
+    inputs = {
+        "--models-json": args.models_json,
+        "--ref-raw": args.ref_raw,
+        "--ref-tok": args.ref_tok,
+    }
+    seen = {}
+    for name in ("json", "md", "png"):
+        path = getattr(args, name)
+        if path is None:
+            continue
+        where = path.resolve()
+        for flag, source in inputs.items():
+            if source is not None and where == source.resolve():
+                parser.error(
+                    f"--{name} {path} is the {flag} file: write the results elsewhere"
+                )
+        if where in seen:
+            parser.error(
+                f"--{seen[where]} and --{name} are both {path}: give each its own"
+            )
+        seen[where] = name
+        for candidate in (path, path.with_name(f"{path.stem}.new{path.suffix}")):
+            problem = foreign(name, candidate)
+            if problem:
+                parser.error(
+                    f"--{name}: {candidate} exists and is {problem}; the benchmark writes "
+                    f"over its own results only: give another path"
+                )
+
+
+def _results_to_add_to(args) -> dict | None:
+    """The results file this run writes (--json), which it adds to; None without one, with
+    --replace-results, or when it is no longer ours (``_keep_richer_results`` keeps it)."""
+    if not args.json or args.replace_results:
+        return None
+    try:
+        return read_results(args.json)
+    except ValueError:
+        return None
+
+
 def _keep_richer_results(args, report: dict) -> bool:
     """A results file that holds measurements is never replaced by one with fewer (e.g. a rerun
-    on a machine without the checkpoints): the new files then go beside it as *.new.*.
+    on a machine without the checkpoints), nor a file that is not the benchmark's (changed
+    while it measured): the new files then go beside it as *.new.*.
     Returns True when it redirected them."""
-    if not args.json or not args.json.exists() or args.replace_results:
+    if not args.json or not args.json.exists():
         return False
     try:
-        old = json.loads(args.json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if _measured(report) >= _measured(old):
-        return False
-    log(
-        f"{args.json} holds {_measured(old)} measured models, this run measured {_measured(report)} "
-        f"(checkpoints missing?): kept it, and wrote the new results beside it as *.new.*; "
-        f"pass --replace-results to overwrite"
-    )
+        old = read_results(args.json)
+    except ValueError as err:
+        log(
+            f"{args.json} is {err} (it changed while the benchmark ran): kept it, and "
+            f"wrote the new results beside it as *.new.*"
+        )
+    else:
+        if args.replace_results or _measured(report) >= _measured(old):
+            return False
+        log(
+            f"{args.json} holds {_measured(old)} measured models, this run measured "
+            f"{_measured(report)} (checkpoints missing?): kept it, and wrote the new results "
+            f"(its models included) beside it as *.new.*; pass --replace-results to write "
+            f"over it with this run's only"
+        )
     for name in ("json", "md", "png"):
         path = getattr(args, name)
         if path:

@@ -5,16 +5,19 @@ that holds checkpoints (fairseq_vqvae.checkpoints.refuse_fresh_start); scripts/b
 adds a second run to its results file and writes over nothing else.
 """
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from fairseq_vqvae.errors import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
 
 
 def _save_dir(tmp_path, *names) -> Path:
@@ -104,3 +107,108 @@ def test_fairseq_train_stops_before_replacing_the_best_checkpoint(
     assert "Traceback" not in result.stderr
     assert (save / "checkpoint_best.pt").read_bytes() == b"a good checkpoint_best.pt"
     assert sorted(p.name for p in save.iterdir()) == ["checkpoint_best.pt"]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """scripts/benchmark.py with a stand-in measurement (records every model it measures)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    measured = []
+
+    def evaluate(spec, args, context):
+        measured.append(spec["name"])
+        context["test_set"] = {"sentences": 3}
+        bleu = 30.0 + len(measured)
+        return {
+            **spec,
+            "status": "ok",
+            "bleu": bleu,
+            "bleu_tok": bleu,
+            "latency_ms": {"median": 10.0, "mean": 11.0},
+            "bleu_signature": "s",
+            "bleu_tok_signature": "t",
+            "run": context["run"],
+        }
+
+    monkeypatch.setattr(benchmark, "evaluate", evaluate)
+    return SimpleNamespace(main=benchmark.main, measured=measured)
+
+
+def _models(path):
+    return [
+        (m["name"], m["bleu"], m.get("merged_from"))
+        for m in json.loads(path.read_text())["models"]
+    ]
+
+
+def test_a_second_benchmark_run_into_the_same_results_keeps_the_first_runs_models(
+    tmp_path, bench
+):
+    """Issue 42: model A into --out-dir R, then model B into R: R held B only."""
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "R"
+    results = out / "benchmark.json"
+
+    def run(name, *flags):
+        spec = f"{name}=translation:{tmp_path / name.lower()}.pt"
+        argv = [
+            "--data",
+            str(tmp_path / "data"),
+            "--model",
+            spec,
+            "--out-dir",
+            str(out),
+        ]
+        return bench.main([*argv, *flags])
+
+    assert run("A") == 0 and run("B") == 0
+    assert _models(results) == [("B", 32.0, None), ("A", 31.0, str(results))]
+    report = json.loads(results.read_text())
+    assert [row["name"] for row in report["rows"]] == ["B", "A"]
+    assert report["models"][1]["run"]["date"]  # the run that measured it
+    assert "| A † |" in (out / "benchmark.md").read_text()
+    assert run("A") == 0  # measured again: the newest measurement replaces the first
+    assert _models(results) == [("A", 33.0, None), ("B", 32.0, str(results))]
+    assert run("C", "--replace-results") == 0  # this run's models only
+    assert _models(results) == [("C", 34.0, None)]
+
+
+def test_the_benchmark_writes_over_no_file_of_another_kind(tmp_path, bench, capsys):
+    """Issue 42: --json ck/checkpoint_best.pt turned the checkpoint into JSON, and
+    --models-json F --json F lost a finished measurement."""
+    (tmp_path / "data").mkdir()
+    checkpoint = tmp_path / "ck" / "checkpoint_best.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"PK\x03\x04 a zipped checkpoint")
+    models = tmp_path / "models.json"
+    models.write_text('[{"name": "A", "task": "translation", "checkpoint": "a.pt"}]')
+    (tmp_path / "notes.md").write_text("# Notes\n")
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n a photo")
+    (tmp_path / "other.json").write_text('{"models": []}')
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    r = str(tmp_path / "r.json")
+    for flags, message in (
+        (["--json", str(checkpoint)], "exists and is not a benchmark results file"),
+        (["--models-json", str(models), "--json", str(models)], "is the --models-json"),
+        (["--json", str(tmp_path / "other.json")], "not a benchmark results file"),
+        (["--md", str(tmp_path / "notes.md")], "not the benchmark's Markdown table"),
+        (["--png", str(tmp_path / "photo.png")], "not a plot the benchmark drew"),
+        (["--json", r, "--md", r], "--json and --md are both"),
+    ):
+        with pytest.raises(SystemExit):
+            bench.main(
+                [
+                    "--data",
+                    str(tmp_path / "data"),
+                    "--model",
+                    "A=translation:a.pt",
+                    *flags,
+                ]
+            )
+        assert message in capsys.readouterr().err, flags
+    assert bench.measured == []  # refused before measuring anything
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -70,11 +70,43 @@ def merge_earlier(records: list, paths: list) -> tuple:
             measured.add(key)
             extra.setdefault(key, []).append({**record, "merged_from": str(file)})
             test_set = test_set or data.get("benchmark", {}).get("test_set", {})
+    return _join(records, extra, _merge_key), test_set
+
+
+def keep_earlier(records: list, earlier: dict, source: str) -> list:
+    """Add the records of ``earlier`` (the results file this run writes over) of models this
+    run did not measure: a second run into the same file adds to it.
+
+    A model is its (name, checkpoint): this run's measurement of it replaces the earlier
+    ones (with other args too); an earlier measurement takes the place of this run's missing
+    or failed record; the others join the last row of their name, or the end. Kept
+    measurements keep their "run" (date, commit, hardware) and get "merged_from": ``source``,
+    or the file they were merged from before.
+    """
+    measured = {_model_key(r) for r in records if r.get("status") == "ok"}
+    listed = {_model_key(r) for r in records}
+    extra = {}
+    for record in earlier.get("models", []):
+        key = _model_key(record)
+        if key in measured or (key in listed and record.get("status") != "ok"):
+            continue
+        if record.get("status") == "ok":
+            record = {**record, "merged_from": record.get("merged_from", source)}
+        extra.setdefault(key, []).append(record)
+    return _join(records, extra, _model_key)
+
+
+def _model_key(record):
+    return _merge_key(record)[:2]
+
+
+def _join(records: list, extra: dict, key) -> list:
+    """``records`` with ``extra`` (key -> records) in the place of a record of the same key
+    that is not "ok", or after the last record of their name (rows together), or at the end."""
     out = []
     for record in records:
-        key = _merge_key(record)
-        if record.get("status") != "ok" and key in extra:
-            out += extra.pop(key)  # in the missing record's place
+        if record.get("status") != "ok" and key(record) in extra:
+            out += extra.pop(key(record))  # in the missing record's place
         else:
             out.append(record)
     names = [r["name"] for r in out]
@@ -83,7 +115,7 @@ def merge_earlier(records: list, paths: list) -> tuple:
         index = positions[-1] + 1 if positions else len(out)
         out.insert(index, record)
         names.insert(index, record["name"])
-    return out, test_set
+    return out
 
 
 def _mean_std(values):
@@ -271,7 +303,7 @@ def markdown(report: dict) -> str:
     ]
     if any(row["merged_from_earlier_runs"] for row in rows):
         lines.append(
-            "† measured in an earlier run (`--merge-json`): its latency was not measured alongside the other rows; see the JSON for that run's hardware."
+            "† measured in an earlier run (`--merge-json`, or kept from the results file this run added to): its latency was not measured alongside the other rows; see the JSON for that run's hardware."
         )
     missing = [(row["name"], path) for row in rows for path in row["missing"]]
     failed = [(row["name"], err) for row in rows for err in row["failed"]]
