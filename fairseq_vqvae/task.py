@@ -313,19 +313,28 @@ class TranslationVQVAENATTask(TranslationTask):
     ):
         # NB: fairseq drops the last batch when its size is not a multiple of
         # --required-batch-size-multiple (default 8): 39 of 40 sentences at batch size 1, 16 of
-        # 20 at batch size 8 or with --max-tokens. Evaluation sets keep every sentence.
+        # 20 at batch size 8 or with --max-tokens. Only the trainer's own iterator over the
+        # training set (it passes skip_remainder_batch) keeps the multiple; every split that
+        # is evaluated or generated (fairseq-generate --gen-subset train too) keeps every
+        # sentence.
+        training = "skip_remainder_batch" in kwargs and dataset is self.datasets.get(
+            self.cfg.train_subset
+        )
         small_batches = (
             max_sentences is not None and max_sentences < required_batch_size_multiple
         )
-        if small_batches or dataset is not self.datasets.get(self.cfg.train_subset):
+        if small_batches or not training:
             required_batch_size_multiple = 1
-        return super().get_batch_iterator(
+        iterator = super().get_batch_iterator(
             dataset,
             max_tokens=max_tokens,
             max_sentences=max_sentences,
             required_batch_size_multiple=required_batch_size_multiple,
             **kwargs,
         )
+        if training and required_batch_size_multiple > 1:
+            _log_pairs_in_no_batch(iterator, len(dataset), required_batch_size_multiple)
+        return iterator
 
 
 def log_codebook_health(model) -> list[str]:
@@ -473,3 +482,21 @@ def _loss_scale(optimizer) -> float | None:
     if hasattr(scaler, "is_enabled") and not scaler.is_enabled():
         return None
     return float(scaler.get_scale())
+
+
+def _log_pairs_in_no_batch(iterator, total: int, multiple: int) -> None:
+    """Say how many training pairs no batch holds (too long, or dropped with the remainder
+    that is not a multiple of --required-batch-size-multiple)."""
+    batches = getattr(iterator, "frozen_batches", None)
+    if batches is None:
+        return
+    missing = total - sum(len(batch) for batch in batches)
+    if missing > 0:
+        logger.info(
+            "%d of %d training pairs are in no batch (too long for --max-positions, or left "
+            "over by --required-batch-size-multiple %d; --required-batch-size-multiple 1 "
+            "keeps them)",
+            missing,
+            total,
+            multiple,
+        )

@@ -752,3 +752,47 @@ def test_more_hypotheses_than_candidates_are_refused(build_vqvae):
         built.task.build_generator([built.model], built.args)
     built.args.gen_latent_beam = 3
     assert built.task.build_generator([built.model], built.args).latent_beam == 3
+
+
+def test_generating_the_training_split_keeps_every_sentence(
+    build_vqvae, monkeypatch, caplog
+):
+    """fairseq-generate --gen-subset train: fairseq's batching kept the batch-size multiple of
+    8 there (296 of 300 sentences translated); only the trainer's own iterator over the
+    training set (it passes skip_remainder_batch) keeps it, and it says how many pairs no batch
+    holds."""
+    import logging
+
+    from fairseq.tasks.translation import TranslationTask
+
+    from fairseq_vqvae import task as task_module
+
+    built = build_vqvae()
+    task = built.task
+    task.load_dataset("train")
+    task.load_dataset("valid")
+    asked = []
+    original = TranslationTask.get_batch_iterator
+
+    def spy(self, dataset, **kwargs):
+        asked.append(kwargs["required_batch_size_multiple"])
+        return original(self, dataset, **kwargs)
+
+    monkeypatch.setattr(TranslationTask, "get_batch_iterator", spy)
+    train, valid = task.dataset("train"), task.dataset("valid")
+    for dataset, kwargs in (
+        (train, {}),  # fairseq-generate --gen-subset train
+        (train, {"skip_remainder_batch": False}),  # the trainer's training iterator
+        (valid, {"skip_remainder_batch": False}),  # the trainer's validation iterator
+    ):
+        task.get_batch_iterator(
+            dataset, max_tokens=60, required_batch_size_multiple=8, **kwargs
+        )
+    assert asked == [1, 8, 1]
+
+    class Batches:
+        frozen_batches = [[0, 1, 2], [3, 4]]
+
+    with caplog.at_level(logging.INFO, logger="fairseq_vqvae.task"):
+        task_module._log_pairs_in_no_batch(Batches(), 9, 8)
+    assert "4 of 9 training pairs are in no batch" in caplog.text
