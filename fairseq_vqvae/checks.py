@@ -35,6 +35,13 @@ def check_state_dict(model, state_dict):
         if key not in state_dict:
             continue
         theirs = state_dict[key].shape
+        if ours.shape[1:] != theirs[1:]:
+            raise OptionError(
+                f"width mismatch: the checkpoint's {what} embeddings are {theirs[1]} wide, "
+                f"the command line builds {ours.shape[1]} (--encoder-embed-dim "
+                f"{ours.shape[1]}): pass --encoder-embed-dim {theirs[1]} (or drop the "
+                f"override), or train a new model"
+            )
         if ours.shape != theirs:
             raise OptionError(
                 f"dictionary mismatch: the checkpoint's {what} dictionary has {theirs[0]} "

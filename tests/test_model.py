@@ -400,6 +400,18 @@ def test_loading_with_another_dictionary_size_is_refused(build_vqvae):
         model.load_state_dict(trained.state_dict())
 
 
+def test_loading_with_another_embedding_width_names_the_width(build_vqvae):
+    """Not "dictionary mismatch: ... has 24 symbols, the data's has 24" (re-binarize)."""
+    trained = build_vqvae().model  # TINY_FLAGS: --encoder-embed-dim 16
+    wider = build_vqvae("--encoder-embed-dim", "32").model
+    with pytest.raises(
+        ValueError,
+        match=r"width mismatch: the checkpoint's source embeddings are 16 wide, the "
+        r"command line builds 32 \(--encoder-embed-dim 32\): pass --encoder-embed-dim 16",
+    ):
+        wider.load_state_dict(trained.state_dict())
+
+
 @pytest.mark.parametrize("bottleneck", ["hard_em", "soft_em"])
 def test_bf16_model_trains_with_fp32_em_state(bottleneck, build_vqvae, make_sample):
     """As under --bf16 (model.to(bfloat16)): the step runs, EM state stays fp32 and finite."""
