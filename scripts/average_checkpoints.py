@@ -32,12 +32,22 @@ from fairseq_vqvae.checkpoints import output_refusal, save_atomically
 
 _EPOCH = re.compile(r"checkpoint(\d+)\.pt$")
 # Options that the checkpoints of one training run may disagree on: a resumed run may change
-# its learning-rate schedule and length, and the data may move. fairseq's own run options
-# (its common, dataset, distributed, checkpoint and optimization groups: lr, max_update,
-# seed, save_dir, batch sizes, logging, devices, ...) and the task's validation and decoding
-# options (eval_*, gen_*) are not compared either; everything else in cfg.model is.
+# its learning-rate schedule, length and precision, and the data may move. fairseq's own run
+# options (its common, dataset, distributed, checkpoint and optimization groups: lr,
+# max_update, seed, save_dir, fp16, batch sizes, logging, devices, ...) and the task's
+# validation and decoding options (eval_*, gen_*) are not compared either; everything else
+# in cfg.model is (the model's options, the task's data options, criterion and optimizer).
 SCHEDULE_OPTIONS = frozenset(
-    {"lr", "max_update", "seed", "save_dir", "warmup_updates", "warmup_init_lr", "data"}
+    {
+        "lr",
+        "max_update",
+        "seed",
+        "save_dir",
+        "warmup_updates",
+        "warmup_init_lr",
+        "data",
+        "bf16_autocast",
+    }
 )
 UNCOMPARED_PREFIXES = ("eval_", "gen_")
 

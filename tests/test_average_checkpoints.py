@@ -177,6 +177,7 @@ def test_checkpoints_of_different_trainings_are_refused(tmp_path, build_vqvae):
         "data": "moved",
         "num_workers": 3,
         "eval_bleu": True,
+        "bf16_autocast": True,
         "added_later": 1,  # only in the newer checkpoint: not compared
     }.items():
         setattr(resumed, option, value)
