@@ -57,7 +57,9 @@ def quantize_int8(model) -> None:
     if is_int8(model):
         return
     if next(model.parameters()).device.type != "cpu":
-        raise ValueError("--gen-int8 quantizes for the CPU: drop it on a GPU (use --fp16)")
+        raise ValueError(
+            "--gen-int8 quantizes for the CPU: drop it on a GPU (use --fp16)"
+        )
     model.eval()
     for layer in _feed_forward_layers(model):
         layer.fc1 = _int8_linear(layer.fc1)
