@@ -252,3 +252,24 @@ def tiny_transformer(build_fairseq, tiny_databin):
         task="translation",
         criterion="cross_entropy",
     )
+
+
+def save_checkpoint(built, path) -> None:
+    """``built``'s model as a checkpoint fairseq's loaders read (cfg, model, optimizer
+    history), as fairseq's checkpoint_utils.save_state stores it."""
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from omegaconf import OmegaConf
+
+    torch.save(
+        {
+            "cfg": OmegaConf.to_container(
+                convert_namespace_to_omegaconf(built.args), resolve=True
+            ),
+            "model": built.model.state_dict(),
+            "optimizer_history": [
+                {"criterion_name": "VQVAEEMLoss", "best_loss": None, "num_updates": 0}
+            ],
+            "extra_state": {},
+        },
+        path,
+    )

@@ -1,24 +1,6 @@
 """The hub interface (VQVAENATModel.from_pretrained): batching by the model's positions."""
 
-import torch
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from omegaconf import OmegaConf
-
-
-def _save(built, path):
-    torch.save(
-        {  # as fairseq's checkpoint_utils.save_state stores it
-            "cfg": OmegaConf.to_container(
-                convert_namespace_to_omegaconf(built.args), resolve=True
-            ),
-            "model": built.model.state_dict(),
-            "optimizer_history": [
-                {"criterion_name": "VQVAEEMLoss", "best_loss": None, "num_updates": 0}
-            ],
-            "extra_state": {},
-        },
-        path,
-    )
+from conftest import save_checkpoint
 
 
 def test_the_hub_translates_a_sentence_longer_than_the_training_max_tokens(
@@ -28,7 +10,7 @@ def test_the_hub_translates_a_sentence_longer_than_the_training_max_tokens(
 
     built = build_vqvae()  # trained with --max-tokens 1000 (conftest)
     assert built.args.max_tokens == 1000
-    _save(built, tmp_path / "checkpoint.pt")
+    save_checkpoint(built, tmp_path / "checkpoint.pt")
     data = built.args.data
     hub = VQVAENATModel.from_pretrained(str(tmp_path), "checkpoint.pt", data)
     assert hub.cfg.dataset.max_tokens == 1024  # the model's positions

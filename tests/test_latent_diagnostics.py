@@ -117,25 +117,12 @@ def test_the_command_line_reads_a_fairseq_checkpoint(build_vqvae, tmp_path, caps
     import json
 
     import latent_diagnostics
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-    from omegaconf import OmegaConf
+
+    from conftest import save_checkpoint
 
     built = build_vqvae("--latent-clean-targets")
     path = tmp_path / "checkpoint_best.pt"
-    torch.save(
-        {
-            # as fairseq's checkpoint_utils.save_state stores it
-            "cfg": OmegaConf.to_container(
-                convert_namespace_to_omegaconf(built.args), resolve=True
-            ),
-            "model": built.model.state_dict(),
-            "optimizer_history": [
-                {"criterion_name": "VQVAEEMLoss", "best_loss": None, "num_updates": 0}
-            ],
-            "extra_state": {},
-        },
-        path,
-    )
+    save_checkpoint(built, path)
     out = tmp_path / "diagnostics.json"
     data = built.args.data
     args = [str(path), data, "--train-sentences", "40", "--json", str(out)]

@@ -85,7 +85,7 @@ def evaluate_ctranslate2(spec: dict, args, context: dict) -> dict:
     from fairseq import checkpoint_utils, tasks
     from fairseq.data import data_utils
 
-    from .measure import References, bleu_scores, detokenize, log, save_hypotheses
+    from .measure import bleu_scores, detokenize, log, save_hypotheses, test_references
 
     record = {k: spec[k] for k in ("name", "task", "checkpoint", "args")}
     checkpoint = Path(spec["checkpoint"])
@@ -113,24 +113,7 @@ def evaluate_ctranslate2(spec: dict, args, context: dict) -> dict:
         intra_threads=args.threads,
         inter_threads=1,
     )
-    task.load_dataset(args.subset)
-    dataset = task.dataset(args.subset)
-    refs = context.get("refs")
-    if refs is None:
-        refs = context["refs"] = References(args, task, dataset)
-        context["test_set"] = {
-            "data": data,
-            "subset": args.subset,
-            "sentences": len(dataset),
-            "source_lang": src,
-            "target_lang": tgt,
-            "raw_references": refs.raw_source,
-            "tokenized_references": refs.tok_source,
-        }
-    elif len(dataset) != refs.count:
-        raise ValueError(
-            f"{data} {args.subset} has {len(dataset)} sentences, the first model's test set had {refs.count}"
-        )
+    dataset, refs = test_references(args, task, data, context)
     src_dict = task.source_dictionary
     sources = [
         [src_dict[i] for i in dataset[n]["source"].tolist() if i != src_dict.eos()]

@@ -255,6 +255,30 @@ def translate(
     return texts, seconds, sizes
 
 
+def test_references(args, task, data: str, context: dict):
+    """(the test set of ``task``, its References): the first model's references, loaded once
+    per run, and every later model's test set checked against them."""
+    task.load_dataset(args.subset)
+    dataset = task.dataset(args.subset)
+    refs = context.get("refs")
+    if refs is None:
+        refs = context["refs"] = References(args, task, dataset)
+        context["test_set"] = {
+            "data": data,
+            "subset": args.subset,
+            "sentences": len(dataset),
+            "source_lang": task.cfg.source_lang,
+            "target_lang": task.cfg.target_lang,
+            "raw_references": refs.raw_source,
+            "tokenized_references": refs.tok_source,
+        }
+    elif len(dataset) != refs.count:
+        raise ValueError(
+            f"{data} {args.subset} has {len(dataset)} sentences, the first model's test set had {refs.count}"
+        )
+    return dataset, refs
+
+
 def save_hypotheses(args, spec: dict, record: dict, hyps_detok: list) -> None:
     """With --save-hyps: the detokenized hypotheses in NAME__CHECKPOINT-FOLDER.detok.txt."""
     if not args.save_hyps:
@@ -454,24 +478,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     record["arch"] = getattr(saved_cfg.model, "arch", None) or getattr(
         saved_cfg.model, "_name", None
     )
-    task.load_dataset(args.subset)
-    dataset = task.dataset(args.subset)
-    refs = context.get("refs")
-    if refs is None:
-        refs = context["refs"] = References(args, task, dataset)
-        context["test_set"] = {
-            "data": data,
-            "subset": args.subset,
-            "sentences": len(dataset),
-            "source_lang": task.cfg.source_lang,
-            "target_lang": task.cfg.target_lang,
-            "raw_references": refs.raw_source,
-            "tokenized_references": refs.tok_source,
-        }
-    elif len(dataset) != refs.count:
-        raise ValueError(
-            f"{data} {args.subset} has {len(dataset)} sentences, the first model's test set had {refs.count}"
-        )
+    dataset, refs = test_references(args, task, data, context)
     generator = task.build_generator(models, gen_cfg)
     record["load_s"] = round(time.perf_counter() - started, 2)
 
