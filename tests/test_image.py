@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -391,8 +392,62 @@ def test_cli_reports_a_missing_data_folder_without_traceback(tmp_path):
 
 def test_cli_resume_refuses_a_different_model(tiny_cifar, tmp_path):
     train_cli.main(_train_argv(tiny_cifar, tmp_path, 1))
-    with pytest.raises(ValueError, match="--no-resume"):
+    with pytest.raises(SystemExit, match="error: .*--no-resume"):
         train_cli.main(_train_argv(tiny_cifar, tmp_path, 2, bottleneck="hard_em"))
+
+
+# A batch pickling an object of a module not installed where it is read.
+_ELSEWHERE = pickle.dumps({b"data": OrderedDict(), b"labels": [0]}, protocol=2).replace(
+    b"collections", b"not_installed"
+)
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        ({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, "has no images"),
+        (
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": ["cat", "dog"]},
+            "labels must be integers",
+        ),
+        (
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [1.0, 2.7]},
+            "labels must be integers",
+        ),
+        (
+            {b"data": [[0] * 3072, [0] * 100], b"labels": [0, 1]},
+            "not ragged lists",
+        ),
+        (_ELSEWHERE, "module that is not installed"),
+    ],
+)
+def test_cli_bad_training_batch_is_one_line_error(tiny_cifar, tmp_path, batch, message):
+    folder = tiny_cifar / "cifar-10-batches-py"
+    (folder / "data_batch_2").unlink()
+    raw = batch if isinstance(batch, bytes) else pickle.dumps(batch, protocol=2)
+    (folder / "data_batch_1").write_bytes(raw)
+    with pytest.raises(SystemExit, match=f"error: .*{message}"):
+        train_cli.main(_train_argv(tiny_cifar, tmp_path / "run", 1))
+    assert not (tmp_path / "run" / LAST_CHECKPOINT).exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign"])
+def test_cli_damaged_checkpoint_is_one_line_error_and_kept(
+    tiny_cifar, tmp_path, damage
+):
+    train_cli.main(_train_argv(tiny_cifar, tmp_path, 1))
+    path = tmp_path / LAST_CHECKPOINT
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:3000])
+    else:
+        torch.save(torch.zeros(3), path)
+    before = path.read_bytes()
+    needle = "truncated" if damage == "truncate" else "not a checkpoint of"
+    with pytest.raises(SystemExit, match=f"error: .*{needle}"):
+        train_cli.main(_train_argv(tiny_cifar, tmp_path, 2))
+    with pytest.raises(SystemExit, match=f"error: .*{needle}"):
+        evaluate_cli.main(["--checkpoint", str(path), "--data", str(tiny_cifar)])
+    assert path.read_bytes() == before
 
 
 def test_cli_evaluate_fits_prior_and_writes_samples(tiny_cifar, tmp_path):

@@ -9,6 +9,7 @@ CPU generator, which drives soft-EM sampling) and ``history`` (the logged traini
 import dataclasses
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -16,11 +17,22 @@ import torch
 from .config import ImageVQVAEConfig
 from .model import ImageVQVAE
 
-__all__ = ["LAST_CHECKPOINT", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = [
+    "LAST_CHECKPOINT",
+    "CheckpointError",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "checkpoint_last.pt"
+_KEYS = ("model", "optimizer", "step", "model_config", "rng", "history")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is not this trainer's, is damaged, or belongs to another model."""
 
 
 def save_checkpoint(
@@ -54,13 +66,27 @@ def load_checkpoint(path: str | Path) -> dict:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        CheckpointError: ``path`` is truncated, or not a checkpoint of this trainer.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} not found; train one with fairseq_vqvae.image.train"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is truncated or not a torch checkpoint ({type(error).__name__}); "
+            f"delete it to start afresh, or pass another --save-dir"
+        ) from error
+    missing = [key for key in _KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of fairseq_vqvae.image.train (it lacks "
+            f"{', '.join(missing)}); pass another --save-dir"
+        )
+    return state
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[ImageVQVAE, dict]:

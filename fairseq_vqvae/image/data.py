@@ -73,6 +73,11 @@ def _unpickle(path: Path) -> dict:
             f"{path} is truncated or corrupt ({type(error).__name__}: {error}); "
             f"re-extract it from cifar-10-python.tar.gz"
         ) from error
+    except ImportError as error:  # a pickle of objects from a module not installed here
+        raise CifarFormatError(
+            f"{path} is not a CIFAR-10 batch: it pickles objects of a module that is not "
+            f"installed ({error}); a batch holds only arrays, lists and bytes"
+        ) from error
     if not isinstance(batch, dict):
         raise CifarFormatError(
             f"{path} holds a {type(batch).__name__}, not a CIFAR-10 dict"
@@ -97,8 +102,13 @@ def read_batch(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise CifarFormatError(
             f"{path} lacks the keys {sorted(missing)} of a CIFAR-10 batch"
         )
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"])
+    try:
+        data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
+    except ValueError as error:  # numpy refuses ragged nested lists
+        raise CifarFormatError(
+            f"{path}: 'data' and 'labels' must be rectangular arrays, not ragged lists "
+            f"({error})"
+        ) from error
     dims = int(np.prod(IMAGE_SHAPE))
     if data.ndim != 2 or data.shape[1] != dims or data.dtype != np.uint8:
         raise CifarFormatError(
@@ -109,6 +119,11 @@ def read_batch(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise CifarFormatError(
             f"{path}: 'labels' must hold one label per image ({data.shape[0]}), "
             f"got shape {labels.shape}"
+        )
+    if labels.size and labels.dtype.kind not in "iu":  # floats would be cut to integers
+        raise CifarFormatError(
+            f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}, got {labels.dtype} "
+            f"values such as {labels.flat[0]!r}"
         )
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise CifarFormatError(f"{path}: labels must be in 0..{NUM_CLASSES - 1}")
@@ -151,6 +166,10 @@ def load_cifar10(
     labels = torch.cat([p[1] for p in parts])
     if max_images > 0:
         images, labels = images[:max_images], labels[:max_images]
+    if not len(images):
+        raise CifarFormatError(
+            f"the {split} split in {folder} has no images: its batch files hold 0 rows"
+        )
     logger.info(
         "CIFAR-10 %s: %d images from %d file(s) in %s",
         split,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import CheckpointError, load_model
 from .config import EvaluateConfig, PriorConfig, add_arguments, from_args
 from .data import CifarFormatError, load_cifar10
 from .metrics import batches, encode_codes, evaluate_model
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = parse_args(argv)
     try:
         return evaluate(config)
-    except (FileNotFoundError, CifarFormatError) as error:  # data or checkpoint to fix
+    except (FileNotFoundError, CifarFormatError, CheckpointError) as error:  # to fix
         raise SystemExit(f"error: {error}") from error
 
 

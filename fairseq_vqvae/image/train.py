@@ -19,7 +19,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import LAST_CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    LAST_CHECKPOINT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .config import ImageVQVAEConfig, TrainConfig, add_arguments, from_args
 from .data import CifarFormatError, load_cifar10
 from .metrics import evaluate_model
@@ -77,7 +82,7 @@ def _restore(model, optimizer, config: TrainConfig) -> tuple[int, list[dict]]:
     checkpoint = load_checkpoint(path)
     saved = ImageVQVAEConfig(**checkpoint["model_config"])
     if saved != model.config:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} was trained with {saved}, not {model.config}; use another --save-dir "
             f"or --no-resume"
         )
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_config, config = parse_args(argv)
     try:
         return train(model_config, config)
-    except (FileNotFoundError, CifarFormatError) as error:  # data or checkpoint to fix
+    except (FileNotFoundError, CifarFormatError, CheckpointError) as error:  # to fix
         raise SystemExit(f"error: {error}") from error
 
 
