@@ -12,7 +12,8 @@
 A row holds what a recipe decision needs: validation BLEU at every validation (decisions are
 taken on it, never on the test set), test BLEU, length ratio and oracle-latent BLEU from the
 benchmark, latent accuracy and codes in use at the last validation, training wall time, the
-commit and the exact command.
+commit and the exact command (its paths relative to the project root, as every path a row
+records).
 """
 
 import argparse
@@ -26,6 +27,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from bench.paths import relative_paths
 from train_log import parse_fields, progress, train_wall, validations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -554,7 +556,8 @@ def main(argv=None) -> int:
     if args.command == "row" and args.average_epochs and not args.benchmark_valid:
         parser.error("--average-epochs needs --benchmark-valid")
     if args.command == "row":
-        result = make_row(args)
+        # paths relative to the project root: the command keeps its meaning run from there
+        result = relative_paths(make_row(args))
         _write_atomically(Path(args.out), json.dumps(result, indent=1) + "\n")
         print(
             f"{args.variant} seed {args.seed}: valid BLEU {result['valid_bleu_best']}, test BLEU {result['test_bleu']}"
@@ -562,7 +565,7 @@ def main(argv=None) -> int:
     elif args.command == "status":
         print(status(args.runs))
     elif args.command == "scaling":
-        points = [scaling_point(f, d) for f, d in args.run]
+        points = relative_paths([scaling_point(f, d) for f, d in args.run])
         args.out.mkdir(parents=True, exist_ok=True)
         _write_atomically(
             args.out / "scaling.json", json.dumps(points, indent=1) + "\n"

@@ -63,6 +63,7 @@ from pathlib import Path
 from bench.ct2 import CT2_TASK, evaluate_ctranslate2
 from bench.measure import evaluate, git_commit, hardware, log
 from bench.outputs import foreign, read_results
+from bench.paths import relative_paths
 from bench.report import aggregate, keep_earlier, markdown, merge_earlier, plot
 from bench.specs import (
     AR_BEAM_ROW,
@@ -367,6 +368,7 @@ def _run(args, specs, meta, parser) -> int:
         "models": records,
     }
     kept = _keep_richer_results(args, report)
+    report = relative_paths(report)  # the files hold paths relative to the project root
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(

@@ -273,6 +273,11 @@ def main(argv=None) -> dict:
         "summary": summary,
         "runs": runs,
     }
+    # paths relative to the project root, never the machine's (a committed result); bench/
+    # sits beside this script, on the path when it runs
+    from bench.paths import relative_paths
+
+    results = relative_paths(results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown_table(summary, runs, args.seeds))
     plot_summary(out_dir / "summary.png", summary, runs)

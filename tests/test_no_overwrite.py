@@ -139,8 +139,13 @@ def bench(monkeypatch):
 
 
 def _models(path):
+    """(name, BLEU, the absolute file it was merged from) of each model in ``path``."""
     return [
-        (m["name"], m["bleu"], m.get("merged_from"))
+        (
+            m["name"],
+            m["bleu"],
+            m.get("merged_from") and os.path.normpath(REPO / m["merged_from"]),
+        )
         for m in json.loads(path.read_text())["models"]
     ]
 

@@ -774,7 +774,9 @@ def test_benchmark_merges_earlier_results(pipeline, tmp_path, capsys):
         names.count("AR greedy") == 2
     )  # the missing one, and the earlier measurement of the other checkpoint
     merged = [m for m in report["models"] if "merged_from" in m]
-    assert len(merged) == 6 and all(m["merged_from"] == str(earlier) for m in merged)
+    assert len(merged) == 6 and all(
+        m["merged_from"] == os.path.relpath(earlier, REPO) for m in merged
+    )  # relative to the project root, as every path a result file records
     assert "†" in (tmp_path / "t.md").read_text()
 
 
@@ -1127,9 +1129,9 @@ def test_benchmark_spec_errors(tmp_path, capsys, monkeypatch):
         == 0
     )
     record = json.loads((tmp_path / "r.json").read_text())["models"][0]
-    assert record["status"] == "missing" and record["checkpoint"] == str(
-        tmp_path / "runs" / "x.pt"
-    )  # absolute
+    assert record["status"] == "missing" and record["checkpoint"] == os.path.relpath(
+        tmp_path / "runs" / "x.pt", REPO
+    )  # taken from the current folder, recorded relative to the project root
     with pytest.raises(SystemExit):
         benchmark.main(
             [

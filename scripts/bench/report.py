@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 
 from .measure import log
+from .paths import from_project
 
 
 def _throughput_cell(row) -> str:
@@ -30,6 +31,8 @@ def _merge_key(record):
     checkpoint = record.get("checkpoint") or ""
     if checkpoint.endswith(UNFINISHED):
         checkpoint = checkpoint[: -len(UNFINISHED)]
+    if checkpoint:  # recorded relative to the project root, or absolute in older files
+        checkpoint = from_project(checkpoint)
     return (
         record.get("name"),
         checkpoint,
