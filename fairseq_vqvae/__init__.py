@@ -4,9 +4,9 @@ Roy et al. 2018, https://arxiv.org/abs/1805.11063. Load with ``--user-dir fairse
 
 ``fairseq_vqvae.bottleneck`` and ``fairseq_vqvae.image`` are plain torch. The fairseq
 components (model, criterion, task, the ``torch_adamw`` optimizer) are registered when
-fairseq is already imported, as it is whenever fairseq loads the plugin (``--user-dir``);
-importing them directly
-(``from fairseq_vqvae.model import VQVAENATModel``) registers them too.
+fairseq is already imported, as it is whenever fairseq loads the plugin (``--user-dir``),
+and only here (``register``): a module imported directly registers itself alone, and
+``VQVAENATModel.from_pretrained`` calls ``register`` for the task and criterion it needs.
 """
 
 import sys

@@ -1,22 +1,23 @@
-"""What vqvae_nat's token decoder reads in training besides the target's quantized codes.
+"""vqvae_nat's training curriculum: what the token decoder reads besides the quantized codes.
 
 Three schedules, each off unless its option is set: the bottleneck warm-up of the paper's code
 (Roy et al. 2018, https://arxiv.org/abs/1805.11063, section 5.1; tensor2tensor
 ``bottleneck_warmup_steps``), glancing (GLAT, Qian et al. 2021, https://arxiv.org/abs/2008.07905)
-and scheduled sampling of codes (CNAT, Bao et al. 2021; latent-GLAT, Bao et al. 2022).
+and scheduled sampling of codes (CNAT, Bao et al. 2021; latent-GLAT, Bao et al. 2022); and the
+model's schedules, pure functions of the update number (``step_on``, ``inverse_exp_decay``).
 """
 
-import torch
+import math
 
-from .bottleneck import em
+import torch
 
 
 def warmup_mix(quantized, continuous, num_updates: int, warmup_updates: int):
     """Bottleneck warm-up: per example, the quantized latents (B, N, C) with probability
-    p(t) (``em.inverse_exp_decay``), else the continuous ones; quantized when it is off."""
+    p(t) (``inverse_exp_decay``), else the continuous ones; quantized when it is off."""
     if warmup_updates <= 0:
         return quantized
-    p = em.inverse_exp_decay(num_updates, warmup_updates)
+    p = inverse_exp_decay(num_updates, warmup_updates)
     use_quantized = torch.rand(quantized.shape[0], 1, 1, device=quantized.device) < p
     return torch.where(use_quantized, quantized, continuous)
 
@@ -55,3 +56,22 @@ def glance_positions(predicted, target, pad: int, ratio: float):
     scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
     rank = scores.argsort(1).argsort(1)  # a random order of the real positions first
     return rank < count.unsqueeze(1)
+
+
+# Schedules, f(num_updates) -> float. They reach the model through fairseq's set_num_updates.
+
+
+def step_on(num_updates: int, start_update: int) -> float:
+    """0 before ``start_update``, 1 from it on (paper: latent loss after 50k steps)."""
+    return 1.0 if num_updates >= start_update else 0.0
+
+
+def inverse_exp_decay(
+    num_updates: int, warmup_updates: int, min_value: float = 0.01
+) -> float:
+    """tensor2tensor's ``inverse_exp_decay``: min_value at 0, rising exponentially to 1 at
+    ``warmup_updates`` (the paper's bottleneck warm-up probability, 0.01 -> 1 over 10k steps)."""
+    if warmup_updates <= 0 or num_updates >= warmup_updates:
+        return 1.0
+    base = math.exp(math.log(min_value) / warmup_updates)
+    return base ** (warmup_updates - max(0, num_updates))

@@ -17,29 +17,12 @@ import logging
 from typing import NamedTuple
 
 import torch
-from torch.profiler import record_function
 
 from .errors import OptionError
 from .lengths import token_lengths
+from .stages import STAGES, stage  # noqa: F401  (STAGES: read from here by scripts/bench)
 
 logger = logging.getLogger(__name__)
-
-# The stages of one generate() call, as torch.profiler labels (``scripts/benchmark.py
-# --profile-sentences`` sums them); outside a profiler a label costs about a microsecond.
-STAGES = (
-    "encoder",
-    "length",
-    "latent_predictor",
-    "decompressor",
-    "decoder",
-    "output",
-    "ranking",
-)
-
-
-def stage(name: str):
-    return record_function(f"vqvae_nat.{name}")
-
 
 # Where the sentence ends (--gen-eos). In training a target of T tokens (EOS included) is
 # compressed into N = ceil(T / 2^n_c) latents, so its EOS always lies in the last latent's

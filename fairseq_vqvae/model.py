@@ -19,12 +19,8 @@ from fairseq.modules import LayerNorm
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import nn
 
-# The task and criterion its checkpoints name are registered with the model, also when it is
-# imported alone (``from fairseq_vqvae.model import VQVAENATModel``, then ``from_pretrained``).
-from . import criterion as _criterion  # noqa: F401
-from . import curriculum, quantize
-from . import task as _task  # noqa: F401
-from .bottleneck import BottleneckConfig, VQBottleneck, em
+from . import curriculum, quantize, register
+from .bottleneck import BottleneckConfig, VQBottleneck
 from .checks import (
     check_precision,
     check_state_dict,
@@ -33,7 +29,6 @@ from .checks import (
 )
 from .config import VQVAENATConfig, trained_parts, validate
 from .errors import OptionError, install_one_line_errors
-from .generator import stage
 from .latent import (
     Compressor,
     Decompressor,
@@ -43,6 +38,7 @@ from .latent import (
 )
 from .lengths import LengthClassifier, ceil_div, pad_to, padding_mask, token_lengths
 from .presets import apply_preset
+from .stages import stage
 
 logger = logging.getLogger(__name__)
 install_one_line_errors()
@@ -140,6 +136,7 @@ class VQVAENATModel(BaseFairseqModel):
         unless ``max_tokens`` or ``batch_size`` is given here."""
         from omegaconf import open_dict
 
+        register()  # the task and criterion its checkpoint names, for a model imported alone
         hub = super().from_pretrained(
             model_name_or_path, checkpoint_file, data_name_or_path, **kwargs
         )
@@ -239,7 +236,9 @@ class VQVAENATModel(BaseFairseqModel):
                     "mask": ~latent_padding,
                     "label_smoothing": self.cfg.latent_label_smoothing,
                     "factor": self.cfg.latent_loss_factor
-                    * em.step_on(self.num_updates, self.cfg.latent_loss_start_update),
+                    * curriculum.step_on(
+                        self.num_updates, self.cfg.latent_loss_start_update
+                    ),
                 },
                 "commit": {"loss": vq.commit_loss + vq.codebook_loss, "factor": 1.0},
             }

@@ -149,8 +149,10 @@ def build(
 
     # The package registers its fairseq parts only if fairseq was imported first (other
     # tests import the plain-torch fairseq_vqvae.bottleneck before), and fairseq skips
-    # --user-dir for an imported package; importing the model registers all three.
-    import fairseq_vqvae.model  # noqa: F401
+    # --user-dir for an imported package: register all three here.
+    import fairseq_vqvae
+
+    fairseq_vqvae.register()
 
     argv = [
         str(databin),

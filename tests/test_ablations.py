@@ -611,7 +611,9 @@ def test_every_variant_names_known_options():
     """Each variant's flags parse with fairseq's own parser (a typo would cost a training)."""
     from fairseq import options
 
-    import fairseq_vqvae.model  # noqa: F401
+    import fairseq_vqvae
+
+    fairseq_vqvae.register()
 
     lines = (REPO / "examples/multi30k/ablations/variants.tsv").read_text().splitlines()
     variants = [

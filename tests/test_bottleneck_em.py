@@ -185,26 +185,6 @@ def test_perplexity_is_per_row():
     _close(result, [2.0, 1.0, 0.0], atol=1e-5)
 
 
-def test_step_on_schedule():
-    assert em.step_on(0, 5) == 0.0
-    assert em.step_on(4, 5) == 0.0
-    assert em.step_on(5, 5) == 1.0  # edge
-    assert em.step_on(10_000, 5) == 1.0
-    assert em.step_on(0, 0) == 1.0
-
-
-def test_inverse_exp_decay_schedule():
-    assert em.inverse_exp_decay(0, 10, min_value=0.01) == pytest.approx(0.01)
-    # Geometric: halfway through, 0.01 ** (5 / 10) = 0.1.
-    assert em.inverse_exp_decay(5, 10, min_value=0.01) == pytest.approx(0.1)
-    assert em.inverse_exp_decay(9, 10, min_value=0.01) == pytest.approx(0.01**0.1)
-    assert em.inverse_exp_decay(10, 10) == 1.0  # edge
-    assert em.inverse_exp_decay(10_000, 10) == 1.0  # end
-    assert em.inverse_exp_decay(0, 0) == 1.0
-    values = [em.inverse_exp_decay(step, 10) for step in range(11)]
-    assert values == sorted(values)
-
-
 @pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
 def test_bad_decay_is_rejected(decay):
     with pytest.raises(ValueError, match="decay"):

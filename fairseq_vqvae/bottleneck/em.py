@@ -28,8 +28,6 @@ optimizer update, after the loss, in training only (never in eval mode and never
 fairseq's dummy / ``ignore_grad`` batches). See ``VQBottleneck.accumulate_`` / ``update_``.
 """
 
-import math
-
 import torch
 
 __all__ = [
@@ -42,8 +40,6 @@ __all__ = [
     "laplace_smoothing",
     "codebook_from_ema",
     "perplexity",
-    "step_on",
-    "inverse_exp_decay",
 ]
 
 
@@ -184,22 +180,3 @@ def perplexity(counts: torch.Tensor) -> torch.Tensor:
     probs = counts / total.clamp_min(1e-12)
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1)
     return torch.where(total.squeeze(-1) > 0, entropy.exp(), torch.zeros_like(entropy))
-
-
-# Schedules, f(num_updates) -> float. They reach modules through fairseq's set_num_updates.
-
-
-def step_on(num_updates: int, start_update: int) -> float:
-    """0 before ``start_update``, 1 from it on (paper: latent loss after 50k steps)."""
-    return 1.0 if num_updates >= start_update else 0.0
-
-
-def inverse_exp_decay(
-    num_updates: int, warmup_updates: int, min_value: float = 0.01
-) -> float:
-    """tensor2tensor's ``inverse_exp_decay``: min_value at 0, rising exponentially to 1 at
-    ``warmup_updates`` (the paper's bottleneck warm-up probability, 0.01 -> 1 over 10k steps)."""
-    if warmup_updates <= 0 or num_updates >= warmup_updates:
-        return 1.0
-    base = math.exp(math.log(min_value) / warmup_updates)
-    return base ** (warmup_updates - max(0, num_updates))
