@@ -1,9 +1,11 @@
 """OptionError: a bad option or input the user can fix, reported in one line.
 
 fairseq's command-line tools let an exception raised while building the model end in a Python
-traceback. For this error type only, the plugin's hook prints what argparse would:
+traceback. For this error type, the plugin's hook prints what argparse would:
 ``fairseq-train: error: --dropout must be in [0.0, 1.0), got 1.0`` and exits with status 2.
-Every other exception keeps Python's traceback. Installed when the fairseq parts are imported
+So do the fairseq failures whose fix is known (``known_errors``: an unreadable checkpoint, a
+split never binarized, ``--max-tokens`` below the longest sentence, ...). Every other exception
+keeps Python's traceback. Installed when the fairseq parts are imported
 by one of fairseq's command-line tools (``fairseq-*``), never in a user's own Python process,
 where an OptionError stays an ordinary exception.
 """
@@ -25,6 +27,10 @@ def _hook(previous):
             error = (
                 error.__cause__ or error.__context__
             )  # fairseq re-raises some as Exception
+        if error is None:
+            from .known_errors import explain  # fairseq failures with a known fix
+
+            error = explain(value, traceback)
         if error is None:
             return previous(kind, value, traceback)
         sys.stderr.write(

@@ -311,6 +311,102 @@ def resume_with_another_bottleneck(env):
     )
 
 
+def _generate(env, *flags, checkpoint=None):
+    return env.tool(
+        "generate",
+        env.data,
+        *("--user-dir", USER_DIR, "--task", "translation_vqvae", "--cpu"),
+        *("--path", checkpoint or env.base / "checkpoint_last.pt"),
+        *flags,
+    )
+
+
+def _interactive(env, text: bytes):
+    path = env.work / "input.txt"
+    path.write_bytes(text)
+    return env.tool(
+        "interactive",
+        env.data,
+        *("--user-dir", USER_DIR, "--task", "translation_vqvae", "--cpu"),
+        *("--path", env.base / "checkpoint_last.pt", "--input", path),
+        *("--source-lang", "en", "--target-lang", "de"),
+    )
+
+
+def _truncated_checkpoint(env):
+    path = env.work / "truncated.pt"
+    path.write_bytes((env.base / "checkpoint_last.pt").read_bytes()[:3000])
+    return _generate(env, "--gen-subset", "test", checkpoint=path)
+
+
+def _another_architecture(env):
+    save = env.work / "other_architecture"
+    shutil.rmtree(save, ignore_errors=True)
+    shutil.copytree(env.base, save)
+    before = (save / "checkpoint_last.pt").read_bytes()
+    result = env.train(save, "--max-update", "30", "--encoder-layers", "2")
+    if (save / "checkpoint_last.pt").read_bytes() != before:
+        result.stderr += "\n(checkpoint_last.pt overwritten)"
+    return result
+
+
+FAIRSEQ_FAILURES = {  # name: (what it does, the needle of its one-line error)
+    "unreadable_checkpoint": (
+        _truncated_checkpoint,
+        "is not a readable fairseq checkpoint",
+    ),
+    "missing_gen_subset": (
+        lambda env: _generate(env, "--gen-subset", "train2"),
+        "has no split 'train2' (it has: test, train, valid)",
+    ),
+    "max_tokens_below_longest": (
+        lambda env: _generate(env, "--gen-subset", "test", "--max-tokens", "3"),
+        "--max-tokens 3 is below the longest sentence",
+    ),
+    "input_longer_than_positions": (
+        lambda env: _interactive(env, b" ".join([b"a"] * 1100) + b"\n"),
+        "--skip-invalid-size-inputs-valid-test",
+    ),
+    "input_not_utf8": (
+        lambda env: _interactive(env, b"hello \xff\xfe world\n"),
+        "is not UTF-8",
+    ),
+    "save_dir_not_creatable": (
+        lambda env: env.train(
+            env.base / "checkpoint_last.pt" / "sub", "--max-update", "1"
+        ),
+        "cannot be created",
+    ),
+    "length_filters_drop_everything": (
+        lambda env: env.train(
+            env.work / "save_filtered",
+            *("--max-update", "1", "--max-source-positions", "4"),
+            *("--max-target-positions", "4"),
+        ),
+        "dropped every sentence pair",
+    ),
+    "resume_with_another_architecture": (
+        _another_architecture,
+        "holds another model than these flags build",
+    ),
+}
+
+
+def _fairseq_failure_case(name, action, needle):
+    def run(env):
+        result = action(env)
+        lost = "checkpoint_last.pt overwritten" in result.stderr
+        ok, observed = one_line_error(result, needle)
+        return ok and not lost, observed, "checkpoint_last.pt" if lost else "nothing"
+
+    run.__name__ = name
+    case(f"one-line error: {needle}")(run)
+
+
+for _name, (_action, _needle) in FAIRSEQ_FAILURES.items():
+    _fairseq_failure_case(_name, _action, _needle)
+
+
 def _empty_split(data):
     for side in ("en", "de"):
         (data / f"valid.en-de.{side}.bin").write_bytes(b"")

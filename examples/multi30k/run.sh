@@ -14,8 +14,8 @@
 #
 # Every stage is resumable: it is skipped when its output exists, and an interrupted training
 # continues from its checkpoint_last.pt. After each model is trained its row's result JSON goes
-# to examples/multi30k/results/rows/ (commit them: the final table is rebuilt from them if the
-# checkpoints are lost), and the final table to examples/multi30k/results/benchmark.{md,json,png}.
+# to examples/multi30k/results/paper_table/rows/ (commit them: the final table is rebuilt from them if the
+# checkpoints are lost), and the final table to examples/multi30k/results/paper_table/benchmark.{md,json,png}.
 #
 # Usage: bash examples/multi30k/run.sh [--dry-run] [--stages LIST]    (see --help)
 set -euo pipefail
@@ -37,7 +37,7 @@ Runs the whole Multi30k study; rerun the same command to continue after an inter
 
 Environment (default):
   WORK=$ROOT/runs/multi30k     where data, checkpoints and logs go
-  RESULTS=$HERE/results        where the result JSONs and the final table go
+  RESULTS=$HERE/results/paper_table  where the result JSONs and the final table go
   SRC_DIR=$ROOT/../shared/data/multi30k   the raw Multi30k files (DOWNLOAD=1: fetch them)
   THREADS=2                    torch threads for training and distillation
   BENCH_THREADS=1              torch threads for every latency measurement
@@ -65,7 +65,7 @@ for stage in ${STAGES//,/ }; do
 done
 
 WORK="${WORK:-$ROOT/runs/multi30k}"
-RESULTS="${RESULTS:-$HERE/results}"
+RESULTS="${RESULTS:-$HERE/results/paper_table}"
 SRC_DIR="${SRC_DIR:-$ROOT/../shared/data/multi30k}"
 DOWNLOAD="${DOWNLOAD:-0}"
 THREADS="${THREADS:-2}"
@@ -289,7 +289,7 @@ fi
 
 # Decoding variant rows (beyond the paper): the soft EM students, raw and distilled, every seed,
 # with --gen-dedup (repeated tokens dropped). scripts/benchmark.py takes any generation option
-# this way; the full ablation of --gen-eos and --gen-dedup is in results/decoding/.
+# this way; the full ablation of --gen-eos and --gen-dedup is in results/paper_table/decoding/.
 for id in soft_em_distill soft_em_raw; do
   row_selected "$id" || continue
   read -r -a em_seeds <<< "$SEEDS_EM"
@@ -307,8 +307,10 @@ if want benchmark; then
   log "stage 6/6 benchmark: ${#BENCH_SPECS[@]} checkpoints in one process -> $RESULTS/benchmark.{md,json,png}"
   models=()
   for spec in "${BENCH_SPECS[@]}"; do models+=(--model "$spec"); done
+  # the first file that holds a checkpoint wins: the last final table before the per-row files
   run "$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA/raw/test.de" \
     --ref-tok "$DATA/tok/test.de" --threads "$BENCH_THREADS" "${models[@]}" \
-    --merge-json "$ROW_DIR" --out-dir "$RESULTS" --save-hyps "$WORK/hypotheses"
+    --merge-json "$RESULTS/benchmark.json" --merge-json "$ROW_DIR" --out-dir "$RESULTS" \
+    --save-hyps "$WORK/hypotheses"
 fi
 log "finished in $(( $(date +%s) - start ))s; table: $RESULTS/benchmark.md"
