@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .latent import source_padding_mask
-
 LENGTH_OFFSET = 128  # classes are T - |x| + 128, in [0, 256)
 
 
@@ -62,3 +60,9 @@ def pad_to(tokens, length: int, pad: int):
     if tokens.shape[1] >= length:
         return tokens[:, :length]
     return F.pad(tokens, (0, length - tokens.shape[1]), value=pad)
+
+
+def source_padding_mask(encoder_out):
+    """The source padding mask (B, S) of a fairseq encoder output, or None (no padding)."""
+    masks = encoder_out["encoder_padding_mask"]
+    return masks[0] if masks else None

@@ -34,9 +34,16 @@ from .latent import (
     Decompressor,
     LatentPredictor,
     sinusoidal_table,
-    source_padding_mask,
 )
-from .lengths import LengthClassifier, ceil_div, pad_to, padding_mask, token_lengths
+from .latent_search import check_search
+from .lengths import (
+    LengthClassifier,
+    ceil_div,
+    pad_to,
+    padding_mask,
+    source_padding_mask,
+    token_lengths,
+)
 from .presets import apply_preset
 from .stages import stage
 
@@ -476,6 +483,54 @@ class VQVAENATModel(BaseFairseqModel):
                 self.max_latents,
             )
         return counts.clamp(1, self.max_latents)
+
+    # The decoding interface: what VQVAENATGenerator calls ------------------------------------
+
+    def encode(self, src_tokens, src_lengths):
+        """The source encoding: fairseq's ``encoder_out`` dictionary ((S, B, C) inside)."""
+        return self.encoder(src_tokens, src_lengths=src_lengths)
+
+    def reorder_encoder_out(self, encoder_out, order):
+        """``encoder_out`` with its sentences in ``order`` (C,) (repeats allowed)."""
+        return self.encoder.reorder_encoder_out(encoder_out, order)
+
+    @property
+    def length_classes(self) -> int | None:
+        """The length classifier's number of classes; None without one."""
+        return None if self.length_head is None else self.length_head.out_features
+
+    def length_candidates(self, encoder_out, src_lengths, beam: int = 1):
+        """(lengths T (B, beam), their log-probabilities (B, beam)): the length classifier's
+        ``beam`` best (``beam`` 1: its best, with 0), or (None, zeros (B, 1)) without one."""
+        no_prior = torch.zeros(src_lengths.shape[0], 1, device=src_lengths.device)
+        if self.length_head is None:
+            return None, no_prior
+        if beam == 1:
+            return self.inference_lengths(encoder_out, src_lengths)[:, None], no_prior
+        logp = self.length_head(encoder_out).float().log_softmax(-1)
+        prior, classes = logp.topk(beam, dim=-1)
+        return self.length_head.lengths(classes, src_lengths[:, None]), prior
+
+    def check_search(self, beam_size: int) -> None:
+        """Refuse a latent beam the latent predictor cannot search."""
+        check_search(self.latent_predictor, beam_size)
+
+    def predict_codes(
+        self, encoder_out, num_latents, beam_size=1, samples=0, lengths=None
+    ):
+        """The latent predictor's candidate codes (B, W, N, S) and their log-probabilities
+        (B, W), W = beam_size + samples (``latent_search.search``)."""
+        return self.latent_predictor.search(
+            encoder_out, num_latents, beam_size, samples, lengths=lengths
+        )
+
+    def decode_codes(self, codes, latent_padding, encoder_out):
+        """Codes (B, N, S) -> token logits (B, N * 2^n_c, V): look-up, then ``decode``."""
+        with stage("decompressor"):
+            latents = self.bottleneck.lookup(codes).to(
+                encoder_out["encoder_out"][0].dtype
+            )
+        return self.decode(latents, latent_padding, encoder_out)
 
     def _source_target_lengths(self, src_lengths):
         return torch.ceil(src_lengths.float() * self.cfg.length_ratio).long()

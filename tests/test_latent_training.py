@@ -304,7 +304,7 @@ def _encoder(model, sample):
 def test_cached_steps_match_fairseqs_steps_with_the_new_predictor_inputs(
     build_vqvae, make_sample, flags
 ):
-    from fairseq_vqvae.latent import CachedSteps, FairseqSteps
+    from fairseq_vqvae.latent_search import CachedSteps, FairseqSteps
 
     built = build_vqvae(*flags)
     model = built.model.eval()

@@ -1289,7 +1289,7 @@ def test_cached_latent_steps_match_fairseqs_incremental_layers(
     padded sources; search takes it in evaluation only (training, and fairseq-generate's
     --retain-dropout, keep dropout through fairseq's layers). The token-decoder stage searches
     with the predictor frozen in evaluation, so it takes the cached steps too."""
-    from fairseq_vqvae.latent import CachedSteps, FairseqSteps
+    from fairseq_vqvae.latent_search import CachedSteps, FairseqSteps
 
     built = build_vqvae(*flags)
     model = built.model.eval()
