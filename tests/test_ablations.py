@@ -615,7 +615,11 @@ def test_every_variant_names_known_options():
 
     fairseq_vqvae.register()
 
-    lines = (REPO / "examples/multi30k/ablations/variants.tsv").read_text().splitlines()
+    lines = (
+        (REPO / "examples/multi30k/results/ablations/variants.tsv")
+        .read_text()
+        .splitlines()
+    )
     variants = [
         line.split("\t") for line in lines if line.strip() and not line.startswith("#")
     ]
@@ -668,10 +672,10 @@ def test_converged_study_trains_each_row_then_benchmarks_all_with_the_teacher(tm
         f"fsg_nc4, average of last 5 epochs=translation_vqvae:{tmp_path}/ablations/u9/fsg_nc4/seed1/checkpoint_avg5.pt",
     ):
         assert model in final
-    assert "--threads 1" in final and "examples/multi30k/converged" in final
+    assert "--threads 1" in final and "examples/multi30k/results/converged" in final
     curves = [line for line in lines if "ablations.py curves" in line]
     assert len(curves) == 1 and "--budget 9" in curves[0]
-    assert curves[0].endswith("examples/multi30k/converged/curves.png")
+    assert curves[0].endswith("examples/multi30k/results/converged/curves.png")
 
 
 def test_converged_rows_in_parallel_prepare_the_data_once_then_log_each_row(tmp_path):

@@ -3,12 +3,12 @@
 # for a fixed budget and write its result row; `--table` rebuilds the table of every row.
 #
 #   bash examples/multi30k/ablate.sh VARIANT [SEED ...]     train + measure (default seeds: 1 2)
-#   bash examples/multi30k/ablate.sh --table                  rows -> ablations/README.md table
+#   bash examples/multi30k/ablate.sh --table                  rows -> results/ablations/README.md table
 #   bash examples/multi30k/ablate.sh --list                   the variants and their flags
 #   bash examples/multi30k/ablate.sh --prepare                the data of every variant, nothing else
 #                                                             (before several runs start at once)
 #
-# A variant is a line of examples/multi30k/ablations/variants.tsv: id, data (distill|raw), one
+# A variant is a line of examples/multi30k/results/ablations/variants.tsv: id, data (distill|raw), one
 # line of description, the fairseq-train flags it adds to the common student command below.
 # Every variant of one budget shares everything else: data, batch, optimizer, seeds, and the
 # benchmark (test_2016_flickr at batch 1, 1 thread, predicted and oracle latents).
@@ -18,7 +18,7 @@
 # like the raw data and binarised with its dictionary (about 1 min). The study's own teacher
 # (run.sh) is not needed, so a variant can be measured on a fresh machine in one command.
 #
-# A row: examples/multi30k/ablations/rows/VARIANT__seedN__uBUDGET.json with validation BLEU
+# A row: examples/multi30k/results/ablations/rows/VARIANT__seedN__uBUDGET.json with validation BLEU
 # (every epoch; decisions are taken on it), test BLEU, length ratio, oracle-latent BLEU, latent
 # accuracy and codes in use at the last validation, updates, training wall time, the commit and
 # the exact command. Training resumes from checkpoint_last.pt when rerun. With KEEP_EPOCHS=N
@@ -48,7 +48,7 @@ source "$ROOT/scripts/lib.sh"  # PY, BIN, log, die
 LOG_NAME=ablate
 
 WORK="${WORK:-$ROOT/runs/multi30k}"
-ABL="${ABL:-$HERE/ablations}"
+ABL="${ABL:-$HERE/results/ablations}"
 SRC_DIR="${SRC_DIR:-$ROOT/../shared/data/multi30k}"
 DISTILLED="${DISTILLED:-$ROOT/../shared/data/multi30k-distilled/train.de.gz}"
 MAX_UPDATE="${MAX_UPDATE:-1000}"

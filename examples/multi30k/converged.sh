@@ -18,7 +18,7 @@
 #   order that, two rows at a time (PARALLEL=2 on the 2 cores), gives the second seeds early),
 #   MAX_UPDATE (4000), THREADS (2), KEEP_EPOCHS (5: each row also keeps its last 5 epoch
 #   checkpoints and is measured averaged too, a second table row "VARIANT, average of last 5 epochs"),
-#   BENCH_THREADS (1), WORK (runs/multi30k), TEACHER, OUT (examples/multi30k/converged),
+#   BENCH_THREADS (1), WORK (runs/multi30k), TEACHER, OUT (examples/multi30k/results/converged),
 #   PARALLEL (1: rows one after the other; N > 1: up to N rows train and are measured at once,
 #   for a GPU, which one small row leaves mostly idle, the rows of another budget once all rows
 #   of MAX_UPDATE are done; each row's output then goes to WORK/logs/converged_VARIANT_seedN.log),
@@ -38,7 +38,7 @@ KEEP_EPOCHS="${KEEP_EPOCHS:-5}"
 WORK="${WORK:-$ROOT/runs/multi30k}"
 DATA="$WORK/data"
 TEACHER="${TEACHER:-$WORK/teacher/checkpoint_best.pt}"
-OUT="${OUT:-$HERE/converged}"
+OUT="${OUT:-$HERE/results/converged}"
 DRY_RUN="${DRY_RUN:-0}"
 PARALLEL="${PARALLEL:-1}"
 [[ "$PARALLEL" =~ ^[1-9][0-9]*$ ]] || die "PARALLEL must be a positive integer (rows at once), got '$PARALLEL'"
@@ -94,7 +94,7 @@ elif [[ "$STAGE" != benchmark ]]; then
   rm -rf "$status_dir"
   # Each row rewrote the table with the rows it saw; rows that finished together can miss one
   # another there: once more with all of them.
-  [[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$HERE/ablations" > /dev/null
+  [[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$HERE/results/ablations" > /dev/null
   [[ ${#failed[@]} == 0 ]] \
     || die "rows ${failed[*]} failed: see WORK/logs/converged_VARIANT_seedN.log (rerun to resume them)"
 fi
@@ -121,6 +121,6 @@ cmd=("$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA
   "${models[@]}" --out-dir "$OUT" --replace-results)
 echo "+ ${cmd[*]}" >&2
 [[ $DRY_RUN == 1 ]] || { mkdir -p "$OUT"; "${cmd[@]}"; }
-curves=("$PY" "$ROOT/scripts/ablations.py" curves "$HERE/ablations" --budget "$MAX_UPDATE" --out "$OUT/curves.png")
+curves=("$PY" "$ROOT/scripts/ablations.py" curves "$HERE/results/ablations" --budget "$MAX_UPDATE" --out "$OUT/curves.png")
 echo "+ ${curves[*]}" >&2
 [[ $DRY_RUN == 1 ]] || "${curves[@]}"

@@ -8,7 +8,7 @@
 #   bash examples/multi30k/predictor_scaling.sh [train|table]
 #
 # Environment: FRACTIONS ("0.125 0.25 0.5"), SEED (1), PARENT (row 2's best checkpoint of that seed),
-# MAX_UPDATE (1400), THREADS (1), WORK (runs/multi30k), OUT (examples/multi30k/predictor_scaling),
+# MAX_UPDATE (1400), THREADS (1), WORK (runs/multi30k), OUT (examples/multi30k/results/predictor_scaling),
 # PYTHON (.venv/bin/python).
 # Resumable: a rerun goes on from each fraction's checkpoint_last.pt and skips finished ones.
 # The subsets are the same for every SEED (their own seed is 1): seeds vary the training only.
@@ -17,7 +17,7 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/lib.sh"  # ROOT, PY, BIN, log, die
 LOG_NAME=predictor_scaling
 WORK="${WORK:-$ROOT/runs/multi30k}"
-OUT="${OUT:-$ROOT/examples/multi30k/predictor_scaling}"
+OUT="${OUT:-$ROOT/examples/multi30k/results/predictor_scaling}"
 FRACTIONS="${FRACTIONS:-0.125 0.25 0.5}"
 SEED="${SEED:-1}"
 PARENT="${PARENT:-$WORK/ablations/u4000/fsg_hard_em/seed$SEED/checkpoint_best.pt}"
