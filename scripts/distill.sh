@@ -136,9 +136,7 @@ fi
 # ---- 1. translate ---------------------------------------------------------------------------
 if [[ "$DEVICES" == auto ]]; then
   DEVICES=cpu
-  if command -v nvidia-smi >/dev/null 2>&1 && "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    DEVICES=0
-  fi
+  if have_cuda; then DEVICES=0; fi
 fi
 IFS=',' read -r -a DEVICE_LIST <<< "$DEVICES"
 [[ ${#DEVICE_LIST[@]} -gt 0 ]] || die "--devices is empty"

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Helpers shared by the shell pipelines: scripts/{prepare_multi30k,prepare_wmt14_en_de,
-# train_teacher,distill}.sh and examples/{multi30k,wmt14_en_de}/run.sh. Sourced, never run:
+# Helpers shared by the shell pipelines: scripts/{prepare_corpus,prepare_multi30k,
+# prepare_wmt14_en_de,train_teacher,distill}.sh and examples/{multi30k,wmt14_en_de,
+# translate_your_data}/run.sh. Sourced, never run:
 #   scripts/X.sh:        source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #   examples/X/run.sh:   source "$ROOT/scripts/lib.sh"
 # Each entry script keeps its own `set -euo pipefail`, usage() and option parsing.
@@ -18,6 +19,28 @@ BIN="$(dirname "$PY")"
 DIE_NAME=""
 log() { echo "[$LOG_NAME $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "${DIE_NAME:-$LOG_NAME}: error: $*" >&2; exit 1; }
+
+# have_cuda: succeeds when PY's torch sees a GPU (no nvidia-smi: no GPU, without importing torch).
+have_cuda() {
+  command -v nvidia-smi >/dev/null 2>&1 \
+    && "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null
+}
+
+# claim_dir DIR [NAME...]: DIR is this project's output folder from now on (DIR/.made_by, naming
+# LOG_NAME): created when missing, claimed when empty, or when it holds .made_by or one of the
+# NAMEs (an earlier version's markers). Dies when DIR holds anything else: nothing a user has is
+# ever overwritten.
+claim_dir() {
+  local dir="$1" name; shift
+  [[ -f "$dir/.made_by" ]] && return 0
+  if [[ -d "$dir" && -n "$(ls -A "$dir")" ]]; then
+    for name in "$@"; do [[ -e "$dir/$name" ]] && break; done
+    [[ $# -gt 0 && -e "$dir/$name" ]] \
+      || die "$dir holds files that no script of this project made ($(ls -A "$dir" | head -3 | tr '\n' ' ')...): nothing there is overwritten; choose another output folder"
+  fi
+  mkdir -p "$dir"
+  echo "$LOG_NAME" > "$dir/.made_by"
+}
 
 # bf16_autocast_flag NAME: BF16_AUTOCAST_FLAG (an array) <- (--bf16-autocast) or () for the
 # setting in variable NAME: 1 always, 0 never, auto where it makes training faster (a GPU, or a
@@ -78,6 +101,16 @@ apply_bpe() {
   rm -f "$all.in" "$all.out"
 }
 
+# count_pairs SPLIT [WHERE]: OUT/raw/SPLIT.SRC and OUT/raw/SPLIT.TGT have the same number of
+# lines, and at least one (dies naming WHERE otherwise); logs the count.
+count_pairs() {
+  local n_src n_tgt
+  n_src=$(wc -l < "$OUT/raw/$1.$SRC"); n_tgt=$(wc -l < "$OUT/raw/$1.$TGT")
+  [[ "$n_src" == "$n_tgt" ]] || die "$1: $n_src $SRC lines but $n_tgt $TGT lines${2:+ in $2}"
+  [[ "$n_src" -gt 0 ]] || die "$1: no lines${2:+ in $2}"
+  log "  $1: $n_src sentence pairs"
+}
+
 # check_tokenized: every OUT/tok/SPLIT.LANG (SPLITS x SRC, TGT) has as many lines as OUT/raw/SPLIT.LANG.
 check_tokenized() {
   local split lang
@@ -135,4 +168,29 @@ want() { [[ ",$STAGES," == *",$1,"* ]]; }  # want STAGE: STAGE is in --stages
 run() {  # run CMD...: print it; execute it unless --dry-run
   echo "+ $(printf '%q ' "$@")" >&2
   [[ $DRY_RUN == 1 ]] || "$@"
+}
+
+# train_fairseq SAVE_DIR ARGS...: fairseq-train ARGS --save-dir SAVE_DIR, resumable (it continues
+# from SAVE_DIR/checkpoint_last.pt); SAVE_DIR/train.done records ARGS when it finished, and then
+# the same call does nothing. Prints the command; --dry-run runs nothing.
+train_fairseq() {
+  local save_dir="$1"; shift
+  local signature
+  signature="$(printf '%q ' "$@")"
+  if [[ -f "$save_dir/train.done" && "$(cat "$save_dir/train.done")" == "$signature" ]]; then
+    log "  already trained: $save_dir"
+    return 0
+  fi
+  [[ -f "$save_dir/checkpoint_last.pt" ]] && log "  resuming from $save_dir/checkpoint_last.pt"
+  echo "+ fairseq-train $signature" >&2
+  [[ $DRY_RUN == 1 ]] && return 0
+  mkdir -p "$save_dir"
+  echo "fairseq-train $signature" > "$save_dir/command.txt"
+  set +e
+  "$BIN/fairseq-train" "$@" --save-dir "$save_dir" 2>&1 | tee -a "$save_dir/train.log" \
+    | grep --line-buffered -E "\| (train|valid) \||done training|Error" >&2
+  local status=${PIPESTATUS[0]}
+  set -e
+  [[ $status == 0 ]] || die "fairseq-train failed (exit $status); see $save_dir/train.log; rerun to resume"
+  echo "$signature" > "$save_dir/train.done"
 }

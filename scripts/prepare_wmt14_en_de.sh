@@ -142,12 +142,7 @@ else
     done
     rm -f "$OUT/raw/TRAIN_IS_TOKENIZED"
   fi
-  for split in "${SPLITS[@]}"; do
-    n_src=$(wc -l < "$OUT/raw/$split.$SRC"); n_tgt=$(wc -l < "$OUT/raw/$split.$TGT")
-    [[ "$n_src" == "$n_tgt" ]] || die "$split: $n_src $SRC lines but $n_tgt $TGT lines"
-    [[ "$n_src" -gt 0 ]] || die "$split: no lines"
-    log "  $split: $n_src sentence pairs"
-  done
+  for split in "${SPLITS[@]}"; do count_pairs "$split"; done
   mark_done raw
 fi
 

@@ -76,10 +76,8 @@ NUM_WORKERS="${NUM_WORKERS:-1}"
 LOG_INTERVAL="${LOG_INTERVAL:-50}"
 
 if [[ "$DEVICE" == auto ]]; then
-  DEVICE=cpu  # no nvidia-smi: no GPU (avoids a torch import just to ask)
-  if command -v nvidia-smi >/dev/null 2>&1 && "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    DEVICE=cuda
-  fi
+  DEVICE=cpu
+  if have_cuda; then DEVICE=cuda; fi
 fi
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 

@@ -22,7 +22,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-source "$ROOT/scripts/lib.sh"  # PY, BIN, log, die, parse_run_args, want, run
+source "$ROOT/scripts/lib.sh"  # PY, BIN, log, die, parse_run_args, want, run, train_fairseq
 LOG_NAME=multi30k
 
 usage() {
@@ -95,9 +95,7 @@ DISTILL="$WORK/distill"
 TEACHER_CKPT="$TEACHER/checkpoint_best.pt"
 ROW_DIR="$RESULTS/rows"
 DEVICE_FLAGS=(--cpu)
-if command -v nvidia-smi >/dev/null 2>&1 && "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  DEVICE_FLAGS=()
-fi
+if have_cuda; then DEVICE_FLAGS=(); fi
 
 # Student rows: id | row name (as in the paper's table) | data | bottleneck | samples m | n_c |
 # init (scratch, or teacher: --post-norm --init-from-ar the teacher) | seeds
@@ -120,29 +118,6 @@ if [[ "$ROWS" != all ]]; then
   done
 fi
 row_selected() { [[ "$ROWS" == all || " $ROWS " == *" $1 "* ]]; }
-
-# train_fairseq SAVE_DIR ARGS...: fairseq-train, resumable; SAVE_DIR/train.done when finished.
-train_fairseq() {
-  local save_dir="$1"; shift
-  local signature
-  signature="$(printf '%q ' "$@")"
-  if [[ -f "$save_dir/train.done" && "$(cat "$save_dir/train.done")" == "$signature" ]]; then
-    log "  already trained: $save_dir"
-    return 0
-  fi
-  [[ -f "$save_dir/checkpoint_last.pt" ]] && log "  resuming from $save_dir/checkpoint_last.pt"
-  echo "+ fairseq-train $signature" >&2
-  [[ $DRY_RUN == 1 ]] && return 0
-  mkdir -p "$save_dir"
-  echo "fairseq-train $signature" > "$save_dir/command.txt"
-  set +e
-  "$BIN/fairseq-train" "$@" --save-dir "$save_dir" 2>&1 | tee -a "$save_dir/train.log" \
-    | grep --line-buffered -E "\| (train|valid) \||done training|Error" >&2
-  local status=${PIPESTATUS[0]}
-  set -e
-  [[ $status == 0 ]] || die "fairseq-train failed (exit $status); see $save_dir/train.log; rerun to resume"
-  echo "$signature" > "$save_dir/train.done"
-}
 
 # train_wall DIR: training wall time (s) from the timestamps in DIR/train.log, summed over resumed
 # segments (fairseq's own `wall` meter restarts on resume; see scripts/train_log.py).
