@@ -60,6 +60,15 @@ def install_atomic_checkpoint_copies() -> None:
     PathManager.copy = staticmethod(copy)
 
 
+def checkpoint_options(cfg):
+    """fairseq-train's checkpoint options, seen from the model's: its argparse namespace
+    holds every option, a hydra config has them in its root's ``checkpoint`` group."""
+    if hasattr(cfg, "save_dir"):
+        return cfg
+    parent = cfg._get_parent() if hasattr(cfg, "_get_parent") else None
+    return getattr(parent, "checkpoint", None)
+
+
 def refuse_fresh_start(options) -> None:
     """Refuse to train from scratch into a save directory that holds checkpoints.
 

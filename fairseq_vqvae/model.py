@@ -18,7 +18,8 @@ from torch import nn
 
 from . import quantize, register
 from .bottleneck import VQBottleneck
-from .checks import check_precision, check_state_dict, check_task, signature
+from .checkpoint_checks import check_state_dict, signature
+from .checks import check_precision, check_task
 from .config import VQVAENATConfig, validate
 from .errors import install_one_line_errors
 from .latent import Compressor, Decompressor, sinusoidal_table
@@ -83,7 +84,7 @@ class VQVAENATModel(VQVAENATTraining, BaseFairseqModel):
             for name, param in self.named_parameters():
                 if not name.startswith(trained):
                     param.requires_grad_(False)  # fairseq's optimizer leaves them out
-        # checked when a checkpoint is loaded (checks.check_signature)
+        # checked when a checkpoint is loaded (checkpoint_checks.check_signature)
         self.register_buffer(
             "signature", signature(cfg, encoder.dictionary, target_dictionary)
         )

@@ -1,5 +1,6 @@
 """The parts of a vqvae_nat model built from its configuration: ``build_model`` turns a
-``VQVAENATConfig`` into their constructor arguments here, and nowhere else.
+``VQVAENATConfig`` into their constructor arguments here, and nowhere else; and the parts a
+single-part training stage trains (``trained_parts``).
 """
 
 import argparse
@@ -82,3 +83,24 @@ def embedding(num, dim, pad):
     nn.init.normal_(emb.weight, mean=0, std=dim**-0.5)
     nn.init.constant_(emb.weight[pad], 0)
     return emb
+
+
+# The parts each single-part training stage trains (model attribute names, as parameter-name
+# prefixes); everything else is loaded and frozen, the codebook included.
+STAGE_PARTS = {
+    "latent_predictor_only": ("latent_predictor.",),
+    "token_decoder_only": ("decompressor.", "decoder_layers.", "decoder_norm."),
+}
+
+
+def trained_parts(cfg) -> tuple[str, ...] | None:
+    """Parameter-name prefixes of what this stage trains; None: everything (joint training)."""
+    for name, parts in STAGE_PARTS.items():
+        if getattr(cfg, name, False):
+            return parts
+    return None
+
+
+def frozen_codebook(cfg) -> bool:
+    """A stage that trains one part of a loaded model: its codebook must not move."""
+    return trained_parts(cfg) is not None

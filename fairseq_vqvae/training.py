@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from . import curriculum, quantize
-from .config import trained_parts
 from .errors import OptionError
 from .lengths import ceil_div, pad_to, padding_mask, source_padding_mask, token_lengths
+from .parts import trained_parts
 
 
 class VQVAENATTraining:

@@ -4,8 +4,8 @@
   python scripts/options_doc.py --check    # exit 1 when docs/options.md is out of date
 
 The page is generated, never edited by hand: one table per registered part, built from the
-dataclass that declares its options (``VQVAENATConfig`` for the model, with the ranges of
-``config.RANGES``; ``VQVAEEMLossConfig`` for the criterion; the fields
+dataclass that declares its options (``VQVAENATConfig`` for the model, with the range each field
+declares, ``config.RANGES``; ``VQVAEEMLossConfig`` for the criterion; the fields
 ``TranslationVQVAENATConfig`` adds to fairseq's ``TranslationConfig`` for the task; the same
 groups as ``scripts/plugin_options.py``), then the defaults each architecture preset changes
 (``presets.PRESETS``). ``tests/test_options_doc.py`` fails when the page differs from what this

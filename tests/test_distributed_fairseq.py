@@ -25,6 +25,7 @@ WORKER = textwrap.dedent(
     from fairseq_cli import train
     import fairseq  # noqa: F401  (so the plugin registers its fairseq parts)
     from fairseq_vqvae import task as vq_task
+    from fairseq_vqvae.codebook_updates import bottlenecks
 
     dump_path = sys.argv.pop(1)
     states = []
@@ -32,7 +33,7 @@ WORKER = textwrap.dedent(
 
     def recording_step(self, optimizer, model, update_num):
         original(self, optimizer, model, update_num)
-        codebook = vq_task._bottlenecks(model)[0].codebook
+        codebook = bottlenecks(model)[0].codebook
         states.append({k: v.clone() for k, v in codebook.state_dict().items()})
         torch.save(states, dump_path)
 

@@ -504,17 +504,17 @@ def test_bf16_autocast_is_off_by_default_and_on_with_its_flag(
 def test_bf16_autocast_on_a_cpu_that_emulates_bf16_says_to_drop_it(
     native, build_vqvae, make_sample, monkeypatch, caplog
 ):
-    import fairseq_vqvae.task as task_module
+    from fairseq_vqvae import precision
 
-    monkeypatch.setattr(task_module, "cpu_has_native_bf16", lambda: native)
-    task_module._warn_if_bf16_is_emulated.cache_clear()
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    precision.warn_if_bf16_is_emulated.cache_clear()
     built = build_vqvae("--bf16-autocast")
     sample = make_sample(built.task, "train", range(4))
 
     class Optimizer:
         backward = staticmethod(lambda loss: loss.backward())
 
-    with caplog.at_level("WARNING", logger=task_module.logger.name):
+    with caplog.at_level("WARNING", logger=precision.logger.name):
         for update in range(2):  # said once, not at every update
             built.task.train_step(
                 sample, built.model, built.criterion, Optimizer(), update
@@ -523,7 +523,7 @@ def test_bf16_autocast_on_a_cpu_that_emulates_bf16_says_to_drop_it(
     assert len(said) == (0 if native else 1)
     if not native:
         assert "drop --bf16-autocast" in said[0]
-    task_module._warn_if_bf16_is_emulated.cache_clear()
+    precision.warn_if_bf16_is_emulated.cache_clear()
 
 
 def test_native_bf16_follows_the_cpu_probes(monkeypatch):
@@ -1088,7 +1088,7 @@ def test_a_checkpoint_refuses_same_size_dictionaries_and_another_bottleneck(
     other = build_vqvae()
     symbols = other.task.target_dictionary.symbols
     symbols[10], symbols[11] = symbols[11], symbols[10]
-    from fairseq_vqvae.checks import signature
+    from fairseq_vqvae.checkpoint_checks import signature
 
     other.model.signature.copy_(
         signature(
