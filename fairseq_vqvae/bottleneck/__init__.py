@@ -5,7 +5,7 @@ Roy et al. 2018, https://arxiv.org/abs/1805.11063. Used by the translation model
 """
 
 from . import em
-from .codebook import INITS, Codebook
+from .codebook import Codebook
 from .quantizer import (
     BOTTLENECKS,
     BottleneckConfig,
@@ -13,6 +13,7 @@ from .quantizer import (
     VQBottleneck,
     VQOutput,
 )
+from .restarts import INITS
 
 __all__ = [
     "BOTTLENECKS",

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import em
+from .restarts import INITS, initialize_from_data_, restart_dead_codes_
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,6 @@ _FP32_BUFFERS = (
     "pending_candidates",
     "pending_num_candidates",
 )
-
-# How the codes start (--codebook-init).
-INITS = {
-    "uniform": "U(+-sqrt(3 / K)), tensor2tensor's uniform_unit_scaling (the paper's code)",
-    "data": "K latents of the first update, drawn at random (duplicates jittered when it has fewer): the codes start where the latents are",
-}
 
 
 class Codebook(nn.Module):
@@ -84,22 +79,16 @@ class Codebook(nn.Module):
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        self.num_slices, self.codebook_size, self.code_dim = (
-            num_slices,
-            codebook_size,
-            code_dim,
-        )
+        self.num_slices, self.codebook_size = num_slices, codebook_size
+        self.code_dim = code_dim
         self.ema, self.decay, self.epsilon = ema, decay, epsilon
-        self.dead_code_threshold, self.restart_grace = (
-            dead_code_threshold,
-            restart_grace,
-        )
+        self.dead_code_threshold = dead_code_threshold
+        self.restart_grace = restart_grace
         self.restarts = 0  # codes restarted by the last M-step (logged by the task)
         # tensor2tensor's uniform_unit_scaling init: U(+-sqrt(3 / K)).
         bound = (3.0 / codebook_size) ** 0.5
-        init_codes = torch.empty(num_slices, codebook_size, code_dim).uniform_(
-            -bound, bound
-        )
+        init_codes = torch.empty(num_slices, codebook_size, code_dim)
+        init_codes.uniform_(-bound, bound)
         self.init = init
         # False until a data initialisation happened; checkpoints without it were trained.
         self.register_buffer("initialized", torch.tensor(init == "uniform"))
@@ -114,12 +103,9 @@ class Codebook(nn.Module):
             self.weight = nn.Parameter(init_codes)
             return
         self.register_buffer("weight", init_codes)  # (S, K, D)
-        self.register_buffer(
-            "ema_counts", torch.zeros(num_slices, codebook_size)
-        )  # (S, K)
-        self.register_buffer(
-            "ema_sums", init_codes.clone()
-        )  # (S, K, D), t2t: copy of the codes
+        # (S, K) counts and (S, K, D) sums; t2t: the sums start as a copy of the codes
+        self.register_buffer("ema_counts", torch.zeros(num_slices, codebook_size))
+        self.register_buffer("ema_sums", init_codes.clone())
         # Statistics of the current optimizer update; not saved (a checkpoint is written
         # between updates, when they are zero).
         zeros = torch.zeros
@@ -140,11 +126,8 @@ class Codebook(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # Keep EM state in fp32 through .half()/.to(bfloat16); still follow device moves.
-        saved = {
-            n: self._buffers[n]
-            for n in _FP32_BUFFERS
-            if self._buffers.get(n) is not None
-        }
+        buffers = self._buffers
+        saved = {n: buffers[n] for n in _FP32_BUFFERS if buffers.get(n) is not None}
         super()._apply(fn, recurse)
         for name, original in saved.items():
             moved = self._buffers[name]
@@ -202,9 +185,8 @@ class Codebook(nn.Module):
         have = int(self.pending_num_candidates.item())
         room = self.codebook_size - have
         if room > 0 and candidates.shape[0] > 0:
-            take = candidates[
-                torch.randperm(candidates.shape[0], device=candidates.device)[:room]
-            ]
+            order = torch.randperm(candidates.shape[0], device=candidates.device)
+            take = candidates[order[:room]]
             self.pending_candidates[have : have + take.shape[0]] = take
             self.pending_num_candidates += take.shape[0]
 
@@ -218,7 +200,7 @@ class Codebook(nn.Module):
         """
         distributed = dist.is_available() and dist.is_initialized()
         if self.awaits_data:
-            self._initialize_from_data_(distributed, process_group)
+            initialize_from_data_(self, distributed, process_group)
             return
         if not self.ema:
             return
@@ -248,7 +230,7 @@ class Codebook(nn.Module):
         new_weight = em.codebook_from_ema(self.ema_counts, self.ema_sums, self.epsilon)
         self.weight.copy_(torch.where(has_counts, new_weight, self.weight))
         if self.dead_code_threshold > 0:
-            self._restart_dead_codes_(distributed, process_group)
+            restart_dead_codes_(self, distributed, process_group)
         self.num_updates += 1
         self.clear_pending_()
 
@@ -259,99 +241,12 @@ class Codebook(nn.Module):
             self.pending_sums.zero_()
         self.pending_num_candidates.zero_()
 
-    def _initialize_from_data_(self, distributed: bool, process_group) -> None:
-        """Codes <- K random candidate vectors of this update, the same on every worker."""
-        candidates = self._gathered_candidates(distributed, process_group)
-        candidates = candidates[candidates.flatten(1).isfinite().all(1)]
-        if distributed and self.ema:  # the mean use per code, for the EMA state below
-            dist.all_reduce(self.pending_counts, group=process_group)
-        if candidates.shape[0] == 0:  # nothing seen yet (dummy batches only): next time
-            self.clear_pending_()
-            return
-        # Same seed on every worker: every worker picks the same vectors.
-        generator = torch.Generator().manual_seed(7_919)
-        have, size = candidates.shape[0], self.codebook_size
-        for s in range(self.num_slices):
-            if have >= size:
-                pick = torch.randperm(have, generator=generator)[:size]
-            else:  # every vector once, then repeats
-                pick = torch.cat(
-                    [
-                        torch.arange(have),
-                        torch.randint(have, (size - have,), generator=generator),
-                    ]
-                )
-            vectors = candidates[pick.to(candidates.device), s]
-            if have < size:  # jitter the repeats so that they can part
-                scale = 0.01 * float(vectors[:have].std()) if have > 1 else 0.01
-                noise = torch.randn(size - have, self.code_dim, generator=generator)
-                vectors[have:] += scale * noise.to(vectors.device)
-            self.weight.data[s] = vectors.to(self.weight.dtype)
-            if self.ema:
-                # The EMA state of one M-step in which every code was used equally: the
-                # next M-steps move the codes from here, unused ones stay put.
-                count = float(self.pending_counts[s].sum()) / size * (1.0 - self.decay)
-                count = max(count, self.epsilon)
-                self.ema_counts[s] = count
-                self.ema_sums[s] = vectors * count
-        if self.ema:
-            self.num_updates += 1
-        self.initialized.fill_(True)
-        logger.info(
-            "codebook initialised from %d latent vectors of the first update", have
-        )
-        self.clear_pending_()
-
-    def _gathered_candidates(self, distributed: bool, process_group) -> torch.Tensor:
-        """(N, S, D) the candidate vectors kept by every worker, in worker order."""
-        candidates, valid = self.pending_candidates, self.pending_num_candidates
-        if distributed:
-            world = dist.get_world_size(process_group)
-            gathered = [torch.empty_like(candidates) for _ in range(world)]
-            counts = [torch.empty_like(valid) for _ in range(world)]
-            dist.all_gather(gathered, candidates, group=process_group)
-            dist.all_gather(counts, valid, group=process_group)
-            return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])
-        return candidates[: int(valid.item())]
-
-    def _restart_dead_codes_(self, distributed: bool, process_group) -> None:
-        candidates = self._gathered_candidates(distributed, process_group)
-        if candidates.shape[0] == 0:
-            return
-        # Same seed on every worker, so every worker picks the same replacements.
-        generator = torch.Generator().manual_seed(
-            1_000_003 * int(self.num_updates) + 17
-        )
-        # Compare bias-corrected counts: the EMA starts at 0, so for the first ~1/(1-decay)
-        # updates raw counts are tiny and every code would look dead.
-        correction = 1.0 - self.decay ** (int(self.num_updates) + 1)
-        self.restarts = 0
-        for s in range(self.num_slices):
-            dead = self.ema_counts[s] < self.dead_code_threshold * correction
-            if self.restart_grace > 0:
-                since = self.num_updates - self.restarted_at[s]
-                dead &= (self.restarted_at[s] < 0) | (since >= self.restart_grace)
-            dead = dead.nonzero().squeeze(-1)
-            if dead.numel() == 0:
-                continue
-            self.restarts += dead.numel()
-            self.restarted_at[s, dead] = self.num_updates
-            pick = torch.randint(
-                candidates.shape[0], (dead.numel(),), generator=generator
-            )
-            vectors = candidates[pick.to(candidates.device), s]
-            self.weight[s, dead] = vectors
-            # Reset the EMA state of restarted codes too, or the stale sums would pull them
-            # straight back (espnet PR #6284).
-            self.ema_counts[s, dead] = self.dead_code_threshold * correction
-            self.ema_sums[s, dead] = vectors * self.dead_code_threshold * correction
-
     def ema_perplexity(self) -> torch.Tensor:
         """(S,) perplexity of the EMA counts of the codes in use: long-run codebook usage
         (0 before any update).
 
         With restarts, a code counts only above the restart threshold (bias-corrected, the
-        test ``_restart_dead_codes_`` applies): a restarted code starts at the threshold and
+        test ``restarts.restart_dead_codes_`` applies): a restarted code starts at the threshold and
         unused codes sit below it. Counting them reported 58,928 codes of 65,536 in use
         when the batches used 58.
         """

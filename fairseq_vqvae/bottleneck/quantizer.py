@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import em
-from .codebook import INITS, Codebook
+from .codebook import Codebook
+from .restarts import INITS
 
 __all__ = [
     "BOTTLENECKS",
@@ -51,7 +52,7 @@ class BottleneckConfig:
     restart_grace: int = (
         0  # M-steps after a restart before a code may be restarted again
     )
-    codebook_init: str = "uniform"  # one of codebook.INITS; uniform = the paper's code
+    codebook_init: str = "uniform"  # one of restarts.INITS; uniform = the paper's code
 
     def __post_init__(self):
         if self.bottleneck not in BOTTLENECKS:
