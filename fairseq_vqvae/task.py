@@ -9,6 +9,7 @@ works as in ``translation``.
 """
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from . import batches
 from .checkpoints import (
     checkpoint_options,
     install_atomic_checkpoint_copies,
@@ -258,15 +260,20 @@ class TranslationVQVAENATTask(TranslationTask):
         )
         if small_batches or not training:
             required_batch_size_multiple = 1
-        iterator = super().get_batch_iterator(
+        build = functools.partial(
+            super().get_batch_iterator,
             dataset,
             max_tokens=max_tokens,
             max_sentences=max_sentences,
             required_batch_size_multiple=required_batch_size_multiple,
-            **kwargs,
         )
-        if training and required_batch_size_multiple > 1:
-            _log_pairs_in_no_batch(iterator, len(dataset), required_batch_size_multiple)
+        if not training:
+            return build(**kwargs)
+        iterator = batches.as_uninterrupted(build, dataset, kwargs, self)
+        if required_batch_size_multiple > 1:
+            batches.log_pairs_in_no_batch(
+                iterator, len(dataset), required_batch_size_multiple
+            )
         return iterator
 
 
@@ -280,21 +287,3 @@ def log_codebook_health(model) -> list[str]:
             warnings.append(problem)
             logger.warning("codebook: %s", problem)
     return warnings
-
-
-def _log_pairs_in_no_batch(iterator, total: int, multiple: int) -> None:
-    """Say how many training pairs no batch holds (too long, or dropped with the remainder
-    that is not a multiple of --required-batch-size-multiple)."""
-    batches = getattr(iterator, "frozen_batches", None)
-    if batches is None:
-        return
-    missing = total - sum(len(batch) for batch in batches)
-    if missing > 0:
-        logger.info(
-            "%d of %d training pairs are in no batch (too long for --max-positions, or left "
-            "over by --required-batch-size-multiple %d; --required-batch-size-multiple 1 "
-            "keeps them)",
-            missing,
-            total,
-            multiple,
-        )

@@ -184,10 +184,24 @@ def _codebook_finite(state) -> bool:
     )
 
 
+def _largest_difference(state, other) -> float:
+    """The largest absolute difference between two checkpoints' model tensors."""
+    if state["model"].keys() != other["model"].keys():
+        return float("inf")
+    return max(
+        (
+            float((value.double() - other["model"][key].double()).abs().max())
+            for key, value in state["model"].items()
+            if value.numel()
+        ),
+        default=0.0,
+    )
+
+
 # ---- cases ----------------------------------------------------------------------------------
 @case(
     "every checkpoint file loads after every kill; the resumed run ends at the same update "
-    "as an unkilled one, codebook finite"
+    "as an unkilled one, with its weights and codebook (to 1e-6), codebook finite"
 )
 def kill_loop(env):
     save = env.work / "killed"
@@ -228,14 +242,19 @@ def kill_loop(env):
             f"resume failed: {result.stderr.strip().splitlines()[-1:]}",
             "the run",
         )
+    straight = env.work / "unkilled"
+    shutil.rmtree(straight, ignore_errors=True)
+    _check(env.train(straight, *flags), "the unkilled run")
     state = _load(save / "checkpoint_last.pt")
     updates = state["optimizer_history"][-1]["num_updates"]
     finite = _codebook_finite(state)
-    ok = not broken and updates == 100 and finite
+    gap = _largest_difference(state, _load(straight / "checkpoint_last.pt"))
+    ok = not broken and updates == 100 and finite and gap <= 1e-6
     observed = (
         f"{env.kills} kills ({after_save} 0-50 ms after a save); {len(broken)} unloadable "
         f"checkpoint files; resumed run ended at update {updates}; codebook "
-        f"{'finite' if finite else 'NOT finite'}"
+        f"{'finite' if finite else 'NOT finite'}; largest difference from the unkilled "
+        f"run's weights and codebook {gap:.1e}"
     )
     return ok, observed, "; ".join(broken) or "nothing"
 

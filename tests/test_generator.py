@@ -765,7 +765,7 @@ def test_generating_the_training_split_keeps_every_sentence(
 
     from fairseq.tasks.translation import TranslationTask
 
-    from fairseq_vqvae import task as task_module
+    from fairseq_vqvae import batches
 
     built = build_vqvae()
     task = built.task
@@ -793,6 +793,6 @@ def test_generating_the_training_split_keeps_every_sentence(
     class Batches:
         frozen_batches = [[0, 1, 2], [3, 4]]
 
-    with caplog.at_level(logging.INFO, logger="fairseq_vqvae.task"):
-        task_module._log_pairs_in_no_batch(Batches(), 9, 8)
+    with caplog.at_level(logging.INFO, logger="fairseq_vqvae.batches"):
+        batches.log_pairs_in_no_batch(Batches(), 9, 8)
     assert "4 of 9 training pairs are in no batch" in caplog.text
