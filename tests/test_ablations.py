@@ -437,9 +437,9 @@ def test_row_and_table_carry_the_latent_diagnostics(tmp_path):
     assert dict(zip(header.split(" | "), cells.split(" | ")))[forced] == "-"
 
 
-def _shorter_run(tmp_path, variant, seed, budget, extra=(), without=()):
+def _shorter_run(tmp_path, variant, seed, budget, extra=(), without=(), moved_to=None):
     """A finished run of BUDGET updates: the command ablate.sh ran, %q-quoted as it writes it,
-    with the flags (and values) in ``without`` left out."""
+    with the flags (and values) in ``without`` left out (and --user-dir ``moved_to``)."""
     dry = _ablate(variant, seed, DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE=budget)
     train = next(line for line in dry.stderr.splitlines() if "fairseq-train" in line)
     command = train.removeprefix("+ ")
@@ -447,6 +447,8 @@ def _shorter_run(tmp_path, variant, seed, budget, extra=(), without=()):
         assert f" {flag} " in command
         command = command.replace(f" {flag} ", " ")
     args = command.split() + list(extra)
+    if moved_to:
+        args[args.index("--user-dir") + 1] = moved_to
     run = tmp_path / f"ablations/u{budget}/{variant}/seed{seed}"
     run.mkdir(parents=True)
     quoted = subprocess.run(
@@ -474,6 +476,19 @@ def test_from_budget_starts_a_longer_run_from_the_shorter_runs_checkpoint(tmp_pa
     result = _ablate("fsg_raw", "1", **env)
     assert result.returncode == 0, result.stderr
     assert "no 7-update run at" in result.stderr and "+ cp" not in result.stderr
+
+
+def test_from_budget_takes_a_shorter_run_of_another_checkout(tmp_path):
+    """The same code run from another checkout or worktree (--user-dir) is the same recipe."""
+    shorter = _shorter_run(
+        tmp_path, "fsg_raw", "2", "7", moved_to="/elsewhere/fairseq_vqvae"
+    )
+    assert "/elsewhere/fairseq_vqvae" in (shorter / "command.txt").read_text()
+    result = _ablate(
+        "fsg_raw", "2", DRY_RUN="1", WORK=str(tmp_path), MAX_UPDATE="9", FROM_BUDGET="7"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"+ cp {shorter}/checkpoint_last.pt" in result.stderr
 
 
 def test_from_budget_refuses_a_shorter_run_of_other_flags(tmp_path):

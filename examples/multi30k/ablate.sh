@@ -178,13 +178,14 @@ COMMON=(
 )
 # The bottleneck of vqvae_nat_small's preset until 2026-12-06, as flag/value pairs.
 OLD_PRESET=(--bottleneck soft_em --compress-steps 3 --codebook-init uniform)
-# recipe_of COMMAND_LINE: the command without its budget, epoch-checkpoint and save-dir flags,
+# recipe_of COMMAND_LINE: the command without its budget, epoch-checkpoint and save-dir flags
+# and the plugin's location (--user-dir: a checkout or worktree of the same code elsewhere),
 # and without the OLD_PRESET flags that DEFAULTS spells out (below): a command written before they
 # were spelled out ran them implicitly, as vqvae_nat_small's preset defaults of the time
 recipe_of() {
   local recipe i
   recipe="$(sed -E 's/ --max-update [0-9]+//; s/ --no-epoch-checkpoints//; s/ --keep-last-epochs [0-9]+//
-    s/ --save-dir [^ ]+//' <<< "$1")"
+    s/ --save-dir [^ ]+//; s/ --user-dir [^ ]+//' <<< "$1")"
   for ((i = 0; i < ${#OLD_PRESET[@]}; i += 2)); do
     recipe="$(sed -E "s/ ${OLD_PRESET[i]} ${OLD_PRESET[i + 1]}( |\$)/\1/" <<< "$recipe")"
   done
