@@ -21,7 +21,7 @@ PRESETS = {
         # EMA collapses onto a few codes here (examples/bottleneck_demo), so restart them.
         codebook_decay=0.99,
         dead_code_threshold=0.01,
-        # The recipe ablations' best variant (examples/multi30k/ablations, 2026-12-02): dropout
+        # The recipe ablations' best variant (examples/multi30k/results/ablations, 2026-12-02): dropout
         # 0.1 and glancing 0.5 -> 0.3 over 1,000 updates (with --warmup-updates 200 on the command
         # line) reached validation BLEU 19.56 at 1,000 updates against 16.24 for the study's
         # recipe (dropout 0.3, no glancing). Attention and activation dropout cost a fifth of a
