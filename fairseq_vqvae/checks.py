@@ -28,6 +28,12 @@ BEAM_SEARCH_OPTIONS = {
     "temperature": 1.0,
 }
 
+# fairseq-generate outputs that need what a one-pass decoder does not have, with the reason.
+UNSUPPORTED_OUTPUTS = {
+    "print_alignment": "its decoder attends to the source in every layer, no one alignment",
+    "retain_iter_history": "it decodes in one pass, with no iterations to keep",
+}
+
 
 def check_option_combinations(cfg) -> None:
     """Refuse options of ``cfg`` (a ``VQVAENATConfig``) that do not fit together; their ranges
@@ -175,6 +181,10 @@ def check_generation_options(models, args, options, known_options) -> None:
             "--score-reference is not supported by vqvae_nat (its score of a given "
             "translation needs the latents of that translation); drop it"
         )
+    for name, what in UNSUPPORTED_OUTPUTS.items():
+        if getattr(args, name, None) not in (None, False):
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(f"{flag} is not supported by vqvae_nat ({what}); drop it")
     refuse_unknown_generation_options(args, known_options)
     for name, default in BEAM_SEARCH_OPTIONS.items():
         if getattr(args, name, default) not in (default, None):

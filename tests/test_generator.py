@@ -634,6 +634,24 @@ def test_score_reference_is_refused(build_vqvae):
 
 
 @pytest.mark.parametrize(
+    "name, value, flag",
+    [
+        ("print_alignment", "hard", "--print-alignment"),
+        ("retain_iter_history", True, "--retain-iter-history"),
+    ],
+)
+def test_outputs_a_one_pass_decoder_cannot_give_are_refused(
+    build_vqvae, name, value, flag
+):
+    built = build_vqvae()
+    setattr(built.args, name, None if name == "print_alignment" else False)
+    built.task.build_generator([built.model], built.args)  # the defaults pass
+    setattr(built.args, name, value)
+    with pytest.raises(ValueError, match=f"{flag} is not supported by vqvae_nat"):
+        built.task.build_generator([built.model], built.args)
+
+
+@pytest.mark.parametrize(
     "flags, expected",
     [
         ((), (1, 0, 1, "model", "first", False, False)),  # the defaults
