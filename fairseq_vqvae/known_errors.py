@@ -4,7 +4,8 @@ fairseq's command-line tools end these in a Python traceback whose last line rar
 to change: a checkpoint that is truncated or not a checkpoint, a split that was never
 binarized, ``--max-tokens`` below the longest sentence, a sentence longer than the model's
 positions, length filters that drop every pair, a ``--save-dir`` that cannot be made,
-resuming with another architecture, an ``--input`` file that is not UTF-8. ``explain`` names
+resuming with another architecture, an ``--input`` file that is not UTF-8, gradients that
+diverged to NaN (which fairseq's NaN detector then fails to report). ``explain`` names
 the fix for these (recognised by the exception and the fairseq function it was raised in);
 every other exception keeps its traceback. ``errors.install_one_line_errors`` calls it.
 """
@@ -134,7 +135,17 @@ def _not_utf8(error, frames):
     )
 
 
+def _diverged(error, frames):
+    if not isinstance(error, FloatingPointError) or "Nan/Inf" not in str(error):
+        return None
+    return (
+        "training diverged: the gradients are NaN or infinite; lower --lr or add "
+        "--clip-norm 1.0, and resume from a checkpoint saved before it diverged"
+    )
+
+
 _KNOWN = (
+    _diverged,
     _checkpoint,
     _missing_split,
     _max_tokens,
@@ -149,11 +160,21 @@ _KNOWN = (
 def explain(error: BaseException, trace) -> str | None:
     """The one-line message naming the fix for a known fairseq failure, or None."""
     frames = _frames(trace)
+    chain = [
+        error
+    ]  # fairseq's NaN detector fails on our encoder's output while it reports
+    while (
+        chain[-1].__cause__ or chain[-1].__context__
+    ):  # the divergence: the cause counts
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if len(chain) > 8:
+            break
     for known in _KNOWN:
-        try:
-            message = known(error, frames)
-        except Exception:  # explaining must never hide the real error
-            message = None
-        if message:
-            return message.replace(os.linesep, " ")
+        for link in chain:
+            try:
+                message = known(link, frames)
+            except Exception:  # explaining must never hide the real error
+                message = None
+            if message:
+                return message.replace(os.linesep, " ")
     return None

@@ -524,7 +524,11 @@ def recipes_without_data(env):
     return ok_wmt and ok_cifar, f"{seen_wmt}; {seen_cifar}", "nothing"
 
 
-@case("a codebook warning in the log within 110 updates", fast=False)
+@case(
+    "a codebook warning in the log within 110 updates, or a one-line error: diverged, "
+    "lower --lr",
+    fast=False,
+)
 def divergence(env):
     save = env.work / "diverged"
     shutil.rmtree(save, ignore_errors=True)
@@ -536,12 +540,11 @@ def divergence(env):
         for line in (result.stdout + result.stderr).splitlines()
         if "codebook: " in line
     ]
+    diverged = one_line_error(result, "training diverged", "--lr")
     observed = f"exit {result.returncode}; " + (
-        warnings[0].split("codebook: ", 1)[1][:120]
-        if warnings
-        else "no codebook warning"
+        warnings[0].split("codebook: ", 1)[1][:120] if warnings else diverged[1]
     )
-    return bool(warnings), observed, "nothing"
+    return bool(warnings) or diverged[0], observed, "nothing"
 
 
 @case("the misspelt option is refused before anything is measured")
@@ -670,6 +673,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         setup(env)
         rows = run(names, env, args.jobs)
+    for row in rows:  # the records name the scratch folder, not this machine's path
+        row["observed"] = row["observed"].replace(str(env.work), "WORK")
     table = markdown(rows)
     print("\n" + table)
     print(

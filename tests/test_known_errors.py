@@ -74,3 +74,15 @@ def test_messages_and_other_errors():
     elsewhere = _caught(lambda: [][0])  # an IndexError outside fairseq's batcher
     assert explain(elsewhere, elsewhere.__traceback__) is None
     assert explain(EOFError(), None) is None
+
+
+def test_divergence_is_explained_through_the_nan_detectors_own_failure():
+    def detect():
+        try:
+            raise FloatingPointError("gradients are Nan/Inf")
+        except FloatingPointError:
+            next(iter(()))  # fairseq's NaN detector, failing on a dict output
+
+    error = _caught(detect)
+    assert isinstance(error, StopIteration)
+    assert "training diverged" in explain(error, error.__traceback__)
