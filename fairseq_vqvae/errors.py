@@ -54,3 +54,6 @@ def install_one_line_errors() -> None:
         return
     if not getattr(sys.excepthook, "one_line_errors", False):
         sys.excepthook = _hook(sys.excepthook)
+    from .overrides import install  # and a misspelt --model-overrides key is refused
+
+    install()

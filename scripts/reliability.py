@@ -378,6 +378,12 @@ FAIRSEQ_FAILURES = {  # name: (what it does, the needle of its one-line error)
         lambda env: _generate(env, "--gen-subset", "train2"),
         "has no split 'train2' (it has: test, train, valid)",
     ),
+    "misspelt_model_overrides": (
+        lambda env: _generate(
+            env, "--gen-subset", "test", "--model-overrides", "{'gen_latnet_beam': 4}"
+        ),
+        "did you mean 'gen_latent_beam'",
+    ),
     "max_tokens_below_longest": (
         lambda env: _generate(env, "--gen-subset", "test", "--max-tokens", "3"),
         "--max-tokens 3 is below the longest sentence",

@@ -86,3 +86,23 @@ def test_divergence_is_explained_through_the_nan_detectors_own_failure():
     error = _caught(detect)
     assert isinstance(error, StopIteration)
     assert "training diverged" in explain(error, error.__traceback__)
+
+
+def test_a_model_override_no_option_has_is_refused_with_the_nearest():
+    from argparse import Namespace
+
+    from omegaconf import OmegaConf
+
+    from fairseq_vqvae.errors import OptionError
+    from fairseq_vqvae.overrides import check_overrides
+
+    state = {
+        "cfg": OmegaConf.create(
+            {"task": {"gen_latent_beam": 1}, "model": Namespace(dropout=0.1)},
+            flags={"allow_objects": True},
+        ),
+        "args": None,
+    }
+    check_overrides(state, {"gen_latent_beam": 4, "dropout": 0.0})  # known: accepted
+    with pytest.raises(OptionError, match="did you mean 'gen_latent_beam'"):
+        check_overrides(state, {"gen_latnet_beam": 4})
