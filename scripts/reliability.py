@@ -340,8 +340,8 @@ def _generate(env, *flags, checkpoint=None):
     )
 
 
-def _interactive(env, text: bytes):
-    path = env.work / "input.txt"
+def _interactive(env, text: bytes, name: str):
+    path = env.work / f"{name}.txt"  # one file per case: cases run side by side
     path.write_bytes(text)
     return env.tool(
         "interactive",
@@ -389,11 +389,11 @@ FAIRSEQ_FAILURES = {  # name: (what it does, the needle of its one-line error)
         "--max-tokens 3 is below the longest sentence",
     ),
     "input_longer_than_positions": (
-        lambda env: _interactive(env, b" ".join([b"a"] * 1100) + b"\n"),
+        lambda env: _interactive(env, b" ".join([b"a"] * 1100) + b"\n", "long_input"),
         "--skip-invalid-size-inputs-valid-test",
     ),
     "input_not_utf8": (
-        lambda env: _interactive(env, b"hello \xff\xfe world\n"),
+        lambda env: _interactive(env, b"hello \xff\xfe world\n", "latin_input"),
         "is not UTF-8",
     ),
     "save_dir_not_creatable": (
