@@ -7,7 +7,7 @@ them in epoch 1; a run resumed in epoch 5 built them under another seed, so it t
 other batches from there on, and its weights and codebook parted from the uninterrupted run's
 (fairseq's own ``transformer`` resumes the same way). ``as_uninterrupted`` builds them as
 epoch 1 does and then sets the iterator to the resumed epoch, so that a run killed at any
-moment and resumed ends with the same weights and codebook (``scripts/reliability.py``,
+moment and resumed ends with the same weights and codebook (``research/reliability.py``,
 ``kill_loop``; torch's random state is fairseq's seed plus the update, set every update).
 """
 

@@ -14,7 +14,7 @@ from fairseq.modules import LayerNorm, SinusoidalPositionalEmbedding
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import nn
 
-# CachedSteps, FairseqSteps: read from here too (scripts/fast_path_speed.py, swap_codes.py)
+# CachedSteps, FairseqSteps: read from here too (research/fast_path_speed.py, swap_codes.py)
 from .latent_search import CachedSteps, FairseqSteps, search  # noqa: F401
 from .lengths import source_padding_mask
 
@@ -59,7 +59,7 @@ def same_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     matrix product over each position's three neighbours: the same function and parameters as
     ``conv(x.transpose(1, 2)).transpose(1, 2)``, faster on a CPU: at batch size 1, where the
     small convolution takes torch's slow unfolding path, decoding is 4-8% faster
-    (``scripts/fast_path_speed.py``; README, "Where batch-1 time goes")."""
+    (``research/fast_path_speed.py``; README, "Where batch-1 time goes")."""
     padded = F.pad(x, (0, 0, 1, 1))  # (B, T + 2, C)
     # (B, T, C, 3) flattened channel-major, as the weight (C', C, 3) is stored: no weight copy
     window = torch.stack([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], dim=-1)

@@ -135,7 +135,7 @@ class CachedSteps:
     Written by hand because at batch size 1 fairseq's incremental state (a dictionary of
     buffers per attention, re-read and re-written at every step) and its general attention
     cost more than the arithmetic: batch-1 decoding of the n_c = 2 student on Multi30k is 6%
-    faster end to end this way, with the same tokens (``scripts/fast_path_speed.py --path
+    faster end to end this way, with the same tokens (``research/fast_path_speed.py --path
     latent-steps``; README, "Where batch-1 time goes"). The layers' own parameters and layer
     norms are used, so nothing is converted or stored twice; any configuration outside the one
     built here (see ``supports``) takes ``FairseqSteps``.

@@ -5,7 +5,7 @@ possible with today's torch); otherwise it steps every parameter tensor in a Pyt
 (about eight operations each), and ``clip_grad_norm`` takes the gradient norm tensor by
 tensor. For ``vqvae_nat_small`` with soft EM at n_c = 3 (274 parameter tensors) that is 2,195
 compute operations per update, more than the 1,465 of a batch's forward and backward pass;
-``torch_adamw`` dispatches 6 (``scripts/optimizer_step_speed.py``). On a GPU every operation is a kernel launch, and a
+``torch_adamw`` dispatches 6 (``research/optimizer_step_speed.py``). On a GPU every operation is a kernel launch, and a
 small model's update is bound by its launches.
 
 ``torch.optim.AdamW(fused=True)`` is the same algorithm (fairseq's ``adam`` decays weights

@@ -1,4 +1,4 @@
-"""The recipe ablation harness: examples/multi30k/ablate.sh and scripts/ablations.py."""
+"""The recipe ablation harness: examples/multi30k/ablate.sh and research/ablations.py."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "research"))
 import ablations  # noqa: E402
 
 VALID = (

@@ -1,4 +1,4 @@
-"""scripts/latent_diagnostics.py: the latent predictor's accuracy by position, free-running
+"""research/latent_diagnostics.py: the latent predictor's accuracy by position, free-running
 accuracy, the share of its training targets that are evaluation codes, last-code entropy."""
 
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
 from latent_diagnostics import (  # noqa: E402
     Accuracy,
     conditional_entropy_bits,

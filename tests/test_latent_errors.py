@@ -1,4 +1,4 @@
-"""scripts/latent_errors.py: how far the latent predictor's wrong codes are from the right ones."""
+"""research/latent_errors.py: how far the latent predictor's wrong codes are from the right ones."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "research"))
 from latent_errors import neighbour_ranks, summary, tally  # noqa: E402
 
 

@@ -25,6 +25,7 @@ from conftest import transformer_flags
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
+RESEARCH = REPO / "research"
 SHARED = REPO.parent / "shared" / "data"
 MULTI30K = SHARED / "multi30k"
 WMT_SAMPLE = SHARED / "wmt14-en-de-sample"
@@ -1307,10 +1308,10 @@ def test_wmt14_and_cifar10_recipes_say_what_is_missing(tmp_path):
 
 
 def _train_step_speed(databin, *flags):
-    """scripts/train_step_speed.py on vqvae_nat_tiny and the tiny data, 200-token batches."""
+    """research/train_step_speed.py on vqvae_nat_tiny and the tiny data, 200-token batches."""
     return sh(
         sys.executable,
-        SCRIPTS / "train_step_speed.py",
+        RESEARCH / "train_step_speed.py",
         "--max-tokens",
         "200",
         *flags,
@@ -1341,7 +1342,7 @@ def test_train_step_speed_compares_fp32_and_autocast(tiny_databin):
         and summary["fp32_s_per_update"] > 0
         and summary["speedup"] > 0
     ), result.log
-    bad = sh(sys.executable, SCRIPTS / "train_step_speed.py")
+    bad = sh(sys.executable, RESEARCH / "train_step_speed.py")
     assert bad.returncode != 0 and "give the fairseq-train flags" in bad.stderr, bad.log
 
 
@@ -1388,7 +1389,7 @@ def test_optimizer_step_speed_counts_fewer_operations_for_torch_adamw(tiny_datab
     result = ok(
         sh(
             sys.executable,
-            SCRIPTS / "optimizer_step_speed.py",
+            RESEARCH / "optimizer_step_speed.py",
             "--repeats",
             "1",
             "--max-tokens",
@@ -1416,7 +1417,7 @@ def test_optimizer_step_speed_counts_fewer_operations_for_torch_adamw(tiny_datab
     assert summary["torch_adamw_operations"] == ours["operations_per_update"]
     bad = sh(
         sys.executable,
-        SCRIPTS / "optimizer_step_speed.py",
+        RESEARCH / "optimizer_step_speed.py",
         "--device",
         "tpu",
         "--",

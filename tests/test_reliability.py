@@ -1,4 +1,4 @@
-"""The reliability benchmark's fast cases (scripts/reliability.py --fast): real fairseq CLIs
+"""The reliability benchmark's fast cases (research/reliability.py --fast): real fairseq CLIs
 against a tiny model, SIGKILLs included. Each case fails when its fault is no longer handled."""
 
 import json
@@ -12,7 +12,13 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_fast_fault_case_has_its_expected_outcome(tmp_path):
     rows_path = tmp_path / "rows.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts/reliability.py"), "--fast", "--kills", "2"]
+        [
+            sys.executable,
+            str(REPO / "research/reliability.py"),
+            "--fast",
+            "--kills",
+            "2",
+        ]
         + ["--work", str(tmp_path / "work"), "--json", str(rows_path)],
         capture_output=True,
         text=True,
@@ -31,7 +37,7 @@ def test_every_fast_fault_case_has_its_expected_outcome(tmp_path):
 
 
 def test_cli_errors(tmp_path):
-    script = [sys.executable, str(REPO / "scripts/reliability.py")]
+    script = [sys.executable, str(REPO / "research/reliability.py")]
     result = subprocess.run(
         script + ["--kills", "0"], capture_output=True, text=True, timeout=60
     )

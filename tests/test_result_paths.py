@@ -1,5 +1,5 @@
 """Result files record paths relative to the project root, never an absolute path of the
-machine that wrote them (issue 43): the writers (scripts/benchmark.py, scripts/ablations.py)
+machine that wrote them (issue 43): the writers (scripts/benchmark.py, research/ablations.py)
 make them relative, and no tracked result holds one."""
 
 import json
@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(0, str(REPO / "research"))
 from bench.paths import from_project, project_relative, relative_paths  # noqa: E402
 
 # An absolute path of a machine: a home, work or temporary folder (the ones result files held).

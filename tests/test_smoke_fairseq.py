@@ -663,7 +663,7 @@ def test_fast_path_speed_finds_both_forms_translate_alike(runs, trained, path):
     done = subprocess.run(
         [
             sys.executable,
-            str(REPO / "scripts" / "fast_path_speed.py"),
+            str(REPO / "research" / "fast_path_speed.py"),
             str(runs.dirs.full / "checkpoint_last.pt"),
             str(runs.dirs.databin),
             "--path",
@@ -689,7 +689,7 @@ def test_fast_path_speed_finds_both_forms_translate_alike(runs, trained, path):
 
 def _script(name, *args):
     return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *map(str, args)],
+        [sys.executable, str(REPO / "research" / name), *map(str, args)],
         capture_output=True,
         text=True,
         env=ENV,

@@ -1,4 +1,4 @@
-"""scripts/subset_data_bin.py: a data-bin whose training split is a random fraction of another's."""
+"""research/subset_data_bin.py: a data-bin whose training split is a random fraction of another's."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fairseq.data import indexed_dataset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "subset_data_bin.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "research" / "subset_data_bin.py"
 sys.path.insert(0, str(SCRIPT.parent))
 from subset_data_bin import chosen, main  # noqa: E402
 

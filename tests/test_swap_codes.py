@@ -1,4 +1,4 @@
-"""scripts/swap_codes.py: fairseq-generate with the predictor's codes swapped (a diagnostic)."""
+"""research/swap_codes.py: fairseq-generate with the predictor's codes swapped (a diagnostic)."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "swap_codes.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "research" / "swap_codes.py"
 sys.path.insert(0, str(SCRIPT.parent))
 from swap_codes import (  # noqa: E402
     expected_code_logits,

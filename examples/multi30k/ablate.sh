@@ -90,7 +90,7 @@ variant() {
 case "${1:-}" in
   -h|--help|"") usage; [[ -n "${1:-}" ]]; exit $? ;;
   --list) awk -F'\t' '!/^#/ && NF {printf "%-28s %-8s %s\n    flags: %s\n", $1, $2, $3, $4}' "$ABL/variants.tsv"; exit 0 ;;
-  --table) exec "$PY" "$ROOT/scripts/ablations.py" table "$ABL" ;;
+  --table) exec "$PY" "$ROOT/research/ablations.py" table "$ABL" ;;
   --prepare) PREPARE_ONLY=1; set -- "" ;;
 esac
 ID="$1"; shift
@@ -274,10 +274,10 @@ for seed in "${SEEDS[@]}"; do
     --model "$ID, oracle latents=translation_vqvae:$save/checkpoint_best.pt:gen_oracle_latents=True" \
     "${average[@]}" --json "$save/benchmark.json"
   # the latent predictor's diagnostic columns: accuracy by position, free-running, its targets
-  run "$PY" "$ROOT/scripts/latent_diagnostics.py" "$save/checkpoint_best.pt" "$databin" \
+  run "$PY" "$ROOT/research/latent_diagnostics.py" "$save/checkpoint_best.pt" "$databin" \
     --threads "$BENCH_THREADS" --json "$save/latent_diagnostics.json" > /dev/null
-  run "$PY" "$ROOT/scripts/ablations.py" row --variant "$ID" --data "$DATA_KIND" --description "$DESCRIPTION" \
+  run "$PY" "$ROOT/research/ablations.py" row --variant "$ID" --data "$DATA_KIND" --description "$DESCRIPTION" \
     --flags "$FLAGS" --seed "$seed" --max-update "$MAX_UPDATE" --train-dir "$save" \
     --benchmark "$save/benchmark.json" "${average_row[@]}" --diagnostics "$save/latent_diagnostics.json" --out "$row"
 done
-[[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$ABL"
+[[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/research/ablations.py" table "$ABL"

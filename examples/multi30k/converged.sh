@@ -94,7 +94,7 @@ elif [[ "$STAGE" != benchmark ]]; then
   rm -rf "$status_dir"
   # Each row rewrote the table with the rows it saw; rows that finished together can miss one
   # another there: once more with all of them.
-  [[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/scripts/ablations.py" table "$HERE/results/ablations" > /dev/null
+  [[ $DRY_RUN == 1 ]] || "$PY" "$ROOT/research/ablations.py" table "$HERE/results/ablations" > /dev/null
   [[ ${#failed[@]} == 0 ]] \
     || die "rows ${failed[*]} failed: see WORK/logs/converged_VARIANT_seedN.log (rerun to resume them)"
 fi
@@ -121,6 +121,6 @@ cmd=("$PY" "$ROOT/scripts/benchmark.py" --data "$DATA/data-bin" --ref-raw "$DATA
   "${models[@]}" --out-dir "$OUT" --replace-results)
 echo "+ ${cmd[*]}" >&2
 [[ $DRY_RUN == 1 ]] || { mkdir -p "$OUT"; "${cmd[@]}"; }
-curves=("$PY" "$ROOT/scripts/ablations.py" curves "$HERE/results/ablations" --budget "$MAX_UPDATE" --out "$OUT/curves.png")
+curves=("$PY" "$ROOT/research/ablations.py" curves "$HERE/results/ablations" --budget "$MAX_UPDATE" --out "$OUT/curves.png")
 echo "+ ${curves[*]}" >&2
 [[ $DRY_RUN == 1 ]] || "${curves[@]}"

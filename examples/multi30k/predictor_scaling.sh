@@ -39,7 +39,7 @@ if [[ $STAGE == train ]]; then
     databin="$WORK/scaling/$name/data-bin"
     save="$WORK/scaling/$name/seed$SEED"
     [[ -f $databin/subset.json ]] ||
-      "$PY" "$ROOT/scripts/subset_data_bin.py" "$DATA" "$databin" --fraction "$fraction" --seed 1
+      "$PY" "$ROOT/research/subset_data_bin.py" "$DATA" "$databin" --fraction "$fraction" --seed 1
     if [[ -f $save/train.done ]]; then log "$name: done"; continue; fi
     mkdir -p "$save"
     cmd=("$BIN/fairseq-train" "$databin" --user-dir "$ROOT/fairseq_vqvae" --task translation_vqvae
@@ -70,4 +70,4 @@ done
 full="$WORK/ablations/u1400/hem_lp_fresh/seed$SEED"
 [[ -f $full/train.log ]] && runs+=(--run "1=$full")
 (( ${#runs[@]} )) || die "no scaling runs under $WORK/scaling: run 'bash $0 train' first"
-"$PY" "$ROOT/scripts/ablations.py" scaling "${runs[@]}" --out "$OUT"
+"$PY" "$ROOT/research/ablations.py" scaling "${runs[@]}" --out "$OUT"

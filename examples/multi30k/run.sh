@@ -120,9 +120,9 @@ fi
 row_selected() { [[ "$ROWS" == all || " $ROWS " == *" $1 "* ]]; }
 
 # train_wall DIR: training wall time (s) from the timestamps in DIR/train.log, summed over resumed
-# segments (fairseq's own `wall` meter restarts on resume; see scripts/train_log.py).
+# segments (fairseq's own `wall` meter restarts on resume; see research/train_log.py).
 train_wall() {
-  "$PY" "$ROOT/scripts/train_log.py" wall "$1/train.log"
+  "$PY" "$ROOT/research/train_log.py" wall "$1/train.log"
 }
 
 # row_result JSON_NAME TRAIN_DIR SPEC...: benchmark these models alone -> RESULTS/rows/JSON_NAME.json

@@ -1,6 +1,6 @@
 """What the latent predictor gets right, by latent position, and what it is taught.
 
-  python scripts/latent_diagnostics.py CHECKPOINT DATA_BIN [--subset valid]
+  python research/latent_diagnostics.py CHECKPOINT DATA_BIN [--subset valid]
       [--train-sentences 2000] [--max-tokens 4096] [--json OUT]
 
 Loads a vqvae_nat checkpoint with fairseq's API and prints one JSON object (the ablation

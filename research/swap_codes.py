@@ -1,7 +1,7 @@
 """fairseq-generate with the latent predictor's codes swapped: how much do its codes steer the
 decoder, and how much does a near miss cost?
 
-    python scripts/swap_codes.py MODE DATA --path CKPT --user-dir fairseq_vqvae \\
+    python research/swap_codes.py MODE DATA --path CKPT --user-dir fairseq_vqvae \\
         --task translation_vqvae --gen-subset valid --max-tokens 4096 --cpu \\
         --remove-bpe --scoring sacrebleu --tokenizer moses --source-lang en --target-lang de
 

@@ -7,7 +7,7 @@ dispatches (about its kernel launches on a GPU, where a small model's update is 
 them). The forward and backward pass of the same batch is counted for scale. One JSON line
 per optimizer, then a summary. Times on a shared machine drift: compare counts there::
 
-    python scripts/optimizer_step_speed.py --device cpu -- runs/multi30k/distill_shared/data-bin \\
+    python research/optimizer_step_speed.py --device cpu -- runs/multi30k/distill_shared/data-bin \\
         --user-dir fairseq_vqvae --task translation_vqvae --arch vqvae_nat_small \\
         --criterion vqvae_em --bottleneck soft_em --compress-steps 3 --codebook-init uniform \\
         --share-all-embeddings --clip-norm 0
@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-from bench.training import build_training, fairseq_flags
+from training_setup import build_training, fairseq_flags
 
 # aten calls that launch no kernel (views, allocations), and those that do only when they copy.
 NO_KERNEL = {

@@ -1,6 +1,6 @@
 """A fairseq data-bin whose training split is a random fraction of another's.
 
-  python scripts/subset_data_bin.py DATA_BIN OUT --fraction 0.25 [--seed 1] [--split train]
+  python research/subset_data_bin.py DATA_BIN OUT --fraction 0.25 [--seed 1] [--split train]
 
 The chosen sentence pairs (the same for every language of the pair, in their original order)
 are written as a new binarized split with fairseq's own dataset builder; the dictionaries and

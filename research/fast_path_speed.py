@@ -1,6 +1,6 @@
 """Batch-1 decoding through one of vqvae_nat's hand-written fast paths against the code it replaced.
 
-  python scripts/fast_path_speed.py CHECKPOINT DATA_BIN [--path conv|latent-steps]
+  python research/fast_path_speed.py CHECKPOINT DATA_BIN [--path conv|latent-steps]
       [--sentences 1000] [--rounds 3] [--threads 1]
 
 Loads a vqvae_nat checkpoint with fairseq's API and translates the first N test sentences at

@@ -1,11 +1,11 @@
 """Result rows and the table of the recipe ablations (examples/multi30k/ablate.sh).
 
-  python scripts/ablations.py row --variant ID --seed N --train-dir DIR --benchmark JSON ... --out ROW
-  python scripts/ablations.py table ABLATIONS_DIR      (rows/*.json -> README.md, between markers)
-  python scripts/ablations.py curves ABLATIONS_DIR --budget N --out PNG   (validation BLEU curves)
-  python scripts/ablations.py status [RUNS_DIR]   (where each training under RUNS_DIR stands;
-                                                   default runs/multi30k/ablations)
-  python scripts/ablations.py scaling --run FRACTION=TRAIN_DIR ... --out DIR
+  python research/ablations.py row --variant ID --seed N --train-dir DIR --benchmark JSON ... --out ROW
+  python research/ablations.py table ABLATIONS_DIR      (rows/*.json -> README.md, between markers)
+  python research/ablations.py curves ABLATIONS_DIR --budget N --out PNG   (validation BLEU curves)
+  python research/ablations.py status [RUNS_DIR]   (where each training under RUNS_DIR stands;
+                                                    default runs/multi30k/ablations)
+  python research/ablations.py scaling --run FRACTION=TRAIN_DIR ... --out DIR
       (a data-scaling curve: each run's validations -> DIR/scaling.json and DIR/scaling.md;
       examples/multi30k/predictor_scaling.sh)
 
@@ -27,8 +27,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from bench.paths import relative_paths
-from train_log import parse_fields, progress, train_wall, validations
+# Result paths are written as scripts/benchmark.py writes them: by its bench/ package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from bench.paths import relative_paths  # noqa: E402
+from train_log import parse_fields, progress, train_wall, validations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_BEGIN, TABLE_END = (
@@ -104,7 +106,7 @@ def make_row(args) -> dict:
         "latency_ms_median": (model.get("latency_ms") or {}).get("median"),
         **_average(args, models),
         "latent_acc": last.get("latent_acc"),
-        # scripts/latent_diagnostics.py on the best checkpoint (rows since issue 41)
+        # research/latent_diagnostics.py on the best checkpoint (rows since issue 41)
         "latent_diagnostics": json.loads(Path(args.diagnostics).read_text())
         if args.diagnostics
         else None,
@@ -514,7 +516,7 @@ def main(argv=None) -> int:
     row.add_argument("--max-update", type=int, required=True)
     row.add_argument(
         "--diagnostics",
-        help="scripts/latent_diagnostics.py's JSON of the best checkpoint",
+        help="research/latent_diagnostics.py's JSON of the best checkpoint",
     )
     table = sub.add_parser("table", help="rows/*.json -> the table in README.md")
     table.add_argument("ablations", type=Path)

@@ -16,7 +16,7 @@ tools (and the project's scripts), and compares what happens with what must happ
 * the benchmark script: a misspelt option is refused, and a results file is never replaced by
   one with fewer measurements.
 
-    python scripts/reliability.py [--fast] [--kills N] [--jobs N] [--case NAME ...] [--md F] [--json F]
+    python research/reliability.py [--fast] [--kills N] [--jobs N] [--case NAME ...] [--md F] [--json F]
 
 ``--fast`` runs the cases CI runs (about two minutes on 2 cores: everything but divergence, with
 ``--kills 3``). Exit status 1 when a case's observed outcome is not the expected one. The

@@ -1,5 +1,6 @@
-"""What the training-speed scripts share: the fairseq-train flags after ``--``, and the
-task, model, criterion and training batches built from them as fairseq-train builds them."""
+"""What the training-speed tools (train_step_speed.py, optimizer_step_speed.py) share: the
+fairseq-train flags after ``--``, and the task, model, criterion and training batches built
+from them as fairseq-train builds them."""
 
 
 def fairseq_flags(parser, remainder: list[str]) -> list[str]:

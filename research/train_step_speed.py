@@ -4,7 +4,7 @@ Times forward + backward on the same batches, alternating the two modes (so that
 machine slows both alike), and prints one JSON line per round plus a summary. Any
 fairseq-train arguments after ``--`` (data, task, arch, criterion, model flags)::
 
-    python scripts/train_step_speed.py --threads 1 -- runs/multi30k/distill/data-bin \\
+    python research/train_step_speed.py --threads 1 -- runs/multi30k/distill/data-bin \\
         --user-dir fairseq_vqvae --task translation_vqvae --arch vqvae_nat_small \\
         --criterion vqvae_em --bottleneck soft_em --num-samples 10 --compress-steps 3 \\
         --codebook-init uniform --share-all-embeddings --cpu
@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from bench.training import build_training, fairseq_flags
+from training_setup import build_training, fairseq_flags
 
 CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 

@@ -1,6 +1,6 @@
 """How far the latent predictor's wrong codes are from the right ones.
 
-  python scripts/latent_errors.py CHECKPOINT DATA_BIN [--subset valid] [--max-tokens 4096]
+  python research/latent_errors.py CHECKPOINT DATA_BIN [--subset valid] [--max-tokens 4096]
 
 Loads a vqvae_nat checkpoint with fairseq's API and, for every latent of every sentence of the
 subset, compares the code the autoencoder gives the reference (the "oracle" code, what

@@ -1,14 +1,14 @@
 """Read a fairseq-train log: its validations and its training wall time.
 
-  python scripts/train_log.py wall TRAIN_LOG      seconds of training (prints nothing if no log)
+  python research/train_log.py wall TRAIN_LOG      seconds of training (prints nothing if no log)
 
-progress() says where a running training stands (scripts/ablations.py status).
+progress() says where a running training stands (research/ablations.py status).
 
 A resumed training appends to the same log, and fairseq's own `wall` meter restarts (or stays
 at 0) on resume, so every fairseq-train start (its config line) opens a segment that ends at its
 last training line (trainer, checkpoint, train/valid summaries; not the next start's import-time
 warnings), and the segments are summed: the time a machine was down between them is not counted.
-Used by examples/multi30k/run.sh and scripts/ablations.py.
+Used by examples/multi30k/run.sh and research/ablations.py.
 """
 
 import datetime
