@@ -40,3 +40,18 @@ def test_check_reports_a_stale_page(tmp_path):
     assert options_doc.main(["--check", "--out", str(stale)]) == 1
     assert options_doc.main(["--out", str(stale)]) == 0
     assert options_doc.main(["--check", "--out", str(stale)]) == 0
+
+
+def test_options_the_study_did_not_keep_are_listed_under_experimental_only():
+    page = options_doc.render()
+    kept, experimental = page.split("\n## Experimental options\n")
+    experimental = experimental.split("\n## Architecture presets\n")[0]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert {"prior_commitment_weight", "predicted_latent_ratio"} <= set(
+        options_doc.EXPERIMENTAL
+    )
+    for name, measured in options_doc.EXPERIMENTAL.items():
+        flag = "--" + name.replace("_", "-")
+        assert f"| `{flag}` |" in experimental and measured in experimental, name
+        assert f"| `{flag}` |" not in kept, name
+        assert flag not in readme and name not in readme, name
