@@ -27,9 +27,9 @@ setup(
         "fairseq": ["hydra-core==1.3.2", "omegaconf==2.3.0"],
         "data": ["sacremoses", "subword-nmt"],
         "plots": ["matplotlib"],
-        "benchmark": [
-            "ctranslate2==4.8.5"
-        ],  # the CTranslate2 rows of scripts/benchmark.py
+        # the CTranslate2 and ONNX Runtime rows of scripts/benchmark.py; the ONNX export
+        # (fairseq_vqvae/deploy, scripts/export_onnx.py)
+        "benchmark": ["ctranslate2==4.8.5", "onnxruntime==1.31.1", "onnx==1.23.2"],
         "test": ["pytest>=7"],
     },
     license="MIT",
