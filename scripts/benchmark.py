@@ -25,8 +25,12 @@ default ``beam=4``), ``translation_lev`` (fairseq NAT; default ``iter_decode_max
 parallel pass) or ``translation_vqvae`` (this plugin); or ``ctranslate2``: a ``translation``
 checkpoint converted once to CTranslate2 (``CHECKPOINT.ct2/`` beside it) and decoded by its C++
 engine, with ``compute_type=int8|float32|...`` and ``beam=N`` (default int8, beam 4; see
-``bench/ct2.py``). KEY=VALUE pairs are generation options
-(``beam=1``, ``lenpen=0.6``, ``iter_decode_with_beam=3``, ...), task/model overrides
+``bench/ct2.py``); or ``onnx``: a ``translation_vqvae`` checkpoint exported once for ONNX
+Runtime (``CHECKPOINT.onnx/`` beside it, ``fairseq_vqvae/deploy``) and decoded by its runtime
+(numpy + onnxruntime, the generator's default search), with ``int8=True`` (int8 weights,
+``CHECKPOINT.onnx-int8/``; default False) and the runtime's ``gen_eos``, ``gen_dedup``,
+``max_len_a``, ``max_len_b`` (see ``bench/onnx_student.py``). KEY=VALUE pairs are generation
+options (``beam=1``, ``lenpen=0.6``, ``iter_decode_with_beam=3``, ...), task/model overrides
 (``gen_latent_beam=4``), ``data=DIR`` (this model's data-bin; default ``--data``), or
 ``teacher=CHECKPOINT`` (an autoregressive model loaded beside it, for ``gen_rescore=teacher``).
 Or a JSON file (``--models-json``): ``[{"name": ..., "task": ..., "checkpoint": ...,
@@ -62,6 +66,7 @@ from pathlib import Path
 
 from bench.ct2 import CT2_TASK, evaluate_ctranslate2
 from bench.measure import evaluate, git_commit, hardware, log
+from bench.onnx_student import ONNX_TASK, evaluate_onnx
 from bench.outputs import foreign, read_results
 from bench.paths import relative_paths
 from bench.report import aggregate, keep_earlier, markdown, merge_earlier, plot
@@ -74,6 +79,9 @@ from bench.specs import (
     load_models_json,
     parse_model_spec,
 )
+
+# Rows decoded outside fairseq: their spec's TASK and how they are measured.
+ENGINES = {CT2_TASK: evaluate_ctranslate2, ONNX_TASK: evaluate_onnx}
 
 # ---------------------------------------------------------------------------------------------
 
@@ -304,9 +312,9 @@ def _run(args, specs, meta, parser) -> int:
     if hasattr(plugin, "register"):  # imported before fairseq: nothing registered yet
         plugin.register()
     for spec in specs:
-        if spec["task"] not in tasks.TASK_REGISTRY and spec["task"] != CT2_TASK:
+        if spec["task"] not in tasks.TASK_REGISTRY and spec["task"] not in ENGINES:
             parser.error(
-                f"--model {spec['name']!r}: unknown task {spec['task']!r} (e.g. translation, translation_lev, translation_vqvae, or {CT2_TASK} for a translation checkpoint decoded by CTranslate2)"
+                f"--model {spec['name']!r}: unknown task {spec['task']!r} (e.g. translation, translation_lev, translation_vqvae, {CT2_TASK} for a translation checkpoint decoded by CTranslate2, or {ONNX_TASK} for a translation_vqvae checkpoint decoded by ONNX Runtime)"
             )
     device = (
         "cuda"
@@ -328,7 +336,7 @@ def _run(args, specs, meta, parser) -> int:
     records = []
     for spec in specs:
         try:
-            measure = evaluate_ctranslate2 if spec["task"] == CT2_TASK else evaluate
+            measure = ENGINES.get(spec["task"], evaluate)
             records.append(measure(spec, args, context))
             if meta:
                 records[-1]["meta"] = meta

@@ -389,6 +389,29 @@ def profile_stages(
     }
 
 
+def latency_summary(ms: list, warmup: int) -> dict:
+    """A row's ``latency_ms``: milliseconds per sentence at batch size 1, one per sentence."""
+    return {
+        "median": round(statistics.median(ms), 3),
+        "mean": round(statistics.fmean(ms), 3),
+        "p90": round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 3),
+        "total_s": round(sum(ms) / 1000, 3),
+        "sentences": len(ms),
+        "warmup_sentences": warmup,
+        "batch_size": 1,
+    }
+
+
+def rate_summary(rates: list) -> dict:
+    """The sentences-per-second part of a row's ``throughput``: one rate per pass."""
+    return {
+        "sentences_per_s": round(statistics.median(rates), 2),
+        "sentences_per_s_min": round(min(rates), 2),
+        "sentences_per_s_max": round(max(rates), 2),
+        "passes": len(rates),
+    }
+
+
 def measure_throughput(args, task, generator, models, dataset, refs, context, name):
     """Sentences per second with --throughput-max-tokens batches: --throughput-passes whole
     passes over the test set (after one warm-up batch each); their median, min and max."""
@@ -414,10 +437,7 @@ def measure_throughput(args, task, generator, models, dataset, refs, context, na
     texts, sizes = passes
     tok = [texts[i] for i in range(len(dataset))]
     return {
-        "sentences_per_s": round(statistics.median(rates), 2),
-        "sentences_per_s_min": round(min(rates), 2),
-        "sentences_per_s_max": round(max(rates), 2),
-        "passes": len(rates),
+        **rate_summary(rates),
         "max_tokens": args.throughput_max_tokens,
         "batches": len(sizes),
         "sentences": sum(sizes),
@@ -497,16 +517,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
         warmup=args.warmup,
     )
     assert all(size == 1 for size in sizes) and len(seconds) == len(dataset)
-    ms = [1000.0 * s for s in seconds]
-    record["latency_ms"] = {
-        "median": round(statistics.median(ms), 3),
-        "mean": round(statistics.fmean(ms), 3),
-        "p90": round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 3),
-        "total_s": round(sum(seconds), 3),
-        "sentences": len(ms),
-        "warmup_sentences": args.warmup,
-        "batch_size": 1,
-    }
+    record["latency_ms"] = latency_summary([1000.0 * s for s in seconds], args.warmup)
     hyps_tok = [texts[i] for i in range(len(dataset))]
     hyps_detok = [
         detokenize(text, args.detok, task.cfg.target_lang) for text in hyps_tok

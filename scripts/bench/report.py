@@ -343,7 +343,10 @@ def plot_style(row: dict, bench: dict) -> dict:
     and diagnostics (oracle latents read the reference, so they are not translations)."""
     if row["name"] in (bench["ar_beam_row"], bench["ar_greedy_row"]):
         return {"fmt": "s", "color": "tab:red"}
-    if row.get("task") != "translation_vqvae":
+    if row.get("task") not in (
+        "translation_vqvae",
+        "onnx",
+    ):  # onnx: a student, exported
         return {"fmt": "^", "color": "tab:gray"}
     if row.get("args", {}).get("gen_oracle_latents"):
         return {"fmt": "o", "color": "tab:blue", "markerfacecolor": "none"}
