@@ -10,25 +10,15 @@ from torch.ao.nn.quantized import dynamic
 
 from fairseq_vqvae.errors import OptionError
 
+from conftest import train_a_little
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_generator import _translate  # noqa: E402
 
 
-def _trained(build_vqvae, make_sample, *flags, steps=30):
+def _trained(build_vqvae, *flags, steps=30):
     """A tiny model trained a little (an untrained one's outputs are near ties)."""
-    built = build_vqvae("--dropout", "0", *flags)
-    model = built.model.train()
-    optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad], lr=3e-3
-    )
-    sample = make_sample(built.task, "train", range(32))
-    for _ in range(steps):
-        loss, _, _ = built.criterion(model, sample)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    return built
+    return train_a_little(build_vqvae("--dropout", "0", *flags), steps)
 
 
 def test_int8_is_off_by_default(build_vqvae):
@@ -43,7 +33,7 @@ def test_int8_is_off_by_default(build_vqvae):
 def test_int8_quantizes_the_linear_maps_and_translates_nearly_alike(
     build_vqvae, make_sample, flags
 ):
-    built = _trained(build_vqvae, make_sample, *flags)
+    built = _trained(build_vqvae, *flags)
     fp32 = copy.deepcopy(built.model)
     task = built.task
     expected = _translate(
