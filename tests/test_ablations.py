@@ -188,7 +188,9 @@ def test_table_is_written_between_its_markers_only(tmp_path):
 
 def _script(name, *args, timeout=300, **env):
     # A dry run costs a few seconds on a quiet machine; the limit only catches a hang (under
-    # load, beside trainings, one took over a minute).
+    # load, beside trainings, one took over a minute). AUTOCAST=0 unless a test sets it: "auto"
+    # asks torch about the CPU in every run (test_autocast_setting_decides_... tests it).
+    env.setdefault("AUTOCAST", "0")
     return subprocess.run(
         ["bash", str(REPO / "examples/multi30k" / name), *args],
         env=dict(os.environ, PYTHON=sys.executable, **env),

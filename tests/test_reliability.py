@@ -32,6 +32,9 @@ def test_every_fast_fault_case_has_its_expected_outcome(tmp_path):
     names = {row["case"] for row in rows}
     assert {"kill_loop", "nan_codebook", "split_from_another_dictionary"} <= names
     assert "divergence" not in names  # slow: the full run only
+    # one bad option of each kind; the other five take the same path (full run only)
+    assert {"dropout_one", "fp16_on_cpu", "other_criterion"} <= names
+    assert "zero_slices" not in names and "bf16_on_cpu" not in names
     kill = next(row for row in rows if row["case"] == "kill_loop")
     assert kill["observed"].startswith("2 kills (2 0-50 ms after a save)")
 

@@ -167,7 +167,7 @@ EPOCH_FLAGS=(--no-epoch-checkpoints)
 [[ $KEEP_EPOCHS -gt 0 ]] && EPOCH_FLAGS=(--keep-last-epochs "$KEEP_EPOCHS")
 AVERAGE_NAME="average of last $KEEP_EPOCHS epochs"
 DEVICE_FLAGS=(--cpu)
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && DEVICE_FLAGS=()
+have_cuda && DEVICE_FLAGS=()
 COMMON=(
   "$databin" --user-dir "$ROOT/fairseq_vqvae" --task translation_vqvae --arch vqvae_nat_small
   --criterion vqvae_em --share-all-embeddings --optimizer adam --adam-betas '(0.9,0.98)'
