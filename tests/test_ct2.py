@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +16,7 @@ SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import benchmark  # noqa: E402
 from bench import ct2  # noqa: E402
+from bench.engines import open_row  # noqa: E402
 from bench.specs import parse_model_spec  # noqa: E402
 
 
@@ -133,8 +135,11 @@ def test_a_folder_it_did_not_write_is_never_replaced(teacher, tiny_databin, tmp_
 def test_unknown_ctranslate2_options_and_non_translation_checkpoints_are_refused():
     spec = parse_model_spec("x=ctranslate2:t.pt:beam=4,compute_typ=int8")
     with pytest.raises(ValueError, match="unknown CTranslate2 option.*compute_typ"):
-        ct2._options(spec)
+        ct2._options(spec["args"])
     with pytest.raises(ValueError, match="beam must be an integer >= 1"):
-        ct2._options(parse_model_spec("x=ctranslate2:t.pt:beam=0"))
-    options, data = ct2._options(parse_model_spec("x=ctranslate2:t.pt:data=bin"))
-    assert options == ct2.OPTIONS and data == "bin"
+        ct2._options(parse_model_spec("x=ctranslate2:t.pt:beam=0")["args"])
+    assert ct2._options({}) == ct2.OPTIONS
+    spec = parse_model_spec("x=ctranslate2:missing.pt:data=bin,beam=0")
+    row = open_row(spec, SimpleNamespace(data="other"), ct2._options, "translation", "")
+    assert row.data == "bin" and row.task is None  # missing: reported, not parsed
+    assert row.record["status"] == "missing"

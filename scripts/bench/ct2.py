@@ -10,16 +10,14 @@ conversion when it loads it), beam its beam size (default 4, as fairseq's transl
 (fairseq-generate's defaults, 0 and 200), and data=DIR the data-bin (default ``--data``).
 """
 
-import time
 from pathlib import Path
 
 from .engines import (  # STAMP: read from here by tests/test_ct2.py
     STAMP,  # noqa: F401
     cached_conversion,
     checkpoint_stamp,
-    load_task,
     measure_engine,
-    new_record,
+    open_row,
 )
 
 CT2_TASK = "ctranslate2"
@@ -48,9 +46,8 @@ def converted(checkpoint: Path, data: str, source_lang: str, target_lang: str) -
     )
 
 
-def _options(spec: dict) -> tuple[dict, str | None]:
-    args = dict(spec["args"])
-    data = args.pop("data", None)
+def _options(args: dict) -> dict:
+    """A spec's CTranslate2 options (its arguments but data=) over the defaults."""
     unknown = sorted(set(args) - set(OPTIONS))
     if unknown:
         raise ValueError(
@@ -60,7 +57,7 @@ def _options(spec: dict) -> tuple[dict, str | None]:
     options = {**OPTIONS, **args}
     if not (isinstance(options["beam"], int) and options["beam"] >= 1):
         raise ValueError(f"beam must be an integer >= 1, got {options['beam']!r}")
-    return options, data
+    return options
 
 
 def evaluate_ctranslate2(spec: dict, args, context: dict) -> dict:
@@ -68,23 +65,20 @@ def evaluate_ctranslate2(spec: dict, args, context: dict) -> dict:
     import ctranslate2
     from fairseq.data import data_utils
 
-    from .measure import log, test_references
+    from .measure import test_references
 
-    record, found = new_record(spec)
-    if not found:
-        return record
-    started = time.perf_counter()
-    checkpoint = Path(spec["checkpoint"])
-    options, data = _options(spec)
-    data = str(data or args.data)
-    task = load_task(
-        checkpoint,
-        data,
+    row = open_row(
+        spec,
+        args,
+        _options,
         "translation",
         "CTranslate2 converts fairseq's autoregressive translation models",
     )
+    if row.task is None:
+        return row.record
+    task, options = row.task, row.options
     src, tgt = task.cfg.source_lang, task.cfg.target_lang
-    model_dir = converted(checkpoint, data, src, tgt)
+    model_dir = converted(row.checkpoint, row.data, src, tgt)
     translator = ctranslate2.Translator(
         str(model_dir),
         device="cpu" if context["device"] == "cpu" else "cuda",
@@ -92,17 +86,13 @@ def evaluate_ctranslate2(spec: dict, args, context: dict) -> dict:
         intra_threads=args.threads,
         inter_threads=1,
     )
-    dataset, refs = test_references(args, task, data, context)
+    dataset, refs = test_references(args, task, row.data, context)
     src_dict = task.source_dictionary
     sources = [
         [src_dict[i] for i in dataset[n]["source"].tolist() if i != src_dict.eos()]
         for n in range(len(dataset))
     ]
-    decode = dict(
-        beam_size=options["beam"],
-        max_input_length=0,
-        num_hypotheses=1,
-    )
+    decode = dict(beam_size=options["beam"], max_input_length=0, num_hypotheses=1)
 
     def run(batch, **extra):
         longest = max(len(s) for s in batch)
@@ -115,22 +105,16 @@ def evaluate_ctranslate2(spec: dict, args, context: dict) -> dict:
             for r in results
         ]
 
-    record["generation"] = {
-        "engine": f"ctranslate2 {ctranslate2.__version__}",
-        **options,
-    }
-    record["data"] = data
-    log(f"{spec['name']}: {model_dir}")
     return measure_engine(
-        record,
+        row,
         args,
         context,
+        model_dir=model_dir,
+        generation={"engine": f"ctranslate2 {ctranslate2.__version__}", **options},
         sources=sources,
         refs=refs,
-        lang=tgt,
         translate=run,
         translate_all=lambda: run(
             sources, max_batch_size=args.throughput_max_tokens, batch_type="tokens"
         ),
-        started=started,
     )

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .measure import (
@@ -55,15 +56,38 @@ def cached_conversion(out: Path, stamp: dict, build, what: str) -> Path:
     return out
 
 
-def new_record(spec: dict) -> tuple[dict, bool]:
-    """(the row's record, whether its checkpoint exists: a missing one is reported so)."""
+@dataclass
+class Row:
+    """An engine's row while it is measured (``open_row``): ``record`` is what the results
+    file gets; ``options`` the spec's arguments as ``parse`` returned them; ``task`` None
+    when the checkpoint is missing (``record`` says so)."""
+
+    record: dict
+    started: float
+    checkpoint: Path
+    data: str
+    options: object = None
+    task: object = None
+
+
+def open_row(spec: dict, args, parse, trained_with: str, engine: str) -> Row:
+    """The row of ``spec``: its record, start time, checkpoint and data-bin (``data=`` or
+    --data), its options ``parse(spec's arguments but data=)`` (which raises on bad ones), and
+    the fairseq task the checkpoint was trained with (``load_task``)."""
+    started = time.perf_counter()
     record = {k: spec[k] for k in ("name", "task", "checkpoint", "args")}
     checkpoint = Path(spec["checkpoint"])
-    if checkpoint.is_file():
-        return record, True
-    record.update(status="missing", error=f"checkpoint not found: {checkpoint}")
-    log(f"{spec['name']}: MISSING ({checkpoint}): skipped")
-    return record, False
+    options = dict(spec["args"])
+    data = str(options.pop("data", None) or args.data)
+    row = Row(record, started, checkpoint, data)
+    if not checkpoint.is_file():
+        record.update(status="missing", error=f"checkpoint not found: {checkpoint}")
+        log(f"{spec['name']}: MISSING ({checkpoint}): skipped")
+        return row
+    row.options = parse(options)
+    row.task = load_task(checkpoint, data, trained_with, engine)
+    record["data"] = data
+    return row
 
 
 def load_task(checkpoint: Path, data: str, trained_with: str, engine: str):
@@ -82,20 +106,32 @@ def load_task(checkpoint: Path, data: str, trained_with: str, engine: str):
 
 
 def measure_engine(
-    record, args, context, *, sources, refs, lang, translate, translate_all, started
+    row: Row,
+    args,
+    context,
+    *,
+    model_dir,
+    generation,
+    sources,
+    refs,
+    translate,
+    translate_all,
 ) -> dict:
-    """Fill ``record`` with an engine's latency, BLEU and throughput.
+    """Fill ``row.record`` with an engine's latency, BLEU and throughput.
 
     Args:
+        model_dir: the converted model the engine runs; generation: its settings (recorded).
         sources: the test set's source sentences, in the engine's form.
-        refs: the run's ``measure.References``; lang: the target language (detokenizer).
+        refs: the run's ``measure.References``.
         translate: a list of sources -> their texts (BPE removed), one batch.
         translate_all: () -> the texts of all ``sources`` in large batches
             (--throughput-max-tokens), in order.
-        started: ``time.perf_counter()`` when the row began (its wall time).
     """
-    name = record["name"]
-    record["load_s"] = round(time.perf_counter() - started, 2)
+    record, name = row.record, row.record["name"]
+    lang = row.task.cfg.target_lang
+    record["generation"] = generation
+    log(f"{name}: {model_dir}")
+    record["load_s"] = round(time.perf_counter() - row.started, 2)
     log(f"{name}: batch 1, {len(sources)} sentences after {args.warmup} warm-up")
     for sentence in sources[: args.warmup]:
         translate([sentence])
@@ -113,7 +149,7 @@ def measure_engine(
         record["throughput"] = _throughput(
             args, translate, translate_all, sources, refs, lang, name
         )
-    record["wall_s"] = round(time.perf_counter() - started, 2)
+    record["wall_s"] = round(time.perf_counter() - row.started, 2)
     record["status"] = "ok"
     record["run"] = context["run"]
     log(

@@ -12,15 +12,13 @@ fp32 in ``CHECKPOINT.onnx/``); gen_eos, gen_dedup, max_len_a and max_len_b are t
 greedy codes.
 """
 
-import time
 from pathlib import Path
 
 from .engines import (
     cached_conversion,
     checkpoint_stamp,
-    load_task,
     measure_engine,
-    new_record,
+    open_row,
 )
 
 ONNX_TASK = "onnx"
@@ -50,14 +48,13 @@ def exported(checkpoint: Path, data: str, int8: bool, options: dict) -> Path:
     )
 
 
-def _options(spec: dict) -> tuple[bool, dict, str | None]:
-    """(int8, the export's options, the data-bin or None) of a spec."""
-    args = dict(spec["args"])
-    data = args.pop("data", None)
+def _options(args: dict) -> tuple[bool, dict]:
+    """(int8, the export's options) of a spec's arguments but data=."""
+    args = dict(args)
     int8 = args.pop("int8", False)
     if not isinstance(int8, bool):
         raise ValueError(f"int8 must be True or False, got {int8!r}")
-    return int8, args, data
+    return int8, args
 
 
 def evaluate_onnx(spec: dict, args, context: dict) -> dict:
@@ -66,45 +63,40 @@ def evaluate_onnx(spec: dict, args, context: dict) -> dict:
 
     from fairseq_vqvae.deploy.runtime import OnnxTranslator
 
-    from .measure import log, test_references
+    from .measure import test_references
 
-    record, found = new_record(spec)
-    if not found:
-        return record
-    started = time.perf_counter()
-    checkpoint = Path(spec["checkpoint"])
-    int8, options, data = _options(spec)
-    data = str(data or args.data)
     if context["device"] != "cpu":
         raise ValueError("onnx rows run on the CPU: pass --device cpu")
-    task = load_task(
-        checkpoint,
-        data,
+    row = open_row(
+        spec,
+        args,
+        _options,
         "translation_vqvae",
         "the ONNX export is for vqvae_nat students",
     )
-    model_dir = exported(checkpoint, data, int8, options)
+    if row.task is None:
+        return row.record
+    int8, options = row.options
+    model_dir = exported(row.checkpoint, row.data, int8, options)
     translator = OnnxTranslator(model_dir, threads=args.threads)
-    dataset, refs = test_references(args, task, data, context)
-    translate, translate_all, sources = _engine(translator, task, dataset, args)
+    dataset, refs = test_references(args, row.task, row.data, context)
+    translate, translate_all, sources = _engine(translator, row.task, dataset, args)
     config = translator.config
-    record["generation"] = {
+    generation = {
         "engine": f"onnxruntime {onnxruntime.__version__}",
         "precision": config["precision"],
         **{k: config[k] for k in ("eos_policy", "dedup", "max_len_a", "max_len_b")},
     }
-    record["data"] = data
-    log(f"{spec['name']}: {model_dir}")
     return measure_engine(
-        record,
+        row,
         args,
         context,
+        model_dir=model_dir,
+        generation=generation,
         sources=sources,
         refs=refs,
-        lang=task.cfg.target_lang,
         translate=translate,
         translate_all=translate_all,
-        started=started,
     )
 
 
