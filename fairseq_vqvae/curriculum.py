@@ -51,9 +51,16 @@ def glance_positions(predicted, target, pad: int, ratio: float):
     if ratio <= 0:
         return None
     real = target.ne(pad)
-    wrong = (predicted.ne(target) & real).sum(1)  # (B,)
-    count = (wrong.float() * ratio).long()  # GLAT rounds down
-    scores = torch.rand(target.shape, device=target.device).masked_fill(~real, 2.0)
+    return glance_among(predicted.ne(target) & real, real, ratio)
+
+
+@torch.no_grad()
+def glance_among(wrong, real, ratio: float):
+    """GLAT's choice of glanced positions (B, L): of each row's ``real`` positions (B, L),
+    ``ratio`` x (its ``wrong`` ones (B, L)), rounded down, chosen at random (the token decoder's
+    glancing over tokens, the parallel latent predictor's over codes)."""
+    count = (wrong.sum(1).float() * ratio).long()  # (B,); GLAT rounds down
+    scores = torch.rand(real.shape, device=real.device).masked_fill(~real, 2.0)
     rank = scores.argsort(1).argsort(1)  # a random order of the real positions first
     return rank < count.unsqueeze(1)
 

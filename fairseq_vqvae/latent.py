@@ -143,6 +143,8 @@ class LatentPredictor(nn.Module):
             vectors, which then give the inputs and the logits; 0 = free tables.
     """
 
+    autoregressive = True  # causal self-attention (``ParallelLatentPredictor``: False)
+
     def __init__(
         self,
         cfg,
@@ -218,36 +220,31 @@ class LatentPredictor(nn.Module):
         embedding of the last code so far, ``codes[:, -1]``. ``lengths`` (B,): the target
         lengths T (EOS included) a length-conditioned predictor reads (``length_ratio``).
         """
-        slice_offsets = (
-            torch.arange(self.num_slices, device=codes.device) * self.codebook_size
-        )
-        ids = (codes + slice_offsets).clamp_min(0)  # (B, N, S) rows of embed_codes
         if offset > 0:
-            x = self._code_inputs(codes[:, -1:], ids[:, -1:])  # (B, 1, C)
+            x = self._code_inputs(codes[:, -1:])  # (B, 1, C)
         else:
-            start = codes.new_full(
-                (codes.shape[0], 1), self.num_slices * self.codebook_size
-            )
-            x = torch.cat(
-                [
-                    self.embed_codes(start),
-                    self._code_inputs(codes[:, :-1], ids[:, :-1]),
-                ],
-                dim=1,
-            )
+            start = self.embed_codes.weight[-1].expand(codes.shape[0], 1, -1)
+            x = torch.cat([start, self._code_inputs(codes[:, :-1])], dim=1)
+        return self.position_inputs(x, offset, lengths)
+
+    def position_inputs(self, x, offset: int, lengths) -> torch.Tensor:
+        """Inputs (B, N, C) on the tables' scale -> the layers' inputs: scaled, plus the
+        positions ``offset ..`` and (``length_ratio``) the length embedding, with dropout."""
         x = x * self.scale + self.positions[offset : offset + x.shape[1]].to(x.dtype)
         if self.length_ratio:
             x = x + self.length_embedding(lengths, offset, x.shape[1]).to(x.dtype)
         return self.dropout(x)
 
-    def _code_inputs(self, codes, ids) -> torch.Tensor:
-        """(B, N, S) codes -> (B, N, C) inputs, summed over slices: rows of the free table,
-        or (tied) the projected code vectors, on the table's scale."""
-        if not self.code_dim:
-            return self.embed_codes(ids).sum(2)
-        vectors = self._vectors()  # (S, K, D)
+    def _code_inputs(self, codes) -> torch.Tensor:
+        """(B, N, S) codes -> (B, N, C) inputs, summed over slices: rows of the free table
+        (slice s: rows [s*K, (s+1)*K)), or (tied) the projected code vectors, on the table's
+        scale."""
         slices = torch.arange(self.num_slices, device=codes.device)
-        picked = vectors[slices, codes.clamp_min(0)]  # (B, N, S, D)
+        if not self.code_dim:
+            return self.embed_codes(
+                (codes + slices * self.codebook_size).clamp_min(0)
+            ).sum(2)
+        picked = self._vectors()[slices, codes.clamp_min(0)]  # (B, N, S, D)
         weight = self.embed_vectors.weight
         return self.embed_vectors(picked.to(weight.dtype)).sum(2) / self.scale
 
@@ -277,7 +274,7 @@ class LatentPredictor(nn.Module):
         length = x.shape[1]
         h = x.transpose(0, 1)  # (N, B, C)
         causal = None
-        if incremental_state is None:
+        if incremental_state is None and self.autoregressive:
             causal = torch.triu(h.new_full((length, length), float("-inf")), diagonal=1)
         for layer in self.layers:
             h, _, _ = layer(
