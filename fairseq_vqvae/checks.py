@@ -66,6 +66,23 @@ def check_option_combinations(cfg) -> None:
             "--latent-predictor-only and --token-decoder-only are two separate stages: pass "
             "one (train the predictor first, then the token decoder from its checkpoint)"
         )
+    check_latent_predictor_kind(cfg)
+
+
+def check_latent_predictor_kind(cfg) -> None:
+    """Refuse the latent predictor's training options its kind has no use for."""
+    parallel = cfg.latent_predictor_kind == "parallel"
+    if cfg.latent_glance_ratio > 0 and not parallel:
+        raise OptionError(
+            "--latent-glance-ratio glances the parallel latent predictor: add "
+            "--latent-predictor-kind parallel, or drop it (the autoregressive one is "
+            "teacher-forced)"
+        )
+    if cfg.latent_self_inputs > 0 and parallel:
+        raise OptionError(
+            "--latent-self-inputs feeds an autoregressive predictor its own codes; the parallel "
+            "one reads no codes (glance at gold ones with --latent-glance-ratio): drop it"
+        )
 
 
 def check_precision(args):

@@ -19,6 +19,7 @@ from .errors import OptionError
 BottleneckChoice = ChoiceEnum(list(BOTTLENECKS))
 LatentLengthChoice = ChoiceEnum(["predict", "source"])
 CodebookInitChoice = ChoiceEnum(list(INITS))
+LatentPredictorKindChoice = ChoiceEnum(["autoregressive", "parallel"])
 
 
 def option(default, help: str, valid: str = ""):
@@ -184,6 +185,15 @@ class VQVAENATConfig(FairseqDataclass):
         1.0, "weight of the latent predictor's cross-entropy; paper: 1", ">= 0.0"
     )
     # The latent predictor's training (beyond the paper).
+    latent_predictor_kind: LatentPredictorKindChoice = option(
+        "autoregressive",
+        "how the latent predictor reads its codes: autoregressive = causal, each latent from the codes before it, greedy or beam search (the paper); parallel = every latent in one pass from a learned mask embedding at every position (latent-GLAT, Bao et al. 2022, beyond the paper): arg-max per position, --gen-latent-samples draws each position independently, no --gen-latent-beam, no --latent-self-inputs",
+    )
+    latent_glance_ratio: float = option(
+        0.0,
+        "glancing over codes in [0, 1] (latent-GLAT), --latent-predictor-kind parallel only: in training, ratio x (latents a first, gradient-free pass gets wrong in any slice), rounded down, random latents of each sentence read their gold code instead of the mask and drop out of the latent loss (as latent-GLAT); constant, no annealing; 0 = off; latent-GLAT: 0.5 annealed to 0.3",
+        "[0.0, 1.0]",
+    )
     latent_clean_targets: bool = option(
         False,
         "teach the latent predictor the codes evaluation gives: its inputs and targets come from a gradient-free pass of the compressor and bottleneck in evaluation mode (no dropout, nearest codes, no soft-EM sampling), while the decoder keeps the training-mode latents; default: the training-mode codes (the paper)",

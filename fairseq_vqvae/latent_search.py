@@ -97,6 +97,12 @@ def search(
 
 def check_search(predictor, beam_size: int):
     """Refuse a latent beam ``predictor`` cannot search."""
+    if beam_size > 1 and not predictor.autoregressive:
+        raise OptionError(
+            "--gen-latent-beam needs an autoregressive latent predictor; the parallel one "
+            "(--latent-predictor-kind parallel) takes each position's best codes, exact in one "
+            "pass: use --gen-latent-beam 1 (more candidates: --gen-latent-samples)"
+        )
     if beam_size > 1 and predictor.num_slices != 1:
         raise OptionError(
             "latent beam search needs --num-slices 1; use --gen-latent-beam 1"

@@ -11,22 +11,31 @@ from torch import nn
 from .bottleneck import BottleneckConfig
 from .config import VQVAENATConfig
 from .latent import LatentPredictor
+from .parallel_latent import ParallelLatentPredictor
 
 
 def build_latent_predictor(cfg: VQVAENATConfig) -> LatentPredictor:
     """A freshly initialised latent predictor for a model of configuration ``cfg`` (also what
-    scripts/fresh_latent_predictor.py puts into a trained model)."""
-    return LatentPredictor(
+    scripts/fresh_latent_predictor.py puts into a trained model): autoregressive, or with
+    --latent-predictor-kind parallel a ``ParallelLatentPredictor``."""
+    args = (
         transformer_config(cfg, dropout=cfg.latent_predictor_dropout),
         cfg.latent_layers,
         cfg.num_slices,
         cfg.codebook_size,
         max_latents(cfg),
+    )
+    kwargs = dict(
         length_ratio=2**cfg.compress_steps if cfg.latent_length_condition else 0,
         code_dim=(cfg.code_dim or cfg.encoder_embed_dim) // cfg.num_slices
         if cfg.latent_tied_codes
         else 0,
     )
+    if cfg.latent_predictor_kind == "parallel":
+        return ParallelLatentPredictor(
+            *args, glance_ratio=cfg.latent_glance_ratio, **kwargs
+        )
+    return LatentPredictor(*args, **kwargs)
 
 
 def max_latents(cfg: VQVAENATConfig) -> int:

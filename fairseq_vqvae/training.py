@@ -70,16 +70,12 @@ class VQVAENATTraining:
         codes, code_targets = self.predictor_targets(
             vq, target, latent_padding, encoder_out
         )
-        lp = self.latent_predictor
         lengths = token_lengths(tgt_tokens, self.pad)
         predictor_source = scaled_gradient(encoder_out, self.cfg.latent_encoder_grad)
         with torch.no_grad() if self.cfg.token_decoder_only else nullcontext():
-            inputs = self._predictor_inputs(
+            latent_logits, latent_mask = self._predictor_pass(
                 codes, lengths, predictor_source, latent_padding
-            )
-            latent_logits = lp(
-                lp.embed(inputs, lengths=lengths), predictor_source, latent_padding
-            )  # (B, N, S, K)
+            )  # (B, N, S, K), (B, N)
         self._em_stats = vq.em_stats
         terms = {}
         # Training the predictor alone, the frozen decoder's word loss would only be logged:
@@ -96,7 +92,7 @@ class VQVAENATTraining:
                     "tgt": code_targets,
                     "codes": codes,  # nearest codes, for latent_acc
                     "training_codes": vq.codes,  # the decoder's (training-mode) codes
-                    "mask": ~latent_padding,
+                    "mask": latent_mask,  # real latents (glanced ones left out)
                     "label_smoothing": self.cfg.latent_label_smoothing,
                     "factor": self.cfg.latent_loss_factor
                     * curriculum.step_on(
@@ -114,7 +110,6 @@ class VQVAENATTraining:
                 "factor": self.cfg.prior_commitment_weight,
             }
         if self.length_head is not None:
-            lengths = token_lengths(tgt_tokens, self.pad)
             terms["length"] = {
                 "out": self.length_head(encoder_out),
                 "tgt": self.length_head.classes(lengths, src_lengths),
@@ -127,21 +122,26 @@ class VQVAENATTraining:
         }
         return terms, extra
 
-    def _predictor_inputs(self, codes, lengths, encoder_out, latent_padding):
-        """The codes the predictor reads in training (B, N, S): the targets' own (teacher
-        forcing), or with --latent-self-inputs P each latent, with probability P, its own
-        best code from a first teacher-forced pass without gradient (two-pass scheduled
-        sampling), so that it learns to go on from a prefix with its own mistakes."""
-        ratio = self.cfg.latent_self_inputs
-        lp = self.latent_predictor
-        if not (ratio > 0 and self.training and lp.training):
-            return codes
-        with torch.no_grad():
-            first = lp(lp.embed(codes, lengths=lengths), encoder_out, latent_padding)
-            own = first.argmax(-1)  # (B, N, S)
-        replace = torch.rand(codes.shape[:2], device=codes.device) < ratio
-        replace &= ~latent_padding
-        return torch.where(replace.unsqueeze(-1), own, codes)
+    def _predictor_pass(self, codes, lengths, encoder_out, latent_padding):
+        """The latent predictor's training logits (B, N, S, K) and the latents its loss reads
+        (B, N). The parallel kind: one pass, glancing at gold codes (``glancing_pass``). The
+        autoregressive kind reads ``codes`` (B, N, S) (teacher forcing), or with
+        --latent-self-inputs P each latent, with probability P, its own best code from a first
+        teacher-forced pass without gradient (two-pass scheduled sampling), so that it learns
+        to go on from a prefix with its own mistakes."""
+        ratio, lp = self.cfg.latent_self_inputs, self.latent_predictor
+        if not lp.autoregressive:
+            return lp.glancing_pass(codes, encoder_out, latent_padding, lengths)
+        if ratio > 0 and self.training and lp.training:
+            with torch.no_grad():
+                first = lp(
+                    lp.embed(codes, lengths=lengths), encoder_out, latent_padding
+                )
+            replace = torch.rand(codes.shape[:2], device=codes.device) < ratio
+            replace &= ~latent_padding
+            codes = torch.where(replace.unsqueeze(-1), first.argmax(-1), codes)
+        logits = lp(lp.embed(codes, lengths=lengths), encoder_out, latent_padding)
+        return logits, ~latent_padding
 
     def predictor_targets(self, vq, target, latent_padding, encoder_out):
         """The latent predictor's input codes (B, N, S) and targets (B, N, S, K): the

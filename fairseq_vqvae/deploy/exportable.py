@@ -69,6 +69,12 @@ def _check_model(model) -> None:
         raise OptionError(
             "this model was quantized by --gen-int8: export the fp32 checkpoint (with --int8)"
         )
+    if model.cfg.latent_predictor_kind != "autoregressive":
+        raise OptionError(
+            "the ONNX export decodes an autoregressive latent predictor step by step; this "
+            "checkpoint's is parallel (--latent-predictor-kind parallel): decode it with "
+            "fairseq-generate"
+        )
     if model.cfg.latent_tied_codes:
         raise OptionError(
             "the ONNX export does not support --latent-tied-codes (its predictor reads the "
