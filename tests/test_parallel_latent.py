@@ -46,6 +46,7 @@ def test_the_default_kind_is_autoregressive_and_old_checkpoints_load(build_vqvae
     # The parallel kind has no parameter of its own either (the start row is its mask).
     parallel = build_vqvae(*PARALLEL).model
     assert type(parallel.latent_predictor) is ParallelLatentPredictor
+    assert parallel.latent_predictor.glance_ratio == 0.0  # the default: no glancing
     assert set(parallel.state_dict()) == set(built.model.state_dict())
 
 
@@ -267,13 +268,17 @@ def test_the_latent_training_options_work_with_the_parallel_kind(
     assert 0 <= log["latent_correct"] <= log["latent_total"]
 
 
-def test_the_generator_decodes_greedy_and_sampled_candidates(build_vqvae, make_sample):
-    built = build_vqvae(*PARALLEL, "--gen-latent-samples", "2")
+@pytest.mark.parametrize("flags", [("--gen-latent-samples", "2"), ("--gen-int8",)])
+def test_the_generator_decodes_greedy_and_sampled_candidates(
+    build_vqvae, make_sample, flags
+):
+    built = build_vqvae(*PARALLEL, *flags)
     model = built.model.eval()
     generator = built.task.build_generator([model], built.args)
     sample = make_sample(built.task, "test", range(5))
     hypos = built.task.inference_step(generator, [model], sample)
-    assert len(hypos) == 5 and all(len(h) == 3 for h in hypos)
+    width = 1 + built.args.gen_latent_samples
+    assert len(hypos) == 5 and all(len(h) == width for h in hypos)
 
 
 def _cli(name, *args, stdin=None):
