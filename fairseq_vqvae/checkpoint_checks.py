@@ -1,6 +1,6 @@
 """Checks of a checkpoint against the model that loads it (``VQVAENATModel.load_state_dict``),
 each failing with one line that says what to change (``errors.OptionError``): what it is, its
-codebook, its dictionaries (``signature``) and its bottleneck kind.
+codebook, its dictionaries (``signature``), its bottleneck and latent predictor kinds.
 """
 
 import hashlib
@@ -69,14 +69,24 @@ def check_latent_layers(ours: int, state_dict) -> None:
         )
 
 
+# The kinds a signature records, in its order after the two dictionaries: (option, its
+# values in index order). A signature saved before a kind was recorded holds its first value.
+SIGNED_KINDS = (
+    ("bottleneck", tuple(BOTTLENECKS)),
+    ("latent_predictor_kind", ("autoregressive", "parallel")),
+)
+
+
 def signature(cfg, source_dictionary, target_dictionary) -> torch.Tensor:
-    """(3,) what a checkpoint's weights only make sense with and shapes do not show: the
-    fingerprints of both dictionaries (symbols in order) and the bottleneck kind."""
+    """(2 + kinds,) what a checkpoint's weights only make sense with and shapes do not show:
+    the fingerprints of both dictionaries (symbols in order) and the ``SIGNED_KINDS``
+    (the bottleneck, the latent predictor's: both have the same parameters either way)."""
+    kinds = [values.index(str(getattr(cfg, name))) for name, values in SIGNED_KINDS]
     return torch.tensor(
         [
             dictionary_fingerprint(source_dictionary),
             dictionary_fingerprint(target_dictionary),
-            list(BOTTLENECKS).index(str(cfg.bottleneck)),
+            *kinds,
         ]
     )
 
@@ -87,8 +97,9 @@ def dictionary_fingerprint(dictionary) -> int:
 
 
 def check_signature(ours: torch.Tensor, state_dict) -> None:
-    """Refuse a checkpoint trained with other dictionaries (same size, other symbols) or with
-    another --bottleneck (resuming would silently continue with the command line's)."""
+    """Refuse a checkpoint trained with other dictionaries (same size, other symbols), another
+    --bottleneck or another --latent-predictor-kind (resuming would silently continue with the
+    command line's)."""
     theirs = state_dict.get("signature")
     if theirs is None:  # saved before checkpoints had one: nothing to compare
         state_dict["signature"] = ours.clone()
@@ -100,10 +111,18 @@ def check_signature(ours: torch.Tensor, state_dict) -> None:
                 f"checkpoint was trained with (same size, other symbols or order); binarize "
                 f"the data with the checkpoint's dictionaries (fairseq-preprocess --srcdict/--tgtdict)"
             )
-    if int(theirs[2]) != int(ours[2]):
-        names = list(BOTTLENECKS)
-        raise OptionError(
-            f"this checkpoint was trained with --bottleneck {names[int(theirs[2])]}, the "
-            f"command line says --bottleneck {names[int(ours[2])]}: resume with --bottleneck "
-            f"{names[int(theirs[2])]}, or train the other one in a new --save-dir"
-        )
+    if len(theirs) < len(ours):  # saved before the later kinds were recorded
+        theirs = torch.cat([theirs, ours.new_zeros(len(ours) - len(theirs))])
+        state_dict["signature"] = theirs
+    for i, (name, values) in enumerate(SIGNED_KINDS, start=2):
+        if int(theirs[i]) != int(ours[i]):
+            flag, was, now = (
+                "--" + name.replace("_", "-"),
+                values[int(theirs[i])],
+                values[int(ours[i])],
+            )
+            raise OptionError(
+                f"this checkpoint was trained with {flag} {was}, the command line says "
+                f"{flag} {now}: resume with {flag} {was}, or train the other one in a new "
+                f"--save-dir"
+            )

@@ -1074,7 +1074,7 @@ def test_the_health_check_runs_after_every_100th_update_not_the_first(
     assert checked_after == [99, 199]
 
 
-def test_a_checkpoint_refuses_same_size_dictionaries_and_another_bottleneck(
+def test_a_checkpoint_refuses_same_size_dictionaries_and_another_kind(
     build_vqvae,
 ):
     built = build_vqvae()
@@ -1103,6 +1103,20 @@ def test_a_checkpoint_refuses_same_size_dictionaries_and_another_bottleneck(
         match="trained with --bottleneck soft_em, the command line says --bottleneck hard_em",
     ):
         hard.model.load_state_dict(state)
+    parallel = build_vqvae("--latent-predictor-kind", "parallel")
+    with pytest.raises(
+        ValueError,
+        match="trained with --latent-predictor-kind autoregressive, the command line says "
+        "--latent-predictor-kind parallel",
+    ):
+        parallel.model.load_state_dict(state)
+    # saved before the predictor's kind was recorded: read as autoregressive
+    three = {**state, "signature": state["signature"][:3].clone()}
+    build_vqvae().model.load_state_dict(three)
+    with pytest.raises(ValueError, match="trained with --latent-predictor-kind auto"):
+        build_vqvae("--latent-predictor-kind", "parallel").model.load_state_dict(
+            {**state, "signature": state["signature"][:3].clone()}
+        )
 
 
 def test_an_empty_or_misaligned_split_gets_a_one_line_error(
