@@ -1,16 +1,20 @@
 """Export a vqvae_nat student for ONNX Runtime: model files and a small runtime, no fairseq.
 
-  python scripts/export_onnx.py CHECKPOINT DATA_BIN OUT_DIR [--int8] [--gen-eos POLICY]
-      [--gen-dedup] [--max-len-a A] [--max-len-b B]
+  python scripts/export_onnx.py CHECKPOINT DATA_BIN OUT_DIR [--int8] [--latent-top-k K]
+      [--gen-eos POLICY] [--gen-dedup] [--max-len-a A] [--max-len-b B]
+      [--gen-latent-beam K] [--gen-length-beam L] [--gen-rescore latent|model|teacher]
 
 OUT_DIR gets encoder.onnx, latent_step.onnx and decoder.onnx (int8 weights with --int8), the
-dictionaries of DATA_BIN, translator.json and runtime.py (numpy + onnxruntime only)::
+dictionaries of DATA_BIN, translator.json and runtime.py with runtime_search.py and
+runtime_options.py (numpy + onnxruntime only)::
 
     python OUT_DIR/runtime.py OUT_DIR < test.bpe.en > test.bpe.de
+    python OUT_DIR/runtime.py OUT_DIR --latent-beam 8 --rescore teacher \
+        --teacher teacher.pt.ct2 < test.bpe.en > test.bpe.de   # needs ctranslate2
 
-Only the generator's default search is exported (one length, greedy codes, one decoder pass);
-anything else (a latent or length beam, sampled codes, tied code tables) is refused in one
-line. See docs/performance.md, "ONNX Runtime" (fairseq_vqvae/deploy/).
+The generation options are the runtime's defaults (the runtime's own options override them).
+Sampled codes, oracle latents and tied code tables are refused in one line. See
+docs/performance.md, "ONNX Runtime" (fairseq_vqvae/deploy/).
 """
 
 import argparse
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from fairseq_vqvae.deploy.export import RUNTIME_OPTIONS, export
 from fairseq_vqvae.errors import OptionError
-from fairseq_vqvae.hypotheses import EOS_POLICIES
+from fairseq_vqvae.hypotheses import EOS_POLICIES, RESCORERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"(default {RUNTIME_OPTIONS['max_len_b']}, as fairseq-generate)",
     )
+    parser.add_argument(
+        "--latent-top-k",
+        type=int,
+        help="the best codes per latent step the export keeps, the widest latent beam "
+        "(default min(16, codebook size))",
+    )
+    parser.add_argument("--gen-latent-beam", type=int, help="code sequences per length")
+    parser.add_argument("--gen-length-beam", type=int, help="lengths tried")
+    parser.add_argument(
+        "--gen-rescore", choices=list(RESCORERS), help="how candidates are ranked"
+    )
     return parser
 
 
@@ -67,7 +82,14 @@ def main(argv=None) -> int:
         if getattr(args, name) is not None
     }
     try:
-        out = export(args.checkpoint, args.data, args.out_dir, args.int8, options)
+        out = export(
+            args.checkpoint,
+            args.data,
+            args.out_dir,
+            args.int8,
+            options,
+            args.latent_top_k,
+        )
     except OptionError as error:
         parser.error(str(error))
     sys.stderr.write(f"[export_onnx] wrote {out}\n")

@@ -163,9 +163,11 @@ def test_the_deployed_folder_runs_without_torch_or_fairseq(student):
 def test_what_it_cannot_export_is_refused_in_one_line(student, tmp_path, capsys):
     model = student["built"].model
     for options, message in (
-        ({"gen_latent_beam": 4}, "default search only"),
-        ({"gen_length_beam": 2}, "default search only"),
-        ({"gen_rescore": "teacher"}, "needs a second"),
+        ({"gen_latent_samples": 2}, "none sampled or given"),
+        ({"gen_oracle_latents": True}, "none sampled or given"),
+        ({"gen_latent_beam": 9}, "more than the 8 codes"),
+        ({"gen_length_beam": 0}, "--gen-length-beam must be an integer >= 1"),
+        ({"gen_rescore": "oracle"}, "--gen-rescore must be one of"),
         ({"gen_beam": 2}, "unknown option gen_beam"),
     ):
         with pytest.raises(OptionError, match=message) as error:

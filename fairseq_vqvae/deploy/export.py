@@ -1,11 +1,13 @@
 """Export a ``vqvae_nat`` checkpoint for ONNX Runtime (``scripts/export_onnx.py``): the three
 graphs of ``deploy.graphs``, optionally int8 (ONNX Runtime's dynamic quantization), the
-dictionaries, ``translator.json`` (what the runtime needs) and a copy of ``deploy/runtime.py``.
+dictionaries, ``translator.json`` (what the runtime needs) and copies of ``deploy/runtime.py``
+and ``deploy/runtime_search.py``.
 
-Only the generator's default search is exported: one length (the length classifier's best,
-or the paper's ratio x |x|), greedy latent codes, one decoder pass; ``--gen-eos``,
-``--gen-dedup`` and ``--max-len-a/b`` are the runtime's options. Everything else is refused
-in one line (``check_exportable``).
+The generator's search over predicted codes is exported: greedy codes or a beam over them
+(the latent step keeps its ``--latent-top-k`` best codes), one or several lengths, ranked by
+``latent``, ``model`` or an autoregressive ``teacher`` the runtime is given; ``--gen-eos``,
+``--gen-dedup``, ``--max-len-a/b`` and the search's options are the runtime's (saved as its
+defaults). Everything else is refused in one line (``check_exportable``).
 """
 
 import json
@@ -18,9 +20,16 @@ from pathlib import Path
 import torch
 
 from ..errors import OptionError
-from . import runtime
-from .exportable import RANKING, RUNTIME_OPTIONS, SEARCH_DEFAULTS, check_exportable
+from ..lengths import LENGTH_OFFSET
+from . import runtime, runtime_options, runtime_search
+from .exportable import (
+    RUNTIME_OPTIONS,
+    SEARCH_DEFAULTS,
+    check_exportable,
+    latent_top_k,
+)
 from .graphs import DecoderGraph, EncoderGraph, LatentStepGraph
+from .int8 import quantize
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +44,12 @@ GRAPH_FILES = {
 
 
 def export(
-    checkpoint, data, out_dir, int8: bool = False, options: dict | None = None
+    checkpoint,
+    data,
+    out_dir,
+    int8: bool = False,
+    options: dict | None = None,
+    top_k: int | None = None,
 ) -> Path:
     """Load ``checkpoint`` (with the dictionaries of the data-bin ``data``) and export it to
     ``out_dir`` (``export_model``)."""
@@ -54,19 +68,23 @@ def export(
             f"for vqvae_nat students (--task translation_vqvae)"
         )
     saved = {k: task.cfg[k] for k in RUNTIME_OPTIONS if k in task.cfg}
-    saved.update({k: task.cfg[k] for k in (*SEARCH_DEFAULTS, RANKING) if k in task.cfg})
+    saved.update({k: task.cfg[k] for k in SEARCH_DEFAULTS if k in task.cfg})
     return export_model(
-        models[0].eval(), task, out_dir, int8, {**saved, **(options or {})}
+        models[0].eval(), task, out_dir, int8, {**saved, **(options or {})}, top_k
     )
 
 
-def export_model(model, task, out_dir, int8: bool = False, options=None) -> Path:
-    """Write the graphs, dictionaries, ``translator.json`` and ``runtime.py`` of ``model``
-    (a ``vqvae_nat`` in evaluation, fp32) to ``out_dir`` (created; an earlier export there
-    is replaced, any other non-empty folder refused)."""
+def export_model(
+    model, task, out_dir, int8: bool = False, options=None, top_k=None
+) -> Path:
+    """Write the graphs, dictionaries, ``translator.json``, ``runtime.py`` and
+    ``runtime_search.py`` of ``model`` (a ``vqvae_nat`` in evaluation, fp32) to ``out_dir``
+    (created; an earlier export there is replaced, any other non-empty folder refused);
+    ``top_k``: the latent step's best codes kept (--latent-top-k; None: min(16, K))."""
     options = {**RUNTIME_OPTIONS, **(options or {})}
     model = model.eval()
-    check_exportable(model, options)
+    check_exportable(model, options, top_k)
+    top_k = latent_top_k(model, top_k)
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / runtime.CONFIG).is_file():
@@ -75,17 +93,23 @@ def export_model(model, task, out_dir, int8: bool = False, options=None) -> Path
     model = model.float()
     tgt_dict, src_dict = task.target_dictionary, task.source_dictionary
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        for name, path in _export_graphs(model, tgt_dict, Path(tmp)).items():
+        for name, path in _export_graphs(model, tgt_dict, Path(tmp), top_k).items():
             target = out_dir / GRAPH_FILES[name]
             if int8:
-                _quantize(path, target)
+                quantize(path, target)
             else:
                 shutil.copyfile(path, target)
     src_dict.save(str(out_dir / "dict.source.txt"))
     tgt_dict.save(str(out_dir / "dict.target.txt"))
     config = _config(model, tgt_dict, src_dict, options, int8)
+    config["latent_top_k"] = top_k
     (out_dir / runtime.CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    shutil.copyfile(runtime.__file__, out_dir / "runtime.py")
+    for module in (
+        runtime,
+        runtime_options,
+        runtime_search,
+    ):  # imported beside runtime.py
+        shutil.copyfile(module.__file__, out_dir / Path(module.__file__).name)
     # The runtime reads the dictionaries back as fairseq does, or the ids would not match.
     for side, dictionary in (("source", src_dict), ("target", tgt_dict)):
         read = runtime.Vocabulary(out_dir / config[side]["dictionary"], config[side])
@@ -123,6 +147,9 @@ def _config(model, tgt_dict, src_dict, options, int8) -> dict:
         "max_source_positions": model.encoder.max_source_positions,
         "num_slices": predictor.num_slices,
         "length_head": model.length_head is not None,
+        "length_classes": model.length_classes or 0,
+        "length_offset": LENGTH_OFFSET,
+        "codebook_size": predictor.codebook_size,
         "cache": {
             "layers": len(predictor.layers),
             "heads": attention.num_heads,
@@ -132,6 +159,9 @@ def _config(model, tgt_dict, src_dict, options, int8) -> dict:
         "dedup": bool(options["gen_dedup"]),
         "max_len_a": options["max_len_a"],
         "max_len_b": options["max_len_b"],
+        "latent_beam": int(options["gen_latent_beam"]),
+        "length_beam": int(options["gen_length_beam"]),
+        "rescore": str(options["gen_rescore"]),
         "exported_with": {"torch": torch.__version__},
     }
 
@@ -159,13 +189,24 @@ def _axes(layers: int) -> dict:
     return {
         "encoder": (
             {"src_tokens": SOURCE},
-            {"encoder_out": SOURCE, "lengths": BATCH, "num_latents": BATCH, **memory},
+            {
+                "encoder_out": SOURCE,
+                "lengths": BATCH,
+                "num_latents": BATCH,
+                "length_logp": BATCH,
+                **memory,
+            },
         ),
         "latent_step": (
             {"codes": BATCH, "step": {}, "lengths": BATCH, "padding": SOURCE}
             | _per_layer("past", layers, PAST)
             | memory,
-            {"next_codes": BATCH, **_per_layer("new", layers, STEPS)},
+            {
+                "next_codes": BATCH,
+                "top_logp": BATCH,
+                "top_codes": BATCH,
+                **_per_layer("new", layers, STEPS),
+            },
         ),
         "decoder": (
             {
@@ -174,18 +215,23 @@ def _axes(layers: int) -> dict:
                 "padding": SOURCE,
                 "eos_window": {},
             },
-            {"tokens": POSITIONS, "eos_best": POSITIONS, "eos_scores": WINDOW},
+            {
+                "tokens": POSITIONS,
+                "eos_best": POSITIONS,
+                "eos_scores": WINDOW,
+                "token_scores": WINDOW,
+            },
         ),
     }
 
 
-def _examples(model, tgt_dict) -> dict:
+def _examples(model, tgt_dict, top_k: int) -> dict:
     """Each graph and the inputs it is traced on: two sentences (one padded), a second
     latent step, two latents; sizes above 1, so that no axis is traced as a constant 1."""
     pad, eos, word = tgt_dict.pad(), tgt_dict.eos(), tgt_dict.nspecial
     src = torch.tensor([[word, word + 1, word, eos], [pad, word + 1, word, eos]])
     encoder = EncoderGraph(model).eval()
-    enc, lengths, _, *memory = encoder(src)
+    enc, lengths, _, _, *memory = encoder(src)
     predictor = model.latent_predictor
     attention = predictor.layers[0].self_attn
     past = [torch.zeros(2, attention.num_heads, 1, attention.head_dim)] * len(memory)
@@ -195,7 +241,7 @@ def _examples(model, tgt_dict) -> dict:
     return {
         "encoder": (encoder, (src,)),
         "latent_step": (
-            LatentStepGraph(model).eval(),
+            LatentStepGraph(model, top_k).eval(),
             (codes, torch.tensor([1]), lengths, padding, *past, *memory),
         ),
         "decoder": (
@@ -206,11 +252,11 @@ def _examples(model, tgt_dict) -> dict:
     }
 
 
-def _export_graphs(model, tgt_dict, tmp: Path) -> dict:
+def _export_graphs(model, tgt_dict, tmp: Path, top_k: int) -> dict:
     """fp32 ONNX files of the three graphs in ``tmp``."""
     paths = {}
     axes = _axes(len(model.latent_predictor.layers))
-    for name, (graph, inputs) in _examples(model, tgt_dict).items():
+    for name, (graph, inputs) in _examples(model, tgt_dict, top_k).items():
         input_axes, output_axes = axes[name]
         paths[name] = tmp / GRAPH_FILES[name]
         with warnings.catch_warnings():  # the TorchScript exporter is marked deprecated
@@ -229,43 +275,3 @@ def _export_graphs(model, tgt_dict, tmp: Path) -> dict:
                 dynamo=False,
             )
     return paths
-
-
-def _quantize(source: Path, target: Path) -> None:
-    """Dynamic int8 weights (ONNX Runtime's quantize_dynamic) for the matrix products with a
-    constant weight: the linear maps and the vocabulary projection; the length classifier
-    (a Gemm) and the embedding and code tables (Gathers) stay fp32."""
-    import onnx
-    import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # ONNX Runtime's platform-independent optimizations first (constant folding): a weight
-    # the exporter left behind a Transpose or Reshape is then an initializer to quantize.
-    folded = source.with_suffix(".folded.onnx")
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = (
-        onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    )
-    options.optimized_model_filepath = str(folded)
-    onnxruntime.InferenceSession(
-        str(source), options, providers=["CPUExecutionProvider"]
-    )
-    source = folded
-    graph = onnx.load(str(source)).graph
-    weights = {init.name for init in graph.initializer}
-    nodes = [
-        n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights
-    ]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it logs every tensor on the root logger
-    try:
-        quantize_dynamic(
-            str(source),
-            str(target),
-            weight_type=QuantType.QInt8,
-            nodes_to_quantize=nodes,
-            extra_options={"MatMulConstBOnly": True},
-        )
-    finally:
-        root.setLevel(level)

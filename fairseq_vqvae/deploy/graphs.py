@@ -1,9 +1,10 @@
 """The three inference graphs ``deploy.export`` hands to ONNX Runtime, written as plain tensor
 functions of a ``vqvae_nat`` model's own parameters: the source encoder with the length
-classifier (``EncoderGraph``), one greedy latent-predictor step (``LatentStepGraph``) and
-codes -> tokens (``DecoderGraph``: look-up, decompressor, decoder, vocabulary, arg-max).
+classifier (``EncoderGraph``), one latent-predictor step (``LatentStepGraph``: the greedy code
+and the k best, for the runtime's beam) and codes -> tokens (``DecoderGraph``: look-up,
+decompressor, decoder, vocabulary, arg-max and the scores the ranking reads).
 
-They compute what ``VQVAENATGenerator``'s default path computes through ``model.encode``,
+They compute what ``VQVAENATGenerator`` computes through ``model.encode``,
 ``length_candidates``, ``predict_codes`` and ``decode_codes`` (Roy et al. 2018,
 https://arxiv.org/abs/1805.11063, section 5.1), batch-first and without fairseq's
 dictionaries, incremental state or data-dependent branches, so that torch.onnx traces them
@@ -86,8 +87,10 @@ def _decoder_layer(layer, x, self_attention, memory, source_bias):
 
 class EncoderGraph(nn.Module):
     """Source tokens (B, S) int64, padded with pad -> (encoder_out (B, S, C), target lengths
-    T (B,), latent counts (B,), then the keys and values (B, H, S, C / H) of each latent
-    predictor layer's cross-attention), as ``model.encode`` + ``inference_latent_counts``."""
+    T (B,), latent counts (B,), the length classifier's log-probabilities (B, 256) float32
+    (zeros (B, 1) without one; the runtime's length beam reads them), then the keys and values
+    (B, H, S, C / H) of each latent predictor layer's cross-attention), as ``model.encode`` +
+    ``inference_latent_counts`` (+ ``length_candidates``)."""
 
     def __init__(self, model):
         super().__init__()
@@ -122,35 +125,40 @@ class EncoderGraph(nn.Module):
         if encoder.layer_norm is not None:
             x = encoder.layer_norm(x)
         src_lengths = keep.sum(1)
-        lengths = self._lengths(x, keep, src_lengths)
+        lengths, length_logp = self._lengths(x, keep, src_lengths)
         ratio = model.ratio
         counts = torch.div(lengths + ratio - 1, ratio, rounding_mode="floor")
         memory = _memory(model.latent_predictor.layers, x)
-        return (x, lengths, counts.clamp(1, model.max_latents), *memory)
+        return (x, lengths, counts.clamp(1, model.max_latents), length_logp, *memory)
 
-    def _lengths(self, enc, keep, src_lengths) -> torch.Tensor:
-        """(B,) T: the length classifier's best, or ceil(length_ratio * |x|)."""
+    def _lengths(self, enc, keep, src_lengths) -> tuple:
+        """((B,) T: the length classifier's best, or ceil(length_ratio * |x|); its
+        log-probabilities (B, 256), or zeros (B, 1) without a length classifier)."""
         head = self.model.length_head
         if head is None:
             ratio = self.model.cfg.length_ratio
-            return torch.ceil(src_lengths.float() * ratio).long()
+            no_head = torch.zeros_like(src_lengths, dtype=torch.float32)[:, None]
+            return torch.ceil(src_lengths.float() * ratio).long(), no_head
         weights = keep.float().unsqueeze(-1)
         pooled = (enc * weights).sum(1) / weights.sum(1).clamp_min(1)
-        classes = F.linear(pooled, head.weight, head.bias).argmax(-1)
-        return (src_lengths + classes - LENGTH_OFFSET).clamp_min(1)
+        logits = F.linear(pooled, head.weight, head.bias)
+        lengths = (src_lengths + logits.argmax(-1) - LENGTH_OFFSET).clamp_min(1)
+        return lengths, logits.float().log_softmax(-1)
 
 
 class LatentStepGraph(nn.Module):
-    """One greedy step of the latent predictor, with its self-attention cache: (the previous
+    """One step of the latent predictor, with its self-attention cache: (the previous
     step's codes (B, S) int64 (read from step 1 on), the step (1,) int64, target lengths
     T (B,) int64 (read by a length-conditioned predictor), the source padding (B, S) bool,
     then each layer's past keys and values (B, H, t, C / H), then the ``EncoderGraph``'s
-    keys and values) -> (this step's codes (B, S) int64, then each layer's keys and values
-    (B, H, t + 1, C / H))."""
+    keys and values) -> (this step's greedy codes (B, S) int64, the ``top_k`` best codes'
+    log-probabilities (B, S, k) float32 (log-softmax over the codebook, best first) and those
+    codes (B, S, k) int64, then each layer's keys and values (B, H, t + 1, C / H))."""
 
-    def __init__(self, model):
+    def __init__(self, model, top_k: int = 1):
         super().__init__()
         self.predictor = predictor = model.latent_predictor
+        self.top_k = top_k
         slices, size = predictor.num_slices, predictor.codebook_size
         self.register_buffer(
             "slice_offsets", torch.arange(slices) * size, persistent=False
@@ -176,7 +184,9 @@ class LatentStepGraph(nn.Module):
             x = predictor.final_norm(x)
         # (B, S, K); from (B, 1, C), whose product is a MatMul (int8 weights), not a Gemm
         logits = predictor.logits(x)[:, 0]
-        return (logits.float().log_softmax(-1).argmax(-1), *cache)
+        logp = logits.float().log_softmax(-1)
+        top_logp, top_codes = logp.topk(self.top_k, dim=-1)
+        return (logp.argmax(-1), top_logp, top_codes, *cache)
 
     @staticmethod
     def _cached(layer, past, cache):
@@ -208,8 +218,9 @@ class DecoderGraph(nn.Module):
     """(codes (B, N, S) int64 of sentences with N latents each, encoder_out (B, S', C), the
     source padding (B, S') bool, a window W (1,) int64) -> (the best token other than EOS
     and the banned ones (B, L) int64, EOS is the best token (B, L) bool, the EOS
-    log-probability of the last W positions (B, W) float32), L = N * 2^n_c:
-    ``decode_codes`` then ``hypotheses.best_tokens``."""
+    log-probability of the last W positions (B, W) float32 and the best token's (B, W)
+    float32), L = N * 2^n_c: ``decode_codes`` then ``hypotheses.best_tokens`` (W = L for the
+    runtime's ``model`` ranking, which reads every position's scores)."""
 
     def __init__(self, model, banned, eos: int):
         super().__init__()
@@ -256,4 +267,5 @@ class DecoderGraph(nn.Module):
         last = eos_logits[:, start:]
         top = torch.maximum(rest, last)  # log(exp(rest) + exp(eos)), stably
         normalizer = top + torch.log(torch.exp(rest - top) + torch.exp(last - top))
-        return tokens, eos_logits >= best, last - normalizer
+        token_scores = best[:, start:] - normalizer
+        return tokens, eos_logits >= best, last - normalizer, token_scores

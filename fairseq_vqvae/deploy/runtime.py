@@ -6,10 +6,13 @@ folder plus ``pip install numpy onnxruntime``::
 
     python MODEL_DIR/runtime.py MODEL_DIR < source.bpe > output.bpe
 
-Decoding is the generator's default path (``fairseq_vqvae/generator.py``): the encoder and the
-length classifier, greedy latent codes one step at a time (``latent_step.onnx`` with its
-self-attention cache), then every token in one pass (``decoder.onnx``) for the sentences of
-each latent count, and where each sentence ends (``--gen-eos``, ``hypotheses.sentence_ends``).
+Decoding is the generator's (``fairseq_vqvae/generator.py``): the encoder and the length
+classifier, latent codes one step at a time (``latent_step.onnx`` with its self-attention
+cache), then every token in one pass (``decoder.onnx``) for the candidates of each latent
+count, and where each sentence ends (``--gen-eos``, ``hypotheses.sentence_ends``). By default
+one length and greedy codes; ``latent_beam``, ``length_beam`` and ``rescore`` (with a
+``teacher``) search and rank as ``--gen-latent-beam``, ``--gen-length-beam`` and
+``--gen-rescore`` do (``runtime_search.py``, copied beside this file).
 """
 
 import argparse
@@ -21,37 +24,19 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+if __package__:  # fairseq_vqvae.deploy
+    from . import runtime_options
+    from . import runtime_search as search
+else:  # the model folder's copies
+    import runtime_options
+    import runtime_search as search
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["OnnxTranslator", "Vocabulary", "FORMAT", "CONFIG"]
 
-FORMAT = 1  # of translator.json; a runtime refuses any other
+FORMAT = 2  # of translator.json; a runtime refuses any other (2: the search's outputs)
 CONFIG = "translator.json"
-EOS_POLICIES = (
-    "first",
-    "last-latent",
-    "length",
-)  # --gen-eos (fairseq_vqvae/hypotheses.py)
-
-
-def _with_overrides(config: dict, overrides: dict) -> dict:
-    """``config`` with the runtime options ``OnnxTranslator`` was given, checked."""
-    names = {"eos": "eos_policy"}
-    unknown = set(overrides) - {"eos", "dedup", "max_len_a", "max_len_b"}
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")
-    config = dict(config)
-    for key, value in overrides.items():
-        if value is not None or key == "max_len_b":  # max_len_b None: no cap
-            config[names.get(key, key)] = value
-    if config["eos_policy"] not in EOS_POLICIES:
-        raise ValueError(f"eos must be one of {', '.join(EOS_POLICIES)}")
-    if config["eos_policy"] == "length" and not config["length_head"]:
-        raise ValueError(
-            "eos 'length' needs a model trained with --latent-length predict; use "
-            "last-latent or first"
-        )
-    return config
 
 
 class Vocabulary:
@@ -81,11 +66,17 @@ class OnnxTranslator:
     Args:
         model_dir: an export's folder (``translator.json``, the graphs, the dictionaries).
         threads: ONNX Runtime's intra-op threads.
+        teacher: for ``rescore="teacher"``: a ``ctranslate2.Translator`` of the AR teacher, or
+            a callable (source symbol lists, candidate symbol lists, EOS left out) -> each
+            candidate's mean token log-probability, EOS included.
         eos, dedup, max_len_a, max_len_b: override the export's ``--gen-eos``,
             ``--gen-dedup`` and ``--max-len-a/b`` (``max_len_b`` None: no cap).
+        latent_beam, length_beam, rescore: override the export's ``--gen-latent-beam``,
+            ``--gen-length-beam`` (>= 1; 1 and 1: greedy codes, one length) and
+            ``--gen-rescore`` (latent, model or teacher).
     """
 
-    def __init__(self, model_dir, threads: int = 1, **overrides):
+    def __init__(self, model_dir, threads: int = 1, teacher=None, **overrides):
         self.model_dir = Path(model_dir)
         config = json.loads((self.model_dir / CONFIG).read_text(encoding="utf-8"))
         if config.get("format") != FORMAT:
@@ -93,7 +84,9 @@ class OnnxTranslator:
                 f"{self.model_dir} was exported in format {config.get('format')}, this "
                 f"runtime reads format {FORMAT}: export it again"
             )
-        self.config = config = _with_overrides(config, overrides)
+        self.config = config = runtime_options.with_overrides(config, overrides)
+        runtime_options.check_search(config, teacher)
+        self.teacher = runtime_options.teacher_function(teacher)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -129,28 +122,59 @@ class OnnxTranslator:
             return []
         tokens = self._batch(sources)
         padding = tokens == self.config["source"]["pad"]
-        enc, lengths, counts, *memory = self._run("encoder", src_tokens=tokens)
-        codes = self._codes(lengths, counts, memory, padding)
+        enc, lengths, counts, length_logp, *memory = self._run(
+            "encoder", src_tokens=tokens
+        )
         src_lengths = (~padding).sum(1)
-        translations = [None] * len(sources)
-        last_latent = self.config["eos_policy"] == "last-latent"
-        # EOS scores of the last latent's positions for last-latent, else of one (unread;
-        # NB: ONNX Runtime's ReduceLogSumExp fails on an empty window).
-        window = np.array([self.config["ratio"] if last_latent else 1], dtype=np.int64)
-        for count in np.unique(counts):  # no decoder position is padding
-            group = np.flatnonzero(counts == count)
-            whole = len(group) == len(sources)
-            tokens_out, eos_best, eos_scores = self._run(
-                "decoder",
-                codes=codes[group, :count],
-                encoder_out=enc if whole else enc[group],
-                padding=padding if whole else padding[group],
-                eos_window=window,
+        config = self.config
+        if config["latent_beam"] == config["length_beam"] == 1:  # one candidate each
+            self.warn_truncation(lengths)
+            codes, prior = search.greedy_codes(self, lengths, counts, memory, padding)
+            cand = search.Candidates(
+                np.arange(len(sources)), codes, counts, lengths, prior
             )
-            ends = self._ends(eos_best, eos_scores, lengths[group], src_lengths[group])
-            for i, row, end in zip(group, tokens_out, ends):
-                translations[i] = self._hypothesis(row, int(end))
-        return translations
+            return self.decode_candidates(cand, enc, padding, src_lengths, False)[0]
+        cand = search.candidates(
+            self, lengths, length_logp, src_lengths, memory, padding
+        )
+        return search.ranked(self, cand, sources, enc, padding, src_lengths)
+
+    def decode_candidates(self, cand, enc, padding, src_lengths, scored: bool) -> tuple:
+        """(every candidate's tokens (lists), and where ``scored`` the sums (C,) float32 and
+        counts (C,) of its positional scores, EOS included, as ``hypotheses.hypothesis``)."""
+        config, ratio, size = self.config, self.config["ratio"], len(cand.sentence)
+        translations, totals = [None] * size, np.zeros(size, np.float32)
+        counts = np.ones(size, np.int64)
+        last_latent = config["eos_policy"] == "last-latent"
+        # EOS scores of the last latent's positions for last-latent, of all for the model
+        # ranking, else of one (unread; NB: ReduceLogSumExp fails on an empty window).
+        window = ratio if last_latent else 1
+        in_order = size == len(enc) and bool((cand.sentence == np.arange(size)).all())
+        for count in np.unique(cand.counts):  # no decoder position is padding
+            group = np.flatnonzero(cand.counts == count)
+            whole, rows = in_order and len(group) == size, cand.sentence[group]
+            decoded = int(count) * ratio
+            tokens_out, eos_best, eos_scores, token_scores = self._run(
+                "decoder",
+                codes=cand.codes[group, :count],
+                encoder_out=enc if whole else enc[rows],
+                padding=padding if whole else padding[rows],
+                eos_window=np.array([decoded if scored else window], dtype=np.int64),
+            )
+            ends = self._ends(
+                eos_best, eos_scores, cand.lengths[group], src_lengths[rows]
+            )
+            for j, (i, end) in enumerate(zip(group, ends.tolist())):
+                kept = self._kept(tokens_out[j], end)
+                translations[i] = tokens_out[j, kept].tolist()
+                if scored:
+                    eos = eos_scores[j, end : end + 1] if end < decoded else [0.0]
+                    positional = np.concatenate([token_scores[j, kept], eos])
+                    totals[i], counts[i] = (
+                        positional.sum(dtype=np.float32),
+                        len(positional),
+                    )
+        return translations, totals, counts
 
     def translate_lines(self, lines) -> list:
         """Whitespace-tokenized source lines (BPE applied) -> target lines (BPE kept)."""
@@ -178,12 +202,7 @@ class OnnxTranslator:
             tokens[i, longest - len(row) :] = row
         return tokens
 
-    def _codes(self, lengths, counts, memory, padding) -> np.ndarray:
-        """(B, N, S) greedy codes; a sentence's codes after its own count are 0.
-
-        Sentences whose codes are complete leave the batch once a quarter of it is done
-        (every row's step reads its own row only), so that one long sentence does not keep
-        the whole batch stepping."""
+    def warn_truncation(self, lengths) -> None:
         config = self.config
         if bool((lengths > config["max_latents"] * config["ratio"]).any()):
             logger.warning(
@@ -191,35 +210,18 @@ class OnnxTranslator:
                 "truncated",
                 config["max_latents"],
             )
-        cache, slices = config["cache"], config["num_slices"]
-        rows = np.arange(len(lengths))  # the sentences still stepping
-        shape = (len(rows), cache["heads"], 0, cache["head_dim"])
-        past = [np.zeros(shape, np.float32)] * len(memory)  # each layer's keys, values
-        previous = np.zeros((len(rows), slices), dtype=np.int64)
-        codes = np.zeros((len(rows), int(counts.max()), slices), dtype=np.int64)
-        for step in range(codes.shape[1]):
-            previous, *past = self._run(
-                "latent_step",
-                codes=previous,
-                step=np.array([step], dtype=np.int64),
-                lengths=lengths,
-                padding=padding,
-                **dict(zip(self.step_inputs, past + memory)),
-            )
-            previous = np.where((step < counts)[:, None], previous, 0)
-            codes[rows, step] = previous
-            done = counts <= step + 1
-            if 4 * done.sum() >= len(done) and not done.all():
-                keep = ~done
-                rows, counts, lengths, padding = (
-                    a[keep] for a in (rows, counts, lengths, padding)
-                )
-                previous, past, memory = (
-                    previous[keep],
-                    [a[keep] for a in past],
-                    [a[keep] for a in memory],
-                )
-        return codes
+
+    def latent_step(self, previous, step, lengths, padding, past, memory) -> list:
+        """``latent_step.onnx``: (greedy codes, the k best codes' log-probabilities, those
+        codes, then the new past)."""
+        return self._run(
+            "latent_step",
+            codes=previous,
+            step=np.array([step], dtype=np.int64),
+            lengths=lengths,
+            padding=padding,
+            **dict(zip(self.step_inputs, past + memory)),
+        )
 
     def _ends(self, eos_best, eos_scores, lengths, src_lengths) -> np.ndarray:
         """Each sentence's EOS position among its decoded ones (``sentence_ends``), capped
@@ -232,18 +234,21 @@ class OnnxTranslator:
         elif policy == "length":
             ends = np.clip(np.minimum(lengths, decoded), 1, None) - 1
         else:  # last-latent: the most likely EOS among the last latent's positions
-            ends = decoded - config["ratio"] + eos_scores.argmax(1)
+            ratio = config["ratio"]
+            ends = decoded - ratio + eos_scores[:, -ratio:].argmax(1)
         if config["max_len_b"] is not None:
             cap = np.float32(config["max_len_a"]) * src_lengths.astype(np.float32)
             cap = (cap + np.float32(config["max_len_b"])).astype(np.int64)
             ends = np.minimum(ends, np.clip(cap, 0, None))
         return np.where(src_lengths <= 1, 0, ends)
 
-    def _hypothesis(self, tokens, end: int) -> list:
-        tokens = tokens[:end]
+    def _kept(self, tokens, end: int) -> np.ndarray:
+        """The positions of ``tokens`` (L,) a hypothesis keeps: those before ``end``, without
+        a token equal to the one before it under ``dedup``."""
+        kept = np.arange(end)
         if self.config["dedup"] and end > 1:
-            tokens = tokens[np.concatenate([[True], tokens[1:] != tokens[:-1]])]
-        return tokens.tolist()
+            kept = kept[np.concatenate([[True], tokens[1:end] != tokens[: end - 1]])]
+        return kept
 
 
 def main(argv=None) -> int:
@@ -251,8 +256,17 @@ def main(argv=None) -> int:
     parser.add_argument("model_dir", help="the export's folder")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32, help="lines per batch")
+    runtime_options.add_arguments(parser)
     args = parser.parse_args(argv)
-    translator = OnnxTranslator(args.model_dir, threads=args.threads)
+    try:
+        translator = OnnxTranslator(
+            args.model_dir,
+            threads=args.threads,
+            teacher=runtime_options.teacher_of_arguments(args),
+            **{k: getattr(args, k) for k in runtime_options.SEARCH_OPTIONS},
+        )
+    except ValueError as error:
+        parser.error(str(error))
     lines = sys.stdin.read().splitlines()
     for start in range(0, len(lines), args.batch_size):
         for line in translator.translate_lines(lines[start : start + args.batch_size]):

@@ -1,0 +1,258 @@
+"""The ONNX runtime's search over latents (OnnxTranslator(latent_beam=, length_beam=,
+rescore=, teacher=)): the PyTorch generator's candidates and ranking with the same flags, a
+CTranslate2 teacher ranking as the fairseq one does, the refusals, and a benchmark row."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairseq_vqvae.deploy import runtime, runtime_options, runtime_search
+from fairseq_vqvae.deploy.export import export_model
+
+from conftest import (
+    TINY_FLAGS,
+    build,
+    collate,
+    save_checkpoint,
+    train_a_little,
+    transformer_flags,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from bench import ct2  # noqa: E402
+
+TEST_SENTENCES = 13  # conftest.SPLITS: lengths 1 to 17, so a batch of them is padded
+
+
+def _hypotheses(built, sample, models, **generation) -> list:
+    """Every sentence's hypotheses from the generator built with ``generation``, best first."""
+    args = argparse.Namespace(**{**vars(built.args), **generation})
+    generator = built.task.build_generator(models, args)
+    return generator.generate(models, sample)
+
+
+def _best(hypos) -> list:
+    return [h[0]["tokens"][:-1].tolist() for h in hypos]
+
+
+def _sources(sample, pad: int, eos: int) -> list:
+    return [
+        [i for i in row.tolist() if i not in (pad, eos)]
+        for row in sample["net_input"]["src_tokens"]
+    ]
+
+
+@pytest.fixture(scope="module")
+def student(tiny_databin, tmp_path_factory):
+    """A length-conditioned student with a length classifier, its checkpoint, the test set
+    and its fp32 export (the latent step keeps min(16, 8) = 8 codes). 10 updates: 30 leave
+    a latent predictor so sure that every beam's best is the greedy codes."""
+    torch.manual_seed(0)
+    flags = ("--share-all-embeddings", *TINY_FLAGS, "--latent-length-condition")
+    built = train_a_little(build(tiny_databin, *flags), steps=10)
+    root = tmp_path_factory.mktemp("onnx_search")
+    checkpoint = root / "student.pt"
+    save_checkpoint(built, checkpoint)
+    sample = collate(built.task, "test", range(TEST_SENTENCES))
+    d = built.task.target_dictionary
+    return {
+        "built": built,
+        "checkpoint": checkpoint,
+        "sample": sample,
+        "sources": _sources(sample, d.pad(), d.eos()),
+        "fp32": export_model(built.model, built.task, root / "fp32"),
+    }
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_databin, tmp_path_factory):
+    """A 1-layer fairseq transformer after 40 updates on the letters, its checkpoint (as
+    CTranslate2's converter reads it) and its float32 CTranslate2 conversion."""
+    torch.manual_seed(0)
+    built = build(
+        tiny_databin,
+        *transformer_flags(dim=16, ffn=16),
+        "--share-all-embeddings",
+        arch="transformer",
+        task="translation",
+        criterion="cross_entropy",
+    )
+    train_a_little(built, steps=40)
+    checkpoint = tmp_path_factory.mktemp("onnx_search_teacher") / "teacher.pt"
+    save_checkpoint(built, checkpoint)
+    state = torch.load(checkpoint, weights_only=False)
+    state["args"] = None  # CTranslate2's FairseqConverter reads this key
+    torch.save(state, checkpoint)
+    return {
+        "model": built.model.eval(),
+        "checkpoint": checkpoint,
+        "ct2": ct2.converted(checkpoint, str(tiny_databin), "src", "tgt"),
+    }
+
+
+SEARCHES = [  # (latent_beam, length_beam, rescore, eos, dedup)
+    (2, 1, "latent", "first", False),
+    (3, 1, "model", "first", False),
+    (4, 1, "model", "last-latent", True),
+    (4, 1, "latent", "length", False),
+    (2, 2, "model", "first", True),
+    (1, 3, "model", "first", False),
+    (3, 2, "latent", "last-latent", False),
+]
+
+
+@pytest.mark.parametrize("beam, lengths, rescore, eos, dedup", SEARCHES)
+def test_the_search_gives_the_generators_tokens_at_batch_1_and_batched(
+    student, beam, lengths, rescore, eos, dedup
+):
+    options = dict(latent_beam=beam, length_beam=lengths, rescore=rescore)
+    translator = runtime.OnnxTranslator(
+        student["fp32"], eos=eos, dedup=dedup, **options
+    )
+    built = student["built"]
+    expected = _best(
+        _hypotheses(
+            built,
+            student["sample"],
+            [built.model],
+            gen_latent_beam=beam,
+            gen_length_beam=lengths,
+            gen_rescore=rescore,
+            gen_eos=eos,
+            gen_dedup=dedup,
+        )
+    )
+    sources = student["sources"]
+    assert translator.translate(sources) == expected
+    assert [translator.translate([s])[0] for s in sources] == expected
+
+
+@pytest.mark.parametrize("rescore", ["latent", "model"])
+def test_a_latent_beam_alone_changes_translations(student, rescore):
+    """The tests above compare searches, not the greedy path again."""
+    sources = student["sources"]
+    greedy = runtime.OnnxTranslator(student["fp32"]).translate(sources)
+    beam = runtime.OnnxTranslator(student["fp32"], latent_beam=4, rescore=rescore)
+    assert sum(a != b for a, b in zip(beam.translate(sources), greedy)) >= 2
+
+
+def test_every_candidate_and_its_log_prior_are_the_generators(student):
+    """Each sentence's length_beam x latent_beam code sequences and log p(T | x) +
+    log p(z | x, T) (the latent ranking's score), against the generator's candidates."""
+    built, sources = student["built"], student["sources"]
+    hypos = _hypotheses(
+        built,
+        student["sample"],
+        [built.model],
+        gen_latent_beam=4,
+        gen_length_beam=2,
+        gen_rescore="latent",
+        nbest=8,
+    )
+    translator = runtime.OnnxTranslator(student["fp32"], latent_beam=4, length_beam=2)
+    tokens = translator._batch(sources)
+    padding = tokens == translator.config["source"]["pad"]
+    _, lengths, _, length_logp, *memory = translator._run("encoder", src_tokens=tokens)
+    cand = runtime_search.candidates(
+        translator, lengths, length_logp, (~padding).sum(1), memory, padding
+    )
+    for sentence, candidates in enumerate(hypos):
+        mine = sorted(
+            (cand.codes[i, : cand.counts[i], 0].tolist(), float(cand.prior[i]))
+            for i in (cand.sentence == sentence).nonzero()[0]
+        )
+        theirs = sorted(
+            (h["latent_codes"][:, 0].tolist(), h["rank_score"]) for h in candidates
+        )
+        assert [codes for codes, _ in mine] == [codes for codes, _ in theirs]
+        assert [p for _, p in mine] == pytest.approx([p for _, p in theirs], abs=1e-5)
+
+
+def test_a_beam_without_a_length_classifier_gives_the_generators_tokens(
+    tiny_databin, tmp_path
+):
+    torch.manual_seed(0)
+    flags = ("--share-all-embeddings", *TINY_FLAGS, "--post-norm")
+    built = train_a_little(build(tiny_databin, *flags, "--latent-length", "source"))
+    sample = collate(built.task, "test", range(TEST_SENTENCES))
+    d = built.task.target_dictionary
+    model_dir = export_model(built.model, built.task, tmp_path, top_k=3)
+    translator = runtime.OnnxTranslator(model_dir, latent_beam=3, rescore="model")
+    expected = _best(
+        _hypotheses(
+            built, sample, [built.model], gen_latent_beam=3, gen_rescore="model"
+        )
+    )
+    assert translator.translate(_sources(sample, d.pad(), d.eos())) == expected
+    with pytest.raises(ValueError, match="export it again with --latent-top-k 4"):
+        runtime.OnnxTranslator(model_dir, latent_beam=4)
+    with pytest.raises(ValueError, match="length_beam above 1 needs a model trained"):
+        runtime.OnnxTranslator(model_dir, length_beam=2)
+
+
+def _recording(teacher, record: list):
+    """``teacher`` (a runtime teacher callable) that appends ((source, candidate), score)
+    of every pair it scores to ``record``."""
+
+    def score(sources, targets):
+        scores = teacher(sources, targets)
+        record.extend(zip(zip(map(tuple, sources), map(tuple, targets)), scores))
+        return scores
+
+    return score
+
+
+def test_a_ctranslate2_teacher_ranks_as_the_fairseq_teacher(student, teacher):
+    """The same chosen candidate as the generator with the fairseq teacher
+    (--path student.pt:teacher.pt), every sentence, at batch 1 and batched. The two
+    engines' float32 scores differ in the last digits, so a candidate whose fairseq score
+    ties the best one's exactly could be chosen instead; no other difference is allowed."""
+    import ctranslate2
+
+    built, sample = student["built"], student["sample"]
+    search = dict(latent_beam=4, length_beam=2)
+    hypos = _hypotheses(
+        built,
+        sample,
+        [built.model, teacher["model"]],
+        **{f"gen_{k}": v for k, v in search.items()},
+        gen_rescore="teacher",
+    )
+    scored = []
+    model = ctranslate2.Translator(str(teacher["ct2"]), compute_type="float32")
+    translator = runtime.OnnxTranslator(
+        student["fp32"],
+        rescore="teacher",
+        teacher=_recording(runtime_options.teacher_function(model), scored),
+        **search,
+    )
+    sources = student["sources"]
+    for got in (
+        translator.translate(sources),
+        [translator.translate([s])[0] for s in sources],
+    ):
+        for sentence, (tokens, candidates) in enumerate(zip(got, hypos)):
+            best = candidates[0]
+            if tokens != best["tokens"][:-1].tolist():
+                chosen = [h for h in candidates if h["tokens"][:-1].tolist() == tokens]
+                assert chosen and chosen[0]["rank_score"] == best["rank_score"], (
+                    sentence
+                )
+    # Each pair CTranslate2 scored has the fairseq teacher's score (the mean with EOS).
+    src, tgt = built.task.source_dictionary, built.task.target_dictionary
+    fairseq_scores = {
+        (
+            tuple(src[i] for i in sources[s]),
+            tuple(tgt[i] for i in h["tokens"][:-1].tolist()),
+        ): h["rank_score"]
+        for s, candidates in enumerate(hypos)
+        for h in candidates
+    }
+    assert len(scored) >= TEST_SENTENCES
+    assert all(abs(fairseq_scores[pair] - score) < 1e-4 for pair, score in scored)
+    # The ranking chose among different translations.
+    assert any(len({repr(h["tokens"].tolist()) for h in c}) > 1 for c in hypos)
