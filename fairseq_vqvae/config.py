@@ -104,8 +104,8 @@ class VQVAENATConfig(FairseqDataclass):
     # The latent sequence.
     compress_steps: int = option(
         3,
-        "n_c: the target is compressed 2^n_c times into latent codes (3 = 8x, 4 = 16x); paper Table 1: 3; must satisfy 2^n_c <= --max-target-positions",
-        ">= 1",
+        "n_c: the target is compressed 2^n_c times into latent codes (3 = 8x, 4 = 16x); 0 = one code per target token, from its embedding alone unless --ae-layers (latent-GLAT's word codes; beyond the paper); paper Table 1: 3; must satisfy 2^n_c <= --max-target-positions",
+        ">= 0",
     )
     latent_length: LatentLengthChoice = option(
         "predict",

@@ -225,10 +225,12 @@ def test_sentence_ends_follow_the_eos_policy(policy, expected):
     assert ends.tolist() == expected
 
 
+@pytest.mark.parametrize("steps", ["2", "0"])  # 4 tokens per code; one code per token
 @pytest.mark.parametrize("policy", ["first", "last-latent", "length"])
-def test_every_eos_policy_gives_one_final_eos_where_it_says(policy, build_vqvae):
-    built = build_vqvae("--gen-eos", policy)
+def test_every_eos_policy_gives_one_final_eos_where_it_says(policy, steps, build_vqvae):
+    built = build_vqvae("--gen-eos", policy, "--compress-steps", steps)
     model, task = built.model.eval(), built.task
+    ratio = 2 ** int(steps)
     generator = task.build_generator([model], built.args)
     assert generator.eos_policy == policy
     hypos = _translate(task, model, generator, "test", batch_size=4)
@@ -252,9 +254,9 @@ def test_every_eos_policy_gives_one_final_eos_where_it_says(policy, build_vqvae)
         latents = int(model.inference_latent_counts(encoder_out, src_lengths)[0])
         produced = hypos[i][0]["tokens"].numel()  # tokens + EOS
         if policy == "length":
-            assert produced == min(length, latents * RATIO)
+            assert produced == min(length, latents * ratio)
         else:
-            assert (latents - 1) * RATIO < produced <= latents * RATIO
+            assert (latents - 1) * ratio < produced <= latents * ratio
 
 
 def _collate_one(task, index):

@@ -26,7 +26,12 @@ VARIANTS = {
     "code_dim_projection": ("--code-dim", "8"),
     "ae_layers": ("--ae-layers", "1"),
     "bottleneck_warmup": ("--bottleneck-warmup-updates", "10"),
-    "compress_steps_1": ("--compress-steps", "1"),  # one downsampling step, the fewest
+    "compress_steps_1": ("--compress-steps", "1"),  # one downsampling step
+    "compress_steps_0": ("--compress-steps", "0"),  # one code per token, no compressor
+    "word_codes": (  # latent-GLAT's recipe: a code per token, predicted in one pass
+        *("--compress-steps", "0", "--latent-predictor-kind", "parallel"),
+        *("--latent-glance-ratio", "0.5", "--latent-length-condition"),
+    ),
 }
 EM_BUFFERS = (
     "weight",
@@ -179,9 +184,14 @@ def test_every_variant_trains_forward_backward_and_generates(
         "commit_loss",
         "code_counts",
     }
+    names = ["encoder.embed_tokens.weight", "compressor.downsample.0.weight"]
+    if variant in (
+        "compress_steps_0",
+        "word_codes",
+    ):  # no compressor: the codes read the embeddings
+        names.pop()
     for name in (
-        "encoder.embed_tokens.weight",
-        "compressor.downsample.0.weight",
+        *names,
         "decoder_layers.0.fc1.weight",
         "latent_predictor.output.weight",
     ):
