@@ -27,9 +27,11 @@ checkpoint converted once to CTranslate2 (``CHECKPOINT.ct2/`` beside it) and dec
 engine, with ``compute_type=int8|float32|...`` and ``beam=N`` (default int8, beam 4; see
 ``bench/ct2.py``); or ``onnx``: a ``translation_vqvae`` checkpoint exported once for ONNX
 Runtime (``CHECKPOINT.onnx/`` beside it, ``fairseq_vqvae/deploy``) and decoded by its runtime
-(numpy + onnxruntime, the generator's default search), with ``int8=True`` (int8 weights,
-``CHECKPOINT.onnx-int8/``; default False) and the runtime's ``gen_eos``, ``gen_dedup``,
-``max_len_a``, ``max_len_b`` (see ``bench/onnx_student.py``). KEY=VALUE pairs are generation
+(numpy + onnxruntime), with ``int8=True`` (int8 weights, ``CHECKPOINT.onnx-int8/``; default
+False), the runtime's ``gen_eos``, ``gen_dedup``, ``max_len_a``, ``max_len_b`` and its search
+``latent_beam=8,length_beam=1,rescore=model|latent|teacher``, with
+``teacher=CHECKPOINT[,teacher_compute_type=int8]`` (the AR teacher run by CTranslate2) for
+``rescore=teacher`` (see ``bench/onnx_student.py``). KEY=VALUE pairs are generation
 options (``beam=1``, ``lenpen=0.6``, ``iter_decode_with_beam=3``, ...), task/model overrides
 (``gen_latent_beam=4``), ``data=DIR`` (this model's data-bin; default ``--data``), or
 ``teacher=CHECKPOINT`` (an autoregressive model loaded beside it, for ``gen_rescore=teacher``).

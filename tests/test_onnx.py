@@ -216,6 +216,11 @@ def test_the_benchmark_measures_an_onnx_row_beside_the_pytorch_row(
 
 def test_the_onnx_spec_parses():
     spec = parse_model_spec("x=onnx:s.pt:int8=True,gen_eos=last-latent")
-    assert onnx_student._options(spec["args"]) == (True, {"gen_eos": "last-latent"})
+    assert onnx_student._options(spec["args"])[:4] == (
+        True,
+        None,
+        {"gen_eos": "last-latent"},
+        {},
+    )
     with pytest.raises(ValueError, match="int8 must be True or False"):
         onnx_student._options(parse_model_spec("x=onnx:s.pt:int8=1")["args"])

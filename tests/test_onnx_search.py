@@ -3,6 +3,8 @@ rescore=, teacher=)): the PyTorch generator's candidates and ranking with the sa
 CTranslate2 teacher ranking as the fairseq one does, the refusals, and a benchmark row."""
 
 import argparse
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import torch
 
 from fairseq_vqvae.deploy import runtime, runtime_options, runtime_search
 from fairseq_vqvae.deploy.export import export_model
+from fairseq_vqvae.deploy.exportable import check_exportable
+from fairseq_vqvae.errors import OptionError
 
 from conftest import (
     TINY_FLAGS,
@@ -23,7 +27,9 @@ from conftest import (
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from bench import ct2  # noqa: E402
+import benchmark  # noqa: E402
+from bench import ct2, onnx_student  # noqa: E402
+from bench.specs import parse_model_spec  # noqa: E402
 
 TEST_SENTENCES = 13  # conftest.SPLITS: lengths 1 to 17, so a batch of them is padded
 
@@ -256,3 +262,121 @@ def test_a_ctranslate2_teacher_ranks_as_the_fairseq_teacher(student, teacher):
     assert all(abs(fairseq_scores[pair] - score) < 1e-4 for pair, score in scored)
     # The ranking chose among different translations.
     assert any(len({repr(h["tokens"].tolist()) for h in c}) > 1 for c in hypos)
+
+
+def _refused(error_type, message, call):
+    with pytest.raises(error_type, match=message) as error:
+        call()
+    assert "\n" not in str(error.value)
+
+
+def test_what_the_search_cannot_run_is_refused_in_one_line(student, tmp_path, capsys):
+    model_dir = student["fp32"]
+
+    def translator(**options):
+        return lambda: runtime.OnnxTranslator(model_dir, **options)
+
+    for options, message in (
+        ({"latent_beam": 0}, "latent_beam must be an integer >= 1, got 0"),
+        ({"length_beam": 1.5}, "length_beam must be an integer >= 1"),
+        ({"latent_beam": 9}, "latent_beam 9 is more than the 8 codes per slice"),
+        ({"length_beam": 257}, "more than the model's 256 length classes"),
+        ({"rescore": "oracle"}, "rescore must be one of latent, model, teacher"),
+        ({"rescore": "teacher"}, "rescore 'teacher' needs teacher="),
+        ({"teacher": lambda s, t: [0.0] * len(t)}, "read only with rescore='teacher'"),
+        (
+            {"rescore": "teacher", "teacher": 42},
+            "a ctranslate2.Translator or a callable",
+        ),
+    ):
+        _refused(ValueError, message, translator(**options))
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    config = json.loads((old / runtime.CONFIG).read_text())
+    (old / runtime.CONFIG).write_text(json.dumps({**config, "format": 1}))
+    _refused(
+        ValueError,
+        "format 1, this runtime reads format 2: export it again",
+        lambda: runtime.OnnxTranslator(old),
+    )
+    (old / runtime.CONFIG).write_text(json.dumps({**config, "num_slices": 2}))
+    _refused(
+        ValueError,
+        "latent_beam above 1 needs a model with --num-slices 1",
+        lambda: runtime.OnnxTranslator(old, latent_beam=2),
+    )
+    with pytest.raises(SystemExit):
+        runtime.main([str(model_dir), "--teacher-compute-type", "int8"])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("error: --teacher-compute-type needs --teacher")
+    )
+    model, task = student["built"].model, student["built"].task
+    for top_k, message in ((0, "got 0"), (9, r"in \[1, 8\] \(the codebook\), got 9")):
+        _refused(
+            OptionError,
+            message,
+            lambda k=top_k: export_model(model, task, tmp_path / "k", top_k=k),
+        )
+    _refused(
+        OptionError,
+        "export with --latent-top-k 4",
+        lambda: check_exportable(model, {"gen_latent_beam": 4}, top_k=2),
+    )
+
+
+def test_the_onnx_search_spec_and_its_refusals():
+    def options(args):
+        return onnx_student._options(parse_model_spec(f"x=onnx:s.pt:{args}")["args"])
+
+    parsed = options(
+        "latent_beam=8,rescore=teacher,teacher=t.pt,teacher_compute_type=float32"
+    )
+    assert parsed.search == {"latent_beam": 8, "rescore": "teacher"}
+    assert (parsed.teacher, parsed.teacher_compute_type) == ("t.pt", "float32")
+    assert options("int8=True,latent_beam=4,rescore=model,latent_top_k=4")[:4] == (
+        True,
+        4,
+        {},
+        {"latent_beam": 4, "rescore": "model"},
+    )
+    for args, message in (
+        ("latent_beam=8,teacher=t.pt", "teacher= is read only with rescore=teacher"),
+        ("rescore=teacher", "rescore=teacher needs teacher=TEACHER_CHECKPOINT"),
+        ("teacher_compute_type=int8", "teacher_compute_type= needs teacher="),
+        ("gen_latent_beam=8", "onnx rows take latent_beam="),
+        ("gen_rescore=model", "onnx rows take rescore="),
+    ):
+        _refused(ValueError, message, lambda a=args: options(a))
+
+
+def test_the_benchmark_measures_onnx_search_rows(
+    student, teacher, tiny_databin, tmp_path
+):
+    checkpoint, teacher_checkpoint = student["checkpoint"], teacher["checkpoint"]
+    out, hyps = tmp_path / "bench.json", tmp_path / "hyps"
+    argv = ["--data", str(tiny_databin), "--detok", "none", "--bpe-symbol", "none"]
+    argv += ["--throughput-max-tokens", "200", "--throughput-passes", "1"]
+    argv += ["--json", str(out), "--save-hyps", str(hyps), "--device", "cpu"]
+    beam = "latent_beam=3,rescore=model"
+    argv += [
+        "--model",
+        f"Beam=translation_vqvae:{checkpoint}:gen_{beam.replace(',', ',gen_')}",
+    ]
+    argv += ["--model", f"Beam ONNX=onnx:{checkpoint}:{beam}"]
+    argv += [
+        "--model",
+        f"Teacher ONNX=onnx:{checkpoint}:latent_beam=2,rescore=teacher,"
+        f"teacher={teacher_checkpoint},teacher_compute_type=float32",
+    ]
+    assert benchmark.main(argv) == 0
+    models = {m["name"]: m for m in json.loads(out.read_text())["models"]}
+    assert all(m["status"] == "ok" for m in models.values())
+    name = f"__{checkpoint.parent.name}.detok.txt"
+    assert (hyps / f"Beam_ONNX{name}").read_text() == (hyps / f"Beam{name}").read_text()
+    generation = models["Teacher ONNX"]["generation"]
+    assert (generation["latent_beam"], generation["rescore"]) == (2, "teacher")
+    assert generation["teacher_compute_type"] == "float32"
+    assert models["Teacher ONNX"]["throughput"]["sentences"] == TEST_SENTENCES
+    assert (teacher_checkpoint.parent / "teacher.pt.ct2" / ct2.STAMP).is_file()

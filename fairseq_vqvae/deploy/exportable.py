@@ -55,8 +55,8 @@ def check_exportable(model, options: dict, top_k: int | None = None) -> None:
     _check_options(options)
     if options.get("gen_eos") == "length" and model.length_head is None:
         raise OptionError(EOS_LENGTH_NEEDS_A_LENGTH_HEAD)
-    _check_search(model, options, latent_top_k(model, top_k))
     _check_model(model)
+    _check_search(model, options, latent_top_k(model, top_k))
 
 
 def _check_search(model, options: dict, top_k: int) -> None:

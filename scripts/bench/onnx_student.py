@@ -7,16 +7,28 @@ throughput, in batches of --throughput-max-tokens as fairseq forms them.
 A spec ``NAME=onnx:CHECKPOINT[:int8=True,gen_eos=first,max_len_b=200]``: int8 (default False)
 exports with int8 weights (ONNX Runtime's dynamic quantization; ``CHECKPOINT.onnx-int8/``,
 fp32 in ``CHECKPOINT.onnx/``); gen_eos, gen_dedup, max_len_a and max_len_b are the runtime's
-(default: the checkpoint's, and fairseq-generate's 0 and 200); data=DIR the data-bin (default
-``--data``). Any other generation option is refused as the export refuses it: one length,
-greedy codes.
+(default: the checkpoint's, and fairseq-generate's 0 and 200); latent_top_k the export's
+--latent-top-k; data=DIR the data-bin (default ``--data``).
+
+The search over latents (``OnnxTranslator``'s options; default one length, greedy codes):
+``latent_beam=8,length_beam=2,rescore=model|latent|teacher``, and for ``rescore=teacher``
+``teacher=TEACHER_CHECKPOINT[,teacher_compute_type=int8]``: the AR teacher converted once to
+CTranslate2 (``ct2.converted``, ``TEACHER_CHECKPOINT.ct2/`` beside it) and run by CTranslate2
+(compute type int8 by default), which scores every candidate::
+
+    NAME=onnx:student.pt:int8=True,latent_beam=8,rescore=teacher,teacher=teacher.pt
+
+Other generation options are refused as the export refuses them (sampled codes, oracle
+latents), and the generator's names of the search's options with the name to use.
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
 from .engines import (
     cached_conversion,
     checkpoint_stamp,
+    load_task,
     measure_engine,
     open_row,
 )
@@ -24,7 +36,25 @@ from .engines import (
 ONNX_TASK = "onnx"
 
 
-def exported(checkpoint: Path, data: str, int8: bool, options: dict) -> Path:
+SEARCH = {"latent_beam": 1, "length_beam": 1, "rescore": None}  # None: the export's
+TEACHER = ("teacher", "teacher_compute_type")
+
+
+class OnnxOptions(NamedTuple):
+    """An onnx spec's arguments: the export's (int8, --latent-top-k, generation options) and
+    the runtime's (the search, the teacher checkpoint and its CTranslate2 compute type)."""
+
+    int8: bool
+    top_k: int | None
+    export: dict
+    search: dict
+    teacher: str | None = None
+    teacher_compute_type: str = "int8"
+
+
+def exported(
+    checkpoint: Path, data: str, int8: bool, options: dict, top_k=None
+) -> Path:
     """The export of ``checkpoint``: ``CHECKPOINT.onnx/`` (``.onnx-int8/``) beside it, made on
     first use and again when the checkpoint, onnxruntime or ``options`` change. A folder there
     that this function did not write is refused, never replaced."""
@@ -39,28 +69,68 @@ def exported(checkpoint: Path, data: str, int8: bool, options: dict) -> Path:
         "format": runtime.FORMAT,
         "int8": int8,
         "options": options,
+        "latent_top_k": top_k,
     }
     return cached_conversion(
         checkpoint.with_name(checkpoint.name + (".onnx-int8" if int8 else ".onnx")),
         stamp,
-        lambda tmp: export(checkpoint, data, tmp, int8, options),
+        lambda tmp: export(checkpoint, data, tmp, int8, options, top_k),
         "an ONNX export",
     )
 
 
-def _options(args: dict) -> tuple[bool, dict]:
-    """(int8, the export's options) of a spec's arguments but data=."""
+def _options(args: dict) -> OnnxOptions:
+    """The ``OnnxOptions`` of a spec's arguments but data=, checked in one line each."""
     args = dict(args)
     int8 = args.pop("int8", False)
     if not isinstance(int8, bool):
         raise ValueError(f"int8 must be True or False, got {int8!r}")
-    return int8, args
+    for name in SEARCH:
+        if f"gen_{name}" in args:
+            raise ValueError(
+                f"gen_{name}= is the PyTorch rows' name: onnx rows take {name}="
+            )
+    search = {k: args.pop(k) for k in SEARCH if k in args}
+    teacher = {k: args.pop(k) for k in TEACHER if k in args}
+    if "teacher_compute_type" in teacher and "teacher" not in teacher:
+        raise ValueError("teacher_compute_type= needs teacher=TEACHER_CHECKPOINT")
+    if "teacher" in teacher and search.get("rescore") != "teacher":
+        raise ValueError("teacher= is read only with rescore=teacher")
+    if search.get("rescore") == "teacher" and "teacher" not in teacher:
+        raise ValueError(
+            "rescore=teacher needs teacher=TEACHER_CHECKPOINT (fairseq, AR)"
+        )
+    return OnnxOptions(int8, args.pop("latent_top_k", None), args, search, **teacher)
+
+
+def _teacher(options: OnnxOptions, row, args):
+    """The ``ctranslate2.Translator`` of the spec's teacher= (None without one), converted
+    once beside its checkpoint."""
+    if options.teacher is None:
+        return None
+    import ctranslate2
+
+    from .ct2 import converted
+
+    checkpoint = Path(options.teacher)
+    if not checkpoint.is_file():
+        raise ValueError(f"teacher checkpoint not found: {checkpoint}")
+    load_task(
+        checkpoint, row.data, "translation", "the teacher is an AR translation model"
+    )
+    cfg = row.task.cfg
+    model_dir = converted(checkpoint, row.data, cfg.source_lang, cfg.target_lang)
+    return ctranslate2.Translator(
+        str(model_dir),
+        device="cpu",
+        compute_type=options.teacher_compute_type,
+        intra_threads=args.threads,
+        inter_threads=1,
+    )
 
 
 def evaluate_onnx(spec: dict, args, context: dict) -> dict:
     """Export (once), translate at batch 1 and at large batches, score."""
-    import onnxruntime
-
     from fairseq_vqvae.deploy.runtime import OnnxTranslator
 
     from .measure import test_references
@@ -76,28 +146,45 @@ def evaluate_onnx(spec: dict, args, context: dict) -> dict:
     )
     if row.task is None:
         return row.record
-    int8, options = row.options
-    model_dir = exported(row.checkpoint, row.data, int8, options)
-    translator = OnnxTranslator(model_dir, threads=args.threads)
+    options = row.options
+    model_dir = exported(
+        row.checkpoint, row.data, options.int8, options.export, options.top_k
+    )
+    translator = OnnxTranslator(
+        model_dir,
+        threads=args.threads,
+        teacher=_teacher(options, row, args),
+        **options.search,
+    )
     dataset, refs = test_references(args, row.task, row.data, context)
     translate, translate_all, sources = _engine(translator, row.task, dataset, args)
-    config = translator.config
-    generation = {
-        "engine": f"onnxruntime {onnxruntime.__version__}",
-        "precision": config["precision"],
-        **{k: config[k] for k in ("eos_policy", "dedup", "max_len_a", "max_len_b")},
-    }
     return measure_engine(
         row,
         args,
         context,
         model_dir=model_dir,
-        generation=generation,
+        generation=_generation(translator.config, options),
         sources=sources,
         refs=refs,
         translate=translate,
         translate_all=translate_all,
     )
+
+
+def _generation(config: dict, options: OnnxOptions) -> dict:
+    """What the row records of its engine and decoding settings."""
+    import onnxruntime
+
+    generation = {
+        "engine": f"onnxruntime {onnxruntime.__version__}",
+        "precision": config["precision"],
+        **{k: config[k] for k in ("eos_policy", "dedup", "max_len_a", "max_len_b")},
+        **{k: config[k] for k in ("latent_top_k", *SEARCH)},
+    }
+    if options.teacher is not None:
+        generation["teacher"] = str(options.teacher)
+        generation["teacher_compute_type"] = options.teacher_compute_type
+    return generation
 
 
 def _engine(translator, task, dataset, args):
