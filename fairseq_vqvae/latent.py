@@ -223,7 +223,12 @@ class LatentPredictor(nn.Module):
         if offset > 0:
             x = self._code_inputs(codes[:, -1:])  # (B, 1, C)
         else:
-            start = self.embed_codes.weight[-1].expand(codes.shape[0], 1, -1)
+            # The start symbol's row (the last) looked up, not sliced from the weight: the
+            # same numbers either way, but a slice's gradient sums in another order, and the
+            # recorded rows (and tests/test_learning.py's seed) reproduce only with the lookup.
+            start = self.embed_codes(
+                codes.new_full((codes.shape[0], 1), self.embed_codes.num_embeddings - 1)
+            )
             x = torch.cat([start, self._code_inputs(codes[:, :-1])], dim=1)
         return self.position_inputs(x, offset, lengths)
 

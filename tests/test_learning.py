@@ -25,12 +25,15 @@ from conftest import build, preprocess
 SRC, DIALECTS = "abcdefgh", ("ijklmnop", "qrstuvwx")
 UPDATES = 300
 TRAIN_TOKENS = 1000  # per update
-# Measured (seed 0, batches of 1,000 tokens, on a busy 2-core machine): the healthy model
-# reaches oracle BLEU 64.6 at 300 updates with a relative quantization error of 0.014; a
-# latent-blind decoder BLEU 16.6 (its codebook collapses onto constant latents, error 0.000);
-# a frozen codebook BLEU 66.8 with error 0.65 (with batches of 2,000 tokens and 500 updates:
-# 65.4 / 0.06, 17.3, 36.0 / 0.74). The thresholds sit between, so that each defect fails one.
-ORACLE_BLEU_FLOOR = 50.0
+# Measured (batches of 1,000 tokens, 300 updates, 2-core machine): the healthy model reaches
+# oracle BLEU 47.4 to 65.5 (mean 60.8) with a relative quantization error of 0.049 to 0.118,
+# over seeds 0-5 each trained twice with one gradient summed in two orders (the latent
+# predictor's start row sliced from its table or looked up): which dialect split the codebook
+# finds in 300 updates is that sensitive to rounding. A latent-blind decoder reaches BLEU 16.6
+# (its codebook collapses onto constant latents, error 0.000); a frozen codebook BLEU 66.8 with
+# error 0.65 (with batches of 2,000 tokens and 500 updates: 65.4 / 0.06, 17.3, 36.0 / 0.74).
+# The thresholds sit midway, so that each defect fails one and rounding fails neither.
+ORACLE_BLEU_FLOOR = 32.0
 QUANTIZATION_ERROR_CEILING = 0.3
 
 
