@@ -137,6 +137,20 @@ def tiny_databin_separate(tiny_raw, tmp_path_factory) -> Path:
     )
 
 
+# What every tiny training here runs with, in process (build) or through fairseq-train.
+CPU_TRAINING = (
+    "--optimizer",
+    "adam",
+    "--lr",
+    "1e-3",
+    "--max-tokens",
+    "1000",
+    "--cpu",
+    "--num-workers",
+    "0",
+)
+
+
 def build(
     databin,
     *flags,
@@ -164,15 +178,7 @@ def build(
         arch,
         "--criterion",
         criterion,
-        "--cpu",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "1e-3",
-        "--max-tokens",
-        "1000",
-        "--num-workers",
-        "0",
+        *CPU_TRAINING,
         *flags,
     ]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
@@ -292,3 +298,31 @@ def save_checkpoint(built, path) -> None:
         },
         path,
     )
+
+
+def exported_student(built, root, sentences: int = 13) -> dict:
+    """``built`` saved as ``root``/student.pt and exported to ONNX (fp32, ``root``/fp32), with
+    the first ``sentences`` test sentences (SPLITS: lengths 1 to 17, so padded): the shared
+    set-up of the ONNX tests. Keys: built, checkpoint, sample, sources (token ids without
+    pad and EOS), fp32 (the export's directory)."""
+    from fairseq_vqvae.deploy.export import export_model
+
+    checkpoint = root / "student.pt"
+    save_checkpoint(built, checkpoint)
+    sample = collate(built.task, "test", range(sentences))
+    return {
+        "built": built,
+        "checkpoint": checkpoint,
+        "sample": sample,
+        "sources": source_ids(sample, built.task.target_dictionary),
+        "fp32": export_model(built.model, built.task, root / "fp32"),
+    }
+
+
+def source_ids(sample, dictionary) -> list:
+    """Each source sentence of ``sample`` as a list of token ids, without pad and EOS."""
+    drop = (dictionary.pad(), dictionary.eos())
+    return [
+        [i for i in row.tolist() if i not in drop]
+        for row in sample["net_input"]["src_tokens"]
+    ]

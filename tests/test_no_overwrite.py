@@ -16,6 +16,8 @@ import pytest
 
 from fairseq_vqvae.errors import OptionError
 
+from conftest import CPU_TRAINING
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 
@@ -83,17 +85,9 @@ def test_fairseq_train_stops_before_replacing_the_best_checkpoint(
             "vqvae_nat_tiny",
             "--criterion",
             "vqvae_em",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "1e-3",
-            "--max-tokens",
-            "1000",
+            *CPU_TRAINING,
             "--max-update",
             "1",
-            "--cpu",
-            "--num-workers",
-            "0",
             "--save-dir",
             str(save),
         ],

@@ -16,7 +16,15 @@ from fairseq_vqvae.deploy.export import export_model
 from fairseq_vqvae.deploy.exportable import check_exportable
 from fairseq_vqvae.errors import OptionError
 
-from conftest import TINY_FLAGS, build, collate, save_checkpoint, train_a_little
+from conftest import (
+    TINY_FLAGS,
+    build,
+    collate,
+    exported_student,
+    save_checkpoint,
+    source_ids,
+    train_a_little,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -42,31 +50,15 @@ def _pytorch(built, sample, **generation) -> list:
     return [h[0]["tokens"][:-1].tolist() for h in hypos]
 
 
-def _sources(sample, pad: int, eos: int) -> list:
-    return [
-        [i for i in row.tolist() if i not in (pad, eos)]
-        for row in sample["net_input"]["src_tokens"]
-    ]
-
-
 @pytest.fixture(scope="module")
 def student(tiny_databin, tmp_path_factory):
     """A length-conditioned student (as the Multi30k lp_combo), its checkpoint, the test
     set's PyTorch translations and its fp32 export."""
     built = _trained(tiny_databin, "--latent-length-condition")
-    root = tmp_path_factory.mktemp("onnx_student")
-    checkpoint = root / "student.pt"
-    save_checkpoint(built, checkpoint)
-    sample = collate(built.task, "test", range(TEST_SENTENCES))
-    d = built.task.target_dictionary
-    return {
-        "built": built,
-        "checkpoint": checkpoint,
-        "sample": sample,
-        "sources": _sources(sample, d.pad(), d.eos()),
-        "expected": _pytorch(built, sample),
-        "fp32": export_model(built.model, built.task, root / "fp32"),
-    }
+    exported = exported_student(
+        built, tmp_path_factory.mktemp("onnx_student"), TEST_SENTENCES
+    )
+    return {**exported, "expected": _pytorch(built, exported["sample"])}
 
 
 def test_fp32_gives_the_generators_tokens_at_batch_1_and_batched(student):
@@ -92,7 +84,7 @@ def test_other_configurations_give_the_generators_tokens(tiny_databin, tmp_path)
     sample = collate(built.task, "test", range(TEST_SENTENCES))
     d = built.task.target_dictionary
     translator = runtime.OnnxTranslator(export_model(built.model, built.task, tmp_path))
-    sources = _sources(sample, d.pad(), d.eos())
+    sources = source_ids(sample, d)
     assert translator.translate(sources) == _pytorch(built, sample)
     # No length head: --gen-eos length is refused at export and at run time.
     with pytest.raises(OptionError, match="--gen-eos length needs"):

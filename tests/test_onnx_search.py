@@ -20,7 +20,9 @@ from conftest import (
     TINY_FLAGS,
     build,
     collate,
+    exported_student,
     save_checkpoint,
+    source_ids,
     train_a_little,
     transformer_flags,
 )
@@ -45,13 +47,6 @@ def _best(hypos) -> list:
     return [h[0]["tokens"][:-1].tolist() for h in hypos]
 
 
-def _sources(sample, pad: int, eos: int) -> list:
-    return [
-        [i for i in row.tolist() if i not in (pad, eos)]
-        for row in sample["net_input"]["src_tokens"]
-    ]
-
-
 @pytest.fixture(scope="module")
 def student(tiny_databin, tmp_path_factory):
     """A length-conditioned student with a length classifier, its checkpoint, the test set
@@ -60,18 +55,9 @@ def student(tiny_databin, tmp_path_factory):
     torch.manual_seed(0)
     flags = ("--share-all-embeddings", *TINY_FLAGS, "--latent-length-condition")
     built = train_a_little(build(tiny_databin, *flags), steps=10)
-    root = tmp_path_factory.mktemp("onnx_search")
-    checkpoint = root / "student.pt"
-    save_checkpoint(built, checkpoint)
-    sample = collate(built.task, "test", range(TEST_SENTENCES))
-    d = built.task.target_dictionary
-    return {
-        "built": built,
-        "checkpoint": checkpoint,
-        "sample": sample,
-        "sources": _sources(sample, d.pad(), d.eos()),
-        "fp32": export_model(built.model, built.task, root / "fp32"),
-    }
+    return exported_student(
+        built, tmp_path_factory.mktemp("onnx_search"), TEST_SENTENCES
+    )
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +179,7 @@ def test_a_beam_without_a_length_classifier_gives_the_generators_tokens(
             built, sample, [built.model], gen_latent_beam=3, gen_rescore="model"
         )
     )
-    assert translator.translate(_sources(sample, d.pad(), d.eos())) == expected
+    assert translator.translate(source_ids(sample, d)) == expected
     with pytest.raises(ValueError, match="export it again with --latent-top-k 4"):
         runtime.OnnxTranslator(model_dir, latent_beam=4)
     with pytest.raises(ValueError, match="length_beam above 1 needs a model trained"):

@@ -293,7 +293,7 @@ def _cli(name, *args, stdin=None):
 
 
 def test_fairseq_train_generate_and_interactive_with_glancing(tiny_databin, tmp_path):
-    from conftest import TINY_FLAGS
+    from conftest import CPU_TRAINING, TINY_FLAGS
 
     common = ("--user-dir", REPO / "fairseq_vqvae", "--task", "translation_vqvae")
     train = _cli(
@@ -309,17 +309,9 @@ def test_fairseq_train_generate_and_interactive_with_glancing(tiny_databin, tmp_
         *PARALLEL,
         "--latent-glance-ratio",
         "0.5",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "1e-3",
-        "--max-tokens",
-        "1000",
+        *CPU_TRAINING,
         "--max-update",
         "3",
-        "--cpu",
-        "--num-workers",
-        "0",
         "--no-progress-bar",
         "--no-epoch-checkpoints",
         "--save-dir",

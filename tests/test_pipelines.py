@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import transformer_flags
+from conftest import CPU_TRAINING, transformer_flags
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -78,17 +78,9 @@ TEACHER_ENV = {
     "WARMUP_UPDATES": "1",
 }
 TINY_TRAIN = (
-    "--optimizer",
-    "adam",
-    "--lr",
-    "1e-3",
-    "--max-tokens",
-    "1000",
+    *CPU_TRAINING,
     "--max-update",
     "2",
-    "--cpu",
-    "--num-workers",
-    "0",
     "--no-progress-bar",
     "--disable-validation",
     "--no-epoch-checkpoints",

@@ -23,7 +23,7 @@ import torch
 
 import fairseq_vqvae  # noqa: F401  (lets torch.load(weights_only=True) read fairseq checkpoints)
 
-from conftest import transformer_flags
+from conftest import CPU_TRAINING, transformer_flags
 
 REPO = Path(__file__).resolve().parents[1]
 USER_DIR = REPO / "fairseq_vqvae"
@@ -66,19 +66,11 @@ VQVAE_TRAIN_FLAGS = (
     "--bottleneck",
     "hard_em",
     "--share-all-embeddings",
-    "--optimizer",
-    "adam",
-    "--lr",
-    "1e-3",
-    "--max-tokens",
-    "1000",
+    *CPU_TRAINING,
     "--seed",
     "1",
     "--save-interval-updates",
     "2",
-    "--cpu",
-    "--num-workers",
-    "0",
     "--no-progress-bar",
     "--log-interval",
     "1",
@@ -97,19 +89,11 @@ TRANSFORMER_TRAIN_FLAGS = (
     "--criterion",
     "cross_entropy",
     *transformer_flags(dim=32, ffn=32),
-    "--optimizer",
-    "adam",
-    "--lr",
-    "1e-3",
-    "--max-tokens",
-    "1000",
+    *CPU_TRAINING,
     "--max-update",
     "1",
     "--disable-validation",
     "--no-epoch-checkpoints",
-    "--cpu",
-    "--num-workers",
-    "0",
     "--no-progress-bar",
 )
 CODEBOOK_KEYS = (
