@@ -93,6 +93,16 @@ def test_other_configurations_give_the_generators_tokens(tiny_databin, tmp_path)
         runtime.OnnxTranslator(tmp_path, eos="length")
 
 
+def test_word_codes_give_the_generators_tokens(tiny_databin, tmp_path):
+    """--compress-steps 0 (one code per target token) exports: the latent step runs once per
+    target position."""
+    built = _trained(tiny_databin, "--compress-steps", "0", "--latent-length-condition")
+    sample = collate(built.task, "test", range(TEST_SENTENCES))
+    translator = runtime.OnnxTranslator(export_model(built.model, built.task, tmp_path))
+    sources = source_ids(sample, built.task.target_dictionary)
+    assert translator.translate(sources) == _pytorch(built, sample)
+
+
 @pytest.mark.parametrize(
     "eos, dedup", [("last-latent", True), ("length", False), ("first", True)]
 )
