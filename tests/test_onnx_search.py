@@ -298,6 +298,12 @@ def test_what_the_search_cannot_run_is_refused_in_one_line(student, tmp_path, ca
         .err.strip()
         .endswith("error: --teacher-compute-type needs --teacher")
     )
+    with pytest.raises(
+        SystemExit
+    ):  # no CTranslate2 model there: one line, no traceback
+        runtime.main([str(model_dir), "--teacher", str(tmp_path / "none")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"error: --teacher {tmp_path / 'none'}: Unable to open" in err[-1], err
     model, task = student["built"].model, student["built"].task
     for top_k, message in ((0, "got 0"), (9, r"in \[1, 8\] \(the codebook\), got 9")):
         _refused(

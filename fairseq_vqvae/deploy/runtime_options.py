@@ -124,12 +124,23 @@ def teacher_of_arguments(args):
         if args.teacher_compute_type is not None:
             raise ValueError("--teacher-compute-type needs --teacher")
         return None
-    import ctranslate2
-
-    return ctranslate2.Translator(
-        args.teacher,
-        device="cpu",
-        compute_type=args.teacher_compute_type or "int8",
-        intra_threads=args.threads,
-        inter_threads=1,
-    )
+    try:
+        import ctranslate2
+    except ImportError:
+        raise ValueError(
+            "--teacher needs ctranslate2 (pip install ctranslate2)"
+        ) from None
+    try:
+        return ctranslate2.Translator(
+            args.teacher,
+            device="cpu",
+            compute_type=args.teacher_compute_type or "int8",
+            intra_threads=args.threads,
+            inter_threads=1,
+        )
+    except (
+        RuntimeError,
+        ValueError,
+    ) as error:  # no model there, an unknown compute type
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"--teacher {args.teacher}: {first}") from None
