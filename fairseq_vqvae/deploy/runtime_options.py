@@ -138,9 +138,6 @@ def teacher_of_arguments(args):
             intra_threads=args.threads,
             inter_threads=1,
         )
-    except (
-        RuntimeError,
-        ValueError,
-    ) as error:  # no model there, an unknown compute type
+    except (RuntimeError, ValueError) as error:  # no model there, or a bad compute type
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"--teacher {args.teacher}: {first}") from None
