@@ -1,6 +1,6 @@
 """Batch-1 decoding through one of vqvae_nat's hand-written fast paths against the code it replaced.
 
-  python research/fast_path_speed.py CHECKPOINT DATA_BIN [--path conv|latent-steps]
+  python research/fast_path_speed.py CHECKPOINT DATA_BIN [--path conv|latent-steps|compile]
       [--sentences 1000] [--rounds 3] [--threads 1]
 
 Loads a vqvae_nat checkpoint with fairseq's API and translates the first N test sentences at
@@ -12,11 +12,17 @@ process and alternating rounds, so that the machine's drift hits both. The paths
   2026-12-05, against ``latent.same_conv`` (one matrix product per window; the current code).
 * ``latent-steps``: the latent predictor's steps through fairseq's layers and incremental state
   (``latent.FairseqSteps``, as before 2026-12-06) against ``latent.CachedSteps`` (the current code).
+* ``compile``: the eager model against ``torch.compile(dynamic=True)`` of the source encoder and
+  of the one parallel pass (decompressor and decoder, ``VQVAENATModel.decode``), inductor on the
+  CPU, compiled from an empty cache. The warm-up line of each form is its first pass over the
+  sentences: for the compiled form, compilation included.
 """
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -27,9 +33,28 @@ def conv1d(conv, x):
     return conv(x.transpose(1, 2)).transpose(1, 2)
 
 
-def forms_of(path: str) -> dict:
+def compiled_forms(model) -> dict:
+    """The eager encoder and parallel pass against ``torch.compile`` of both (built lazily, once)."""
+    eager = (model.encoder.forward, model.decode)
+    compiled = []
+
+    def use_compiled():
+        if not compiled:
+            compiled.extend(torch.compile(f, dynamic=True) for f in eager)
+        model.encoder.forward, model.decode = compiled
+
+    def use_eager():
+        model.encoder.forward, model.decode = eager
+
+    return {"eager": use_eager, "torch.compile": use_compiled}
+
+
+def forms_of(path: str, model) -> dict:
     """{name: function that switches the code to that form}, the old form first."""
     from fairseq_vqvae import latent
+
+    if path == "compile":
+        return compiled_forms(model)
 
     if path == "conv":
         # ResidualConv.forward looks same_conv up per call
@@ -53,7 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("data_bin")
     parser.add_argument(
         "--path",
-        choices=("conv", "latent-steps"),
+        choices=("conv", "latent-steps", "compile"),
         default="conv",
         help="which fast path to compare with the code it replaced (default: conv)",
     )
@@ -64,6 +89,9 @@ def main(argv=None) -> int:
     if args.sentences < 1 or args.rounds < 1 or args.threads < 1:
         parser.error("--sentences, --rounds and --threads must be at least 1")
     torch.set_num_threads(args.threads)
+    if args.path == "compile" and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        # an empty cache, so that the warm-up times a cold compilation
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     from fairseq import checkpoint_utils
 
     # Before loading: registers the plugin and lets fairseq checkpoints load (compat)
@@ -80,7 +108,7 @@ def main(argv=None) -> int:
     samples = [
         s for _, s in zip(range(args.sentences), batches.next_epoch_itr(shuffle=False))
     ]
-    forms = forms_of(args.path)
+    forms = forms_of(args.path, models[0])
 
     def translate(form):
         forms[form]()
@@ -92,8 +120,10 @@ def main(argv=None) -> int:
             tokens.append(hypos[0][0]["tokens"].tolist())
         return 1e3 * statistics.median(times), tokens
 
-    for form in forms:  # warm-up
+    for form in forms:  # warm-up (for torch.compile: its compilation)
+        start = time.perf_counter()
         translate(form)
+        print(f"{form}: warm-up pass {time.perf_counter() - start:.1f} s")
     medians = {form: [] for form in forms}
     outputs = {}
     for _ in range(args.rounds):

@@ -1072,3 +1072,18 @@ def test_every_row_measures_the_latent_diagnostics_of_its_best_checkpoint(tmp_pa
     assert f"--diagnostics {save}/latent_diagnostics.json" in row
     train = next(line for line in lines if "fairseq-train" in line)
     assert "--latent-clean-targets --latent-length-condition" in train
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        ([], {}, "usage"),
+        (["s.pt", "out"], {"DEVICE": "tpu"}, "DEVICE must be cpu or cuda, got 'tpu'"),
+        (["s.pt", "out", "0"], {}, "THREADS must be a positive integer, got '0'"),
+        (["/nonexistent/s.pt", "out"], {}, "no checkpoint at /nonexistent/s.pt"),
+    ],
+)
+def test_engines_errors_say_what_to_fix(tmp_path, args, env, message):
+    done = _script("engines.sh", *args, WORK=str(tmp_path), **env)
+    assert done.returncode != 0
+    assert message in done.stderr

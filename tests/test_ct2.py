@@ -143,3 +143,46 @@ def test_unknown_ctranslate2_options_and_non_translation_checkpoints_are_refused
     row = open_row(spec, SimpleNamespace(data="other"), ct2._options, "translation", "")
     assert row.data == "bin" and row.task is None  # missing: reported, not parsed
     assert row.record["status"] == "missing"
+
+
+def test_a_fairseq_row_in_half_precision_translates_as_float32(
+    teacher, tiny_databin, tmp_path
+):
+    """``dtype=float16`` / ``bfloat16``: fairseq-generate's --fp16 / --bf16 for a benchmark row
+    (model.half() for a GPU; here the CPU runs the same path)."""
+    out, hyps = tmp_path / "bench.json", tmp_path / "hyps"
+    status = _bench(
+        tiny_databin,
+        out,
+        f"AR greedy=translation:{teacher}:beam=1",
+        f"AR greedy fp16=translation:{teacher}:beam=1,dtype=float16",
+        f"AR greedy bf16=translation:{teacher}:beam=1,dtype=bfloat16",
+        hyps=hyps,
+    )
+    assert status == 0
+    models = {m["name"]: m for m in json.loads(out.read_text())["models"]}
+    assert all(m["status"] == "ok" for m in models.values())
+    name = f"__{teacher.parent.name}.detok.txt"
+    full = (hyps / f"AR_greedy{name}").read_text().splitlines()
+    for half in ("fp16", "bf16"):
+        lowered = (hyps / f"AR_greedy_{half}{name}").read_text().splitlines()
+        same = sum(a == b for a, b in zip(full, lowered))
+        assert len(lowered) == 13 and same >= 10, (half, same)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            {"dtype": "float8"},
+            "dtype='float8': expected one of float32, float16, bfloat16",
+        ),
+        ({"dtype": "float16", "gen_int8": True}, "int8 weights run in float32"),
+    ],
+)
+def test_a_wrong_dtype_is_refused(args, message):
+    from bench.measure import half_precision
+
+    with pytest.raises(ValueError, match=message):
+        half_precision(args.pop("dtype"), args)
+    assert half_precision("float32", {"gen_int8": True}) is __import__("torch").float32

@@ -11,7 +11,7 @@ from fairseq import utils
 from fairseq_vqvae.errors import OptionError
 from fairseq_vqvae.generator import VQVAENATGenerator
 
-from conftest import ids_by_target_length
+from conftest import ids_by_target_length, train_a_little
 
 RATIO = 4  # TINY_FLAGS use --compress-steps 2
 
@@ -816,3 +816,24 @@ def test_generating_the_training_split_keeps_every_sentence(
     with caplog.at_level(logging.INFO, logger="fairseq_vqvae.batches"):
         batches.log_pairs_in_no_batch(Batches(), 9, 8)
     assert "4 of 9 training pairs are in no batch" in caplog.text
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_translates_as_the_fp32_one(build_vqvae, dtype):
+    """fairseq-generate's --fp16 / --bf16 (model.half() / .bfloat16(), for a GPU) decode the
+    same sentences: run here on the CPU, the path a GPU takes, within half precision's rounding."""
+    built = train_a_little(build_vqvae("--bottleneck", "hard_em"))
+    model, task = built.model, built.task
+    generator = task.build_generator([model], built.args)
+    full = _translate(task, model, generator, "test", batch_size=8)
+    half = model.to(dtype)
+    for batch_size in (1, 8):
+        lowered = _translate(task, half, generator, "test", batch_size=batch_size)
+        assert lowered.keys() == full.keys()
+        same = 0
+        for i, hypos in full.items():
+            hypo = lowered[i][0]
+            assert hypo["positional_scores"].dtype == torch.float32
+            assert hypo["tokens"][-1] == task.target_dictionary.eos()
+            same += hypo["tokens"].tolist() == hypos[0]["tokens"].tolist()
+        assert same >= 0.8 * len(full), (dtype, batch_size, same, len(full))

@@ -447,6 +447,22 @@ def measure_throughput(args, task, generator, models, dataset, refs, context, na
     }
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def half_precision(name, model_args: dict):
+    """The torch dtype of a fairseq row's ``dtype=`` key (fairseq-generate's --fp16 / --bf16)."""
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"dtype={name!r}: expected one of {', '.join(DTYPES)}")
+    if name != "float32" and model_args.get("gen_int8"):
+        raise ValueError(
+            f"dtype={name} with gen_int8=True: int8 weights run in float32, drop one"
+        )
+    return getattr(torch, name)
+
+
 def evaluate(spec: dict, args, context: dict) -> dict:
     """Load, translate at batch 1 and at large batches, score. Returns the model's record."""
     import torch
@@ -470,6 +486,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     teacher = model_args.pop(
         "teacher", None
     )  # a second checkpoint: the --gen-rescore teacher
+    dtype = half_precision(model_args.pop("dtype", "float32"), model_args)
     gen_cfg, gen_settings, overrides = build_generation_config(spec["task"], model_args)
     record["generation"] = gen_settings
     record["data"] = data
@@ -494,6 +511,9 @@ def evaluate(spec: dict, args, context: dict) -> dict:
         model.eval()
         if context["device"] == "cuda":
             model.cuda()
+        model.to(
+            dtype
+        )  # fairseq-generate's --fp16 / --bf16: model.half() / .bfloat16()
     record["params"] = sum(p.numel() for p in models[0].parameters())
     record["arch"] = getattr(saved_cfg.model, "arch", None) or getattr(
         saved_cfg.model, "_name", None
