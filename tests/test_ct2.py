@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import transformer_flags
 
@@ -17,6 +18,7 @@ sys.path.insert(0, str(SCRIPTS))
 import benchmark  # noqa: E402
 from bench import ct2  # noqa: E402
 from bench.engines import open_row  # noqa: E402
+from bench.measure import row_dtype  # noqa: E402
 from bench.specs import parse_model_spec  # noqa: E402
 
 
@@ -181,8 +183,6 @@ def test_a_fairseq_row_in_half_precision_translates_as_float32(
     ],
 )
 def test_a_wrong_dtype_is_refused(args, message):
-    from bench.measure import half_precision
-
     with pytest.raises(ValueError, match=message):
-        half_precision(args.pop("dtype"), args)
-    assert half_precision("float32", {"gen_int8": True}) is __import__("torch").float32
+        row_dtype(args.pop("dtype"), args)
+    assert row_dtype("float32", {"gen_int8": True}) is torch.float32

@@ -450,7 +450,7 @@ def measure_throughput(args, task, generator, models, dataset, refs, context, na
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-def half_precision(name, model_args: dict):
+def row_dtype(name, model_args: dict):
     """The torch dtype of a fairseq row's ``dtype=`` key (fairseq-generate's --fp16 / --bf16)."""
     import torch
 
@@ -486,7 +486,7 @@ def evaluate(spec: dict, args, context: dict) -> dict:
     teacher = model_args.pop(
         "teacher", None
     )  # a second checkpoint: the --gen-rescore teacher
-    dtype = half_precision(model_args.pop("dtype", "float32"), model_args)
+    dtype = row_dtype(model_args.pop("dtype", "float32"), model_args)
     gen_cfg, gen_settings, overrides = build_generation_config(spec["task"], model_args)
     record["generation"] = gen_settings
     record["data"] = data
@@ -511,9 +511,8 @@ def evaluate(spec: dict, args, context: dict) -> dict:
         model.eval()
         if context["device"] == "cuda":
             model.cuda()
-        model.to(
-            dtype
-        )  # fairseq-generate's --fp16 / --bf16: model.half() / .bfloat16()
+        # fairseq-generate's --fp16 / --bf16: model.half() / .bfloat16()
+        model.to(dtype)
     record["params"] = sum(p.numel() for p in models[0].parameters())
     record["arch"] = getattr(saved_cfg.model, "arch", None) or getattr(
         saved_cfg.model, "_name", None
